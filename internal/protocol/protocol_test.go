@@ -1,0 +1,246 @@
+package protocol
+
+import (
+	"bytes"
+	"errors"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
+
+var t0 = time.Date(2026, 11, 27, 6, 30, 0, 0, time.UTC)
+
+// golden lists one message of every type, with fixed IDs and times.
+var golden = map[string]Message{
+	"register": {ID: "0123456789abcdef0123456789abcdef", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Register{
+		Name: "kitchen-pi", AgentVersion: "v0.1.0", HeartbeatMS: 10000,
+		Facts: Facts{Hostname: "kitchen-pi", OS: "linux", Platform: "debian 12.8", Kernel: "6.6.51+rpt-rpi-v8", Arch: "arm64",
+			CPUModel: "Cortex-A72", CPUCores: 4, MemoryBytes: 4 << 30, BootTime: t0.Add(-72 * time.Hour)},
+	}},
+	"status_online":  {ID: "11111111111111111111111111111111", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Status{State: StateOnline, Reason: ReasonStartup}},
+	"status_offline": {ID: "22222222222222222222222222222222", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Status{State: StateOffline, Reason: ReasonShutdown}},
+	"status_lost":    {ID: "33333333333333333333333333333333", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Status{State: StateOffline, Reason: ReasonLost}},
+	"heartbeat":      {ID: "44444444444444444444444444444444", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Heartbeat{Seq: 42, UptimeS: 420}},
+	"hub_status":     {ID: "55555555555555555555555555555555", Time: t0, Source: "hub-3f9a", Payload: &HubStatus{State: StateOnline}},
+}
+
+func TestGolden(t *testing.T) {
+	for name, m := range golden {
+		t.Run(name, func(t *testing.T) {
+			got, err := EncodeMessage(m)
+			if err != nil {
+				t.Fatal(err)
+			}
+			path := filepath.Join("testdata", name+".json")
+			if *update {
+				if err := os.WriteFile(path, append(got, '\n'), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(path)
+			if err != nil {
+				t.Fatalf("%v (run go test -update to create it)", err)
+			}
+			if !bytes.Equal(got, bytes.TrimSpace(want)) {
+				t.Errorf("encoding changed:\n got %s\nwant %s", got, want)
+			}
+			dec, err := Decode(want)
+			if err != nil {
+				t.Fatalf("decode golden: %v", err)
+			}
+			if diff := cmp.Diff(&m, dec); diff != "" {
+				t.Errorf("decode(golden) mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEveryTypeHasGolden(t *testing.T) {
+	seen := map[Type]bool{}
+	for _, m := range golden {
+		seen[m.Payload.MessageType()] = true
+	}
+	for typ := range maxSize {
+		if !seen[typ] {
+			t.Errorf("message type %q has no golden file", typ)
+		}
+		if newPayload(typ) == nil {
+			t.Errorf("message type %q has a size limit but no payload", typ)
+		}
+	}
+}
+
+func TestDecodeRejects(t *testing.T) {
+	valid := func(t *testing.T, name string) string {
+		b, err := os.ReadFile(filepath.Join("testdata", name+".json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(b))
+	}
+	for _, tc := range []struct {
+		name      string
+		in        func(t *testing.T) string
+		wantField string
+		wantText  string
+	}{
+		{"empty", func(*testing.T) string { return "" }, "", "empty message"},
+		{"not json", func(*testing.T) string { return "hello" }, "", "invalid character"},
+		{"array", func(*testing.T) string { return "[]" }, "", "cannot unmarshal array"},
+		{"trailing", func(t *testing.T) string { return valid(t, "heartbeat") + "{}" }, "", "trailing data"},
+		{"unknown envelope field", func(t *testing.T) string {
+			return strings.Replace(valid(t, "heartbeat"), `"v":1`, `"v":1,"extra":true`, 1)
+		}, "", `unknown field "extra"`},
+		{"wrong version", func(t *testing.T) string { return strings.Replace(valid(t, "heartbeat"), `"v":1`, `"v":2`, 1) }, "v", "protocol version 2"},
+		{"missing id", func(t *testing.T) string {
+			return strings.Replace(valid(t, "heartbeat"), `"id":"44444444444444444444444444444444"`, `"id":""`, 1)
+		}, "id", "must be"},
+		{"bad source", func(t *testing.T) string {
+			return strings.Replace(valid(t, "heartbeat"), `"source":"dk7q2m4x9p3r5t8v"`, `"source":"a/#"`, 1)
+		}, "source", "invalid id"},
+		{"unknown type", func(t *testing.T) string {
+			return strings.Replace(valid(t, "heartbeat"), `"type":"heartbeat"`, `"type":"nope"`, 1)
+		}, "type", `unknown message type "nope"`},
+		{"null payload", func(t *testing.T) string {
+			return strings.Replace(valid(t, "heartbeat"), `"payload":{"seq":42,"uptime_s":420}`, `"payload":null`, 1)
+		}, "payload", "required"},
+		{"payload wrong type", func(t *testing.T) string {
+			return strings.Replace(valid(t, "heartbeat"), `"seq":42`, `"seq":"x"`, 1)
+		}, "payload.seq", "cannot unmarshal"},
+		{"payload unknown field", func(t *testing.T) string {
+			return strings.Replace(valid(t, "heartbeat"), `"seq":42`, `"seq":42,"evil":1`, 1)
+		}, "payload", `unknown field "evil"`},
+		{"payload invalid", func(t *testing.T) string {
+			return strings.Replace(valid(t, "heartbeat"), `"seq":42`, `"seq":0`, 1)
+		}, "payload.seq", "at least 1"},
+		{"nested invalid", func(t *testing.T) string {
+			return strings.Replace(valid(t, "register"), `"hostname":"kitchen-pi"`, `"hostname":""`, 1)
+		}, "payload.facts.hostname", "required"},
+		{"control char", func(t *testing.T) string {
+			return strings.Replace(valid(t, "register"), `"name":"kitchen-pi"`, `"name":"kitchen\u0000pi"`, 1)
+		}, "payload.name", "control character"},
+		{"bad state", func(t *testing.T) string {
+			return strings.Replace(valid(t, "status_online"), `"state":"online"`, `"state":"meh"`, 1)
+		}, "payload.state", `"meh" is not`},
+		{"oversize", func(*testing.T) string { return `{"pad":"` + strings.Repeat("x", MaxMessageSize) + `"}` }, "", "too large"},
+		{"oversize for type", func(t *testing.T) string {
+			return strings.Replace(valid(t, "heartbeat"), `"v":1`, `"v":1`+strings.Repeat(" ", 5000), 1)
+		}, "", "too large"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode([]byte(tc.in(t)))
+			var de *DecodeError
+			if !errors.As(err, &de) {
+				t.Fatalf("Decode error = %v, want a *DecodeError", err)
+			}
+			if de.Field != tc.wantField {
+				t.Errorf("Field = %q, want %q (err: %v)", de.Field, tc.wantField, err)
+			}
+			if !strings.Contains(err.Error(), tc.wantText) {
+				t.Errorf("error %q does not contain %q", err, tc.wantText)
+			}
+		})
+	}
+}
+
+func TestDecodeAsWrongType(t *testing.T) {
+	b, err := Encode("dev1", t0, &Heartbeat{Seq: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := DecodeAs[*Register](b); err == nil || !strings.Contains(err.Error(), `got "heartbeat", want "register"`) {
+		t.Fatalf("DecodeAs[*Register](heartbeat) error = %v", err)
+	}
+	_, hb, err := DecodeAs[*Heartbeat](b)
+	if err != nil || hb.Seq != 1 {
+		t.Fatalf("DecodeAs[*Heartbeat] = %+v, %v", hb, err)
+	}
+}
+
+func TestEncodeRejectsInvalid(t *testing.T) {
+	if _, err := Encode("dev1", t0, &Status{State: "up"}); err == nil {
+		t.Error("Encode accepted an invalid status")
+	}
+	if _, err := Encode("bad/id", t0, &Heartbeat{Seq: 1}); err == nil {
+		t.Error("Encode accepted an invalid source")
+	}
+}
+
+func TestValidateID(t *testing.T) {
+	for _, ok := range []string{"a", "dk7q2m4x9p3r5t8v", "hub-3f9a", "A.b_c-1", strings.Repeat("x", MaxIDLen)} {
+		if err := ValidateID(ok); err != nil {
+			t.Errorf("ValidateID(%q) = %v, want nil", ok, err)
+		}
+	}
+	for _, bad := range []string{"", "+", "#", "a/b", "a+b", "a#", "$SYS", "a b", "a\x00b", "a\nb", "-a", ".a", "é", strings.Repeat("x", MaxIDLen+1)} {
+		if err := ValidateID(bad); err == nil {
+			t.Errorf("ValidateID(%q) = nil, want an error", bad)
+		}
+	}
+}
+
+func TestTopics(t *testing.T) {
+	if got, want := DeviceTopic("dev1", KindStatus), "alicia/v1/devices/dev1/status"; got != want {
+		t.Errorf("DeviceTopic = %q, want %q", got, want)
+	}
+	if got, want := AllDevices(KindHeartbeat), "alicia/v1/devices/+/heartbeat"; got != want {
+		t.Errorf("AllDevices = %q, want %q", got, want)
+	}
+	if got, want := DeviceSubtree("dev1"), "alicia/v1/devices/dev1/#"; got != want {
+		t.Errorf("DeviceSubtree = %q, want %q", got, want)
+	}
+	id, kind, err := ParseDeviceTopic("alicia/v1/devices/dev1/register")
+	if err != nil || id != "dev1" || kind != KindRegister {
+		t.Errorf("ParseDeviceTopic = %q, %q, %v", id, kind, err)
+	}
+	for _, bad := range []string{"alicia/v2/devices/dev1/register", "alicia/v1/devices/dev1", "alicia/v1/devices/dev1/register/x",
+		"alicia/v1/devices/+/register", "alicia/v1/devices//register", "alicia/v1/devices/dev1/unknown"} {
+		if _, _, err := ParseDeviceTopic(bad); err == nil {
+			t.Errorf("ParseDeviceTopic(%q) = nil error", bad)
+		}
+	}
+	defer func() {
+		if recover() == nil {
+			t.Error("DeviceTopic with an invalid id did not panic")
+		}
+	}()
+	DeviceTopic("a/b", KindStatus)
+}
+
+// FuzzDecode checks that no input makes Decode panic, and that whatever it
+// accepts re-encodes to a message that decodes to the same thing.
+func FuzzDecode(f *testing.F) {
+	files, _ := filepath.Glob("testdata/*.json")
+	for _, p := range files {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte(`{"v":1}`))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		m, err := Decode(data)
+		if err != nil {
+			return
+		}
+		out, err := EncodeMessage(*m)
+		if err != nil {
+			t.Fatalf("accepted message does not re-encode: %v", err)
+		}
+		m2, err := Decode(out)
+		if err != nil {
+			t.Fatalf("re-encoded message does not decode: %v", err)
+		}
+		if diff := cmp.Diff(m, m2); diff != "" {
+			t.Fatalf("round trip changed the message:\n%s", diff)
+		}
+	})
+}
