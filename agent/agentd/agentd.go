@@ -1,0 +1,304 @@
+package agentd
+
+import (
+	"context"
+	"crypto/ed25519"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/alicia-home/alicia/agent/facts"
+	"github.com/alicia-home/alicia/internal/buildinfo"
+	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/identity"
+	"github.com/alicia-home/alicia/internal/protocol"
+)
+
+// Config configures an Agent. Zero values of optional fields take the
+// documented defaults.
+type Config struct {
+	// StateDir holds the identity key and credentials. Required; created
+	// with mode 0700 if missing.
+	StateDir string
+	// Hub is the hub's API address, HOST[:PORT] (default port 8470). Needed
+	// for the first enrolment; afterwards the address saved at enrolment is
+	// used when Hub is empty.
+	Hub string
+	// JoinToken enrols the agent on first start. Ignored once enrolled.
+	JoinToken string
+	// Name is the device's display name; default the hostname.
+	Name string
+	// HeartbeatInterval is how often a heartbeat is sent. Default 10s.
+	HeartbeatInterval time.Duration
+	// KeepAlive is the MQTT keep-alive; a dead link is noticed by the
+	// broker within 1.5 times this. Default 30s.
+	KeepAlive time.Duration
+	// Facts gathers hardware facts; default facts.Source{}.Gather.
+	Facts func() (protocol.Facts, error)
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 10 * time.Second
+	}
+	if c.KeepAlive <= 0 {
+		c.KeepAlive = 30 * time.Second
+	}
+	if c.Facts == nil {
+		c.Facts = facts.Source{}.Gather
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports the first invalid setting.
+func (c *Config) Validate() error {
+	if c.StateDir == "" {
+		return errors.New("state dir: required (--state-dir)")
+	}
+	if c.Hub != "" {
+		if _, err := hubURL(c.Hub); err != nil {
+			return err
+		}
+	}
+	if c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > time.Hour {
+		return fmt.Errorf("heartbeat interval %s: want 100ms to 1h", c.HeartbeatInterval)
+	}
+	if c.KeepAlive < time.Second {
+		return fmt.Errorf("keep-alive %s: want at least 1s", c.KeepAlive)
+	}
+	return nil
+}
+
+// Agent is one running agent.
+type Agent struct {
+	cfg  Config
+	log  *slog.Logger
+	http *http.Client
+
+	mu       sync.Mutex // guards deviceID
+	deviceID string
+}
+
+// New validates cfg and returns an Agent. It does no I/O.
+func New(cfg Config) (*Agent, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("agent: config: %w", err)
+	}
+	return &Agent{cfg: cfg, log: cfg.Logger, http: &http.Client{}}, nil
+}
+
+// DeviceID returns the device ID once Run has loaded the identity, else "".
+func (a *Agent) DeviceID() string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.deviceID
+}
+
+// Run enrols if needed, then keeps the device connected and visible until
+// ctx is done; then it publishes "offline" and disconnects cleanly.
+func (a *Agent) Run(ctx context.Context) error {
+	cfg := a.cfg
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("agent: state dir: %w", err)
+	}
+	key, created, err := identity.LoadOrCreate(filepath.Join(cfg.StateDir, "identity.key"))
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	id := identity.DeviceID(key.Public().(ed25519.PublicKey))
+	a.mu.Lock()
+	a.deviceID = id
+	a.mu.Unlock()
+	if created {
+		a.log.Info("created the device identity", "device", id)
+	}
+
+	f, err := cfg.Facts()
+	if err != nil {
+		a.log.Warn("some hardware facts are unavailable", "err", err)
+	}
+	name := cfg.Name
+	if name == "" {
+		name = f.Hostname
+	}
+
+	creds, err := a.credentials(ctx, key, id, name)
+	if err != nil {
+		return err
+	}
+	a.log.Info("agent identity", "device", id, "hub_id", creds.HubID, "mqtt", creds.MQTTURLs[0])
+
+	statusMsg := func(state, reason string) ([]byte, error) {
+		return protocol.Encode(id, time.Now(), &protocol.Status{State: state, Reason: reason})
+	}
+	will, err := statusMsg(protocol.StateOffline, protocol.ReasonLost)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	bye, err := statusMsg(protocol.StateOffline, protocol.ReasonShutdown)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	reg := &protocol.Register{Name: name, AgentVersion: buildinfo.Version, HeartbeatMS: cfg.HeartbeatInterval.Milliseconds(), Facts: f}
+	if err := reg.Validate(); err != nil {
+		return fmt.Errorf("agent: registration: %w", err)
+	}
+
+	var client *bus.Client
+	birth := func(ctx context.Context) {
+		// Facts such as the boot time are re-read on each connect.
+		if nf, err := cfg.Facts(); err == nil {
+			reg.Facts = nf
+		}
+		for _, p := range []protocol.Payload{reg, &protocol.Status{State: protocol.StateOnline, Reason: protocol.ReasonStartup}} {
+			b, err := protocol.Encode(id, time.Now(), p)
+			if err == nil {
+				err = client.Publish(ctx, bus.Message{Topic: protocol.DeviceTopic(id, protocol.Kind(p.MessageType())), Payload: b, QoS: 1, Retained: true})
+			}
+			if err != nil {
+				a.log.Warn("publish birth message", "type", p.MessageType(), "err", err)
+				return
+			}
+		}
+		a.log.Info("connected to the hub's broker", "device", id)
+	}
+	client, err = bus.New(bus.Config{
+		URL: creds.MQTTURLs[0], ClientID: id, Username: id, Password: creds.Password,
+		KeepAlive: cfg.KeepAlive,
+		Will:      &bus.Message{Topic: protocol.DeviceTopic(id, protocol.KindStatus), Payload: will, QoS: 1, Retained: true},
+		Goodbye:   []bus.Message{{Topic: protocol.DeviceTopic(id, protocol.KindStatus), Payload: bye, QoS: 1, Retained: true}},
+		OnConnect: birth,
+		Logger:    a.log,
+	})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return client.Run(gctx) })
+	g.Go(func() error { a.heartbeats(gctx, client, id); return nil })
+	if err := g.Wait(); err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	return nil
+}
+
+// credentials returns the saved credentials, enrolling first if there are
+// none, and refreshes the broker URLs from the hub when it answers.
+func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, name string) (*credentials, error) {
+	cfg := a.cfg
+	path := filepath.Join(cfg.StateDir, "credentials.json")
+	creds, err := loadCredentials(path)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if creds != nil && creds.DeviceID != id {
+		return nil, fmt.Errorf("agent: %s belongs to device %s, but the identity key is of %s: the key was replaced; delete the credentials and enrol again", path, creds.DeviceID, id)
+	}
+	hub := cfg.Hub
+	if hub == "" && creds != nil {
+		hub = creds.Hub
+	}
+	if hub == "" {
+		return nil, errors.New("agent: no hub address: pass --hub HOST[:PORT] (finding the hub by mDNS is not built yet)")
+	}
+	base, err := hubURL(hub)
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	if creds == nil {
+		if cfg.JoinToken == "" {
+			return nil, errors.New("agent: not enrolled: start once with --join-token TOKEN (an admin creates one with POST /api/v1/join-tokens on the hub)")
+		}
+		creds, err = a.enrolWithRetry(ctx, base, key, name)
+		if err != nil {
+			return nil, err
+		}
+		creds.Hub = hub
+		if err := saveCredentials(path, creds); err != nil {
+			return nil, fmt.Errorf("agent: save credentials: %w", err)
+		}
+		a.log.Info("enrolled with the hub", "device", id, "hub_id", creds.HubID)
+		return creds, nil
+	}
+	// Already enrolled: learn the current broker address, but do not wait
+	// for the hub: a device keeps working with what it knows.
+	bctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	b, err := a.fetchBootstrap(bctx, base)
+	switch {
+	case err != nil:
+		a.log.Warn("hub not reachable; using the saved broker address", "hub", hub, "err", err)
+	case b.HubID != creds.HubID:
+		return nil, fmt.Errorf("agent: the hub at %s is %s, but this device is enrolled with %s: refusing a different hub (delete %s to enrol again)", hub, b.HubID, creds.HubID, path)
+	case !slices.Equal(b.MQTTURLs, creds.MQTTURLs) || creds.Hub != hub:
+		creds.MQTTURLs, creds.Hub = b.MQTTURLs, hub
+		if err := saveCredentials(path, creds); err != nil {
+			return nil, fmt.Errorf("agent: save credentials: %w", err)
+		}
+	}
+	return creds, nil
+}
+
+// enrolWithRetry enrols, retrying while the hub is unreachable or answers
+// 5xx, and giving up at once on a refusal.
+func (a *Agent) enrolWithRetry(ctx context.Context, base string, key ed25519.PrivateKey, name string) (*credentials, error) {
+	delay := 250 * time.Millisecond
+	for {
+		creds, err := a.enrol(ctx, base, key, a.cfg.JoinToken, name)
+		if err == nil {
+			return creds, nil
+		}
+		var perm errPermanent
+		if errors.As(err, &perm) {
+			return nil, fmt.Errorf("agent: enrolment refused: %w", err)
+		}
+		a.log.Warn("enrolment failed; retrying", "hub", base, "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("agent: enrolment: %w", ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 5*time.Second)
+	}
+}
+
+// heartbeats publishes a heartbeat every interval while connected.
+func (a *Agent) heartbeats(ctx context.Context, client *bus.Client, id string) {
+	start := time.Now()
+	t := time.NewTicker(a.cfg.HeartbeatInterval)
+	defer t.Stop()
+	var seq uint64
+	topic := protocol.DeviceTopic(id, protocol.KindHeartbeat)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !client.Connected() {
+			continue
+		}
+		seq++
+		b, err := protocol.Encode(id, time.Now(), &protocol.Heartbeat{Seq: seq, UptimeS: int64(time.Since(start).Seconds())})
+		if err == nil {
+			err = client.Publish(ctx, bus.Message{Topic: topic, Payload: b, QoS: 0})
+		}
+		if err != nil && ctx.Err() == nil {
+			a.log.Debug("heartbeat not sent", "err", err)
+		}
+	}
+}

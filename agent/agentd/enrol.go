@@ -1,0 +1,181 @@
+package agentd
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/alicia-home/alicia/internal/atomicfile"
+	"github.com/alicia-home/alicia/internal/identity"
+)
+
+// credentials are what the agent keeps after enrolment, in
+// <state-dir>/credentials.json (mode 0600).
+type credentials struct {
+	DeviceID string   `json:"device_id"`
+	HubID    string   `json:"hub_id"`
+	Hub      string   `json:"hub"` // the hub's API address, host:port
+	MQTTURLs []string `json:"mqtt_urls"`
+	Password string   `json:"password"`
+}
+
+func loadCredentials(path string) (*credentials, error) {
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var c credentials
+	if err := json.Unmarshal(b, &c); err != nil {
+		return nil, fmt.Errorf("%s: %w (delete it and enrol again with --join-token)", path, err)
+	}
+	if c.DeviceID == "" || c.Password == "" || len(c.MQTTURLs) == 0 {
+		return nil, fmt.Errorf("%s: incomplete credentials (delete it and enrol again with --join-token)", path)
+	}
+	return &c, nil
+}
+
+func saveCredentials(path string, c *credentials) error {
+	b, err := json.MarshalIndent(c, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
+}
+
+// hubURL turns HOST[:PORT] into the API's base URL (default port 8470).
+func hubURL(hub string) (string, error) {
+	if hub == "" {
+		return "", errors.New("empty hub address")
+	}
+	if strings.Contains(hub, "://") {
+		return "", fmt.Errorf("hub %q: give HOST[:PORT], not a URL", hub)
+	}
+	host, port, err := net.SplitHostPort(hub)
+	if err != nil {
+		host, port = strings.Trim(hub, "[]"), "8470"
+	}
+	if host == "" {
+		return "", fmt.Errorf("hub %q: missing host", hub)
+	}
+	return "http://" + net.JoinHostPort(host, port), nil
+}
+
+// errPermanent marks an enrolment failure that retrying cannot fix.
+type errPermanent struct{ error }
+
+func (e errPermanent) Unwrap() error { return e.error }
+
+type enrollRequest struct {
+	Token     string `json:"token"`
+	PublicKey string `json:"public_key"`
+	Name      string `json:"name"`
+	Signature string `json:"signature"`
+}
+
+type enrollResponse struct {
+	DeviceID string `json:"device_id"`
+	HubID    string `json:"hub_id"`
+	MQTT     struct {
+		URLs     []string `json:"urls"`
+		Username string   `json:"username"`
+		Password string   `json:"password"`
+	} `json:"mqtt"`
+}
+
+type bootstrap struct {
+	HubID           string   `json:"hub_id"`
+	ProtocolVersion int      `json:"protocol_version"`
+	MQTTURLs        []string `json:"mqtt_urls"`
+}
+
+type problem struct {
+	Title  string `json:"title"`
+	Detail string `json:"detail"`
+}
+
+// enrol asks the hub for a broker account for this key, proving possession
+// of the key and of the join token.
+func (a *Agent) enrol(ctx context.Context, base string, key ed25519.PrivateKey, token, name string) (*credentials, error) {
+	pub := key.Public().(ed25519.PublicKey)
+	body, _ := json.Marshal(enrollRequest{
+		Token: token, PublicKey: base64.StdEncoding.EncodeToString(pub), Name: name,
+		Signature: base64.StdEncoding.EncodeToString(identity.SignEnrolment(key, token)),
+	})
+	var resp enrollResponse
+	status, err := a.do(ctx, http.MethodPost, base+"/api/v1/enroll", body, &resp)
+	if err != nil {
+		return nil, err
+	}
+	if status != http.StatusCreated {
+		return nil, fmt.Errorf("unexpected status %d", status)
+	}
+	if want := identity.DeviceID(pub); resp.DeviceID != want || resp.MQTT.Username != want {
+		return nil, errPermanent{fmt.Errorf("hub assigned device id %q, want %q derived from our key", resp.DeviceID, want)}
+	}
+	if len(resp.MQTT.URLs) == 0 || resp.MQTT.Password == "" {
+		return nil, errPermanent{errors.New("hub answered without broker access")}
+	}
+	return &credentials{DeviceID: resp.DeviceID, HubID: resp.HubID, MQTTURLs: resp.MQTT.URLs, Password: resp.MQTT.Password}, nil
+}
+
+// fetchBootstrap asks the hub for its ID and current broker URLs.
+func (a *Agent) fetchBootstrap(ctx context.Context, base string) (*bootstrap, error) {
+	var b bootstrap
+	if _, err := a.do(ctx, http.MethodGet, base+"/api/v1/bootstrap", nil, &b); err != nil {
+		return nil, err
+	}
+	if len(b.MQTTURLs) == 0 {
+		return nil, errors.New("bootstrap: no broker URL")
+	}
+	return &b, nil
+}
+
+// do sends a JSON request and decodes a 2xx JSON answer into out. A 4xx
+// answer is a permanent error carrying the hub's problem detail.
+func (a *Agent) do(ctx context.Context, method, url string, body []byte, out any) (int, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
+	if err != nil {
+		return 0, errPermanent{err}
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := a.http.Do(req)
+	if err != nil {
+		return 0, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return 0, err
+	}
+	if resp.StatusCode >= 400 {
+		var p problem
+		_ = json.Unmarshal(b, &p)
+		err := fmt.Errorf("%s %s: %d %s: %s", method, url, resp.StatusCode, p.Title, p.Detail)
+		if resp.StatusCode < 500 {
+			return resp.StatusCode, errPermanent{err}
+		}
+		return resp.StatusCode, err
+	}
+	if err := json.Unmarshal(b, out); err != nil {
+		return resp.StatusCode, fmt.Errorf("%s %s: bad answer: %w", method, url, err)
+	}
+	return resp.StatusCode, nil
+}

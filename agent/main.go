@@ -1,0 +1,78 @@
+// Command alicia-agent runs on every device of the home: it enrols with the
+// hub once, then keeps the device registered and visible on the hub's MQTT
+// bus (hardware facts, status with Last Will, heartbeats).
+//
+// Flags may also be given as ALICIA_* environment variables or as keys of a
+// YAML file named by --config; see README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/alicia-home/alicia/agent/agentd"
+	"github.com/alicia-home/alicia/internal/buildinfo"
+	"github.com/alicia-home/alicia/internal/cliconfig"
+	"github.com/alicia-home/alicia/internal/logging"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "alicia-agent:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var (
+		cfg      agentd.Config
+		hal      string
+		logLevel string
+		version  bool
+	)
+	fs := flag.NewFlagSet("alicia-agent", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/alicia-agent", "`dir`ectory for the identity key and credentials")
+	fs.StringVar(&cfg.Hub, "hub", "", "the hub's API `address` HOST[:PORT] (default port 8470)")
+	fs.StringVar(&cfg.JoinToken, "join-token", "", "join `token` for the first enrolment (from POST /api/v1/join-tokens)")
+	fs.StringVar(&cfg.Name, "name", "", "device display `name` (default: the hostname)")
+	fs.StringVar(&hal, "hal", "none", "hardware `backend`: none (periph and sim arrive with hardware support)")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 10*time.Second, "heartbeat `interval`")
+	fs.DurationVar(&cfg.KeepAlive, "keepalive", 30*time.Second, "MQTT keep-alive `interval`")
+	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	fs.BoolVar(&version, "version", false, "print the version and exit")
+	if err := cliconfig.Parse(fs, args, getenv); err != nil {
+		return err
+	}
+	if version {
+		fmt.Fprintln(stdout, "alicia-agent", buildinfo.String())
+		return nil
+	}
+	if hal != "none" {
+		return fmt.Errorf("--hal %q: this build supports only \"none\" (hardware access is not built yet)", hal)
+	}
+	log, err := logging.New(stderr, logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	a, err := agentd.New(cfg)
+	if err != nil {
+		return err
+	}
+	log.Info("starting alicia-agent", "version", buildinfo.Version, "commit", buildinfo.Commit)
+	return a.Run(ctx)
+}

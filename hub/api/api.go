@@ -1,0 +1,438 @@
+package api
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/sha256"
+	_ "embed"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/hub/tokens"
+	"github.com/alicia-home/alicia/internal/identity"
+	"github.com/alicia-home/alicia/internal/protocol"
+)
+
+//go:embed openapi.yaml
+var openapiYAML []byte
+
+// Devices is the device registry as the API uses it.
+type Devices interface {
+	List() []registry.Device
+	Get(id string) (registry.Device, error)
+	Update(id string, p registry.Patch) (registry.Device, error)
+	Delete(id string) error
+	Enroll(id, name string, publicKey, secretHash []byte) (registry.Device, error)
+}
+
+// Tokens checks the admin token and creates and consumes join tokens.
+type Tokens interface {
+	CheckAdmin(token string) bool
+	CreateJoin(uses int, ttl time.Duration) (string, tokens.Join, error)
+	ConsumeJoin(token string) error
+}
+
+// Accounts gives devices their broker accounts. With the embedded broker
+// the registry itself is the account store and Accounts is a no-op; with an
+// external broker it creates and removes accounts there.
+type Accounts interface {
+	Provision(ctx context.Context, deviceID, password string) error
+	Remove(ctx context.Context, deviceID string) error
+}
+
+// Config wires the API to the rest of the hub.
+type Config struct {
+	HubID    string
+	Devices  Devices
+	Tokens   Tokens
+	Accounts Accounts
+	// BrokerURLs returns the broker URLs an agent should use, given the
+	// request it made (agents reach the broker on the host they reached
+	// the API on).
+	BrokerURLs func(r *http.Request) []string
+	// Disconnect closes the live broker session of a deleted device.
+	Disconnect func(deviceID string)
+	Logger     *slog.Logger
+}
+
+// maxBody is the largest request body accepted.
+const maxBody = 64 << 10
+
+type server struct {
+	cfg Config
+	log *slog.Logger
+}
+
+// New returns the hub's HTTP handler.
+func New(cfg Config) (http.Handler, error) {
+	if cfg.Devices == nil || cfg.Tokens == nil || cfg.BrokerURLs == nil {
+		return nil, errors.New("api: Devices, Tokens and BrokerURLs are required")
+	}
+	if cfg.Accounts == nil {
+		cfg.Accounts = noAccounts{}
+	}
+	if cfg.Disconnect == nil {
+		cfg.Disconnect = func(string) {}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	s := &server{cfg: cfg, log: cfg.Logger}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", s.healthz)
+	mux.HandleFunc("GET /api/v1/openapi.yaml", s.openapi)
+	mux.HandleFunc("GET /api/v1/bootstrap", s.bootstrap)
+	mux.HandleFunc("POST /api/v1/enroll", s.enroll)
+	mux.Handle("GET /api/v1/devices", s.admin(s.listDevices))
+	mux.Handle("GET /api/v1/devices/{id}", s.admin(s.getDevice))
+	mux.Handle("PATCH /api/v1/devices/{id}", s.admin(s.patchDevice))
+	mux.Handle("DELETE /api/v1/devices/{id}", s.admin(s.deleteDevice))
+	mux.Handle("POST /api/v1/join-tokens", s.admin(s.createJoinToken))
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		writeProblem(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
+	})
+	return mux, nil
+}
+
+type noAccounts struct{}
+
+func (noAccounts) Provision(context.Context, string, string) error { return nil }
+func (noAccounts) Remove(context.Context, string) error            { return nil }
+
+// admin wraps h so that it requires the admin bearer token.
+func (s *server) admin(h http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if !ok || !s.cfg.Tokens.CheckAdmin(strings.TrimSpace(tok)) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="alicia"`)
+			writeProblem(w, http.StatusUnauthorized, "missing or invalid bearer token: send Authorization: Bearer <token from the hub's admin.token>")
+			return
+		}
+		h(w, r)
+	})
+}
+
+// decodeBody decodes a JSON request body strictly into v.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeProblem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", maxBody))
+		} else {
+			writeProblem(w, http.StatusBadRequest, "reading request body: "+err.Error())
+		}
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		msg := err.Error()
+		var se *json.SyntaxError
+		var te *json.UnmarshalTypeError
+		switch {
+		case errors.Is(err, io.EOF):
+			msg = "empty body: a JSON object is required"
+		case errors.As(err, &se):
+			msg = fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, err)
+		case errors.As(err, &te):
+			msg = fmt.Sprintf("field %q: %v", te.Field, err)
+		}
+		writeProblem(w, http.StatusBadRequest, msg)
+		return false
+	}
+	if dec.More() {
+		writeProblem(w, http.StatusBadRequest, "trailing data after the JSON object")
+		return false
+	}
+	return true
+}
+
+func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+func (s *server) openapi(w http.ResponseWriter, _ *http.Request) {
+	w.Header().Set("Content-Type", "application/yaml")
+	_, _ = w.Write(openapiYAML)
+}
+
+// Bootstrap is what an agent learns from the hub before and after enrolment.
+type Bootstrap struct {
+	HubID           string   `json:"hub_id"`
+	ProtocolVersion int      `json:"protocol_version"`
+	MQTTURLs        []string `json:"mqtt_urls"`
+}
+
+func (s *server) bootstrap(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, Bootstrap{HubID: s.cfg.HubID, ProtocolVersion: protocol.Version, MQTTURLs: s.cfg.BrokerURLs(r)})
+}
+
+// EnrollRequest is the body of POST /api/v1/enroll.
+type EnrollRequest struct {
+	Token     string `json:"token"`
+	PublicKey string `json:"public_key"` // base64 (standard) of the Ed25519 public key
+	Name      string `json:"name"`
+	Signature string `json:"signature"` // base64 of identity.SignEnrolment(key, token)
+}
+
+// EnrollResponse answers a successful enrolment.
+type EnrollResponse struct {
+	DeviceID string     `json:"device_id"`
+	HubID    string     `json:"hub_id"`
+	MQTT     MQTTAccess `json:"mqtt"`
+}
+
+// MQTTAccess is a device's broker account.
+type MQTTAccess struct {
+	URLs     []string `json:"urls"`
+	Username string   `json:"username"`
+	Password string   `json:"password"`
+}
+
+func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
+	var req EnrollRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	pub, err := base64.StdEncoding.DecodeString(req.PublicKey)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		writeProblem(w, http.StatusBadRequest, "public_key: want the base64 of a 32-byte Ed25519 public key")
+		return
+	}
+	sig, err := base64.StdEncoding.DecodeString(req.Signature)
+	if err != nil || !identity.VerifyEnrolment(pub, req.Token, sig) {
+		writeProblem(w, http.StatusBadRequest, "signature: not a valid enrolment proof for this token and public key")
+		return
+	}
+	// The proof is checked before the token is consumed, so a malformed
+	// request does not burn a use.
+	if err := s.cfg.Tokens.ConsumeJoin(req.Token); err != nil {
+		s.log.Warn("enrolment refused", "remote", r.RemoteAddr, "err", err)
+		if errors.Is(err, tokens.ErrInvalid) || errors.Is(err, tokens.ErrExpired) || errors.Is(err, tokens.ErrUsedUp) {
+			writeProblem(w, http.StatusForbidden, "invalid join token (unknown, expired or used up): create a new one with POST /api/v1/join-tokens")
+			return
+		}
+		writeProblem(w, http.StatusServiceUnavailable, "the hub cannot check join tokens right now")
+		return
+	}
+	id := identity.DeviceID(pub)
+	var secret [32]byte
+	_, _ = rand.Read(secret[:])
+	password := base64.RawURLEncoding.EncodeToString(secret[:])
+	if err := s.cfg.Accounts.Provision(r.Context(), id, password); err != nil {
+		s.log.Error("provision broker account", "device", id, "err", err)
+		writeProblem(w, http.StatusBadGateway, "could not create the device's broker account: "+err.Error())
+		return
+	}
+	h := sha256.Sum256([]byte(password))
+	name := req.Name
+	if name == "" {
+		name = id
+	}
+	if _, err := s.cfg.Devices.Enroll(id, name, pub, h[:]); err != nil {
+		if errors.Is(err, registry.ErrInvalid) {
+			writeProblem(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		s.log.Error("enroll", "device", id, "err", err)
+		writeProblem(w, http.StatusInternalServerError, "could not save the device: "+err.Error())
+		return
+	}
+	s.log.Info("agent enrolled", "device", id, "name", name, "remote", r.RemoteAddr)
+	writeJSON(w, http.StatusCreated, EnrollResponse{DeviceID: id, HubID: s.cfg.HubID,
+		MQTT: MQTTAccess{URLs: s.cfg.BrokerURLs(r), Username: id, Password: password}})
+}
+
+// JoinTokenRequest is the (optional) body of POST /api/v1/join-tokens.
+type JoinTokenRequest struct {
+	Uses int    `json:"uses,omitempty"` // default 1
+	TTL  string `json:"ttl,omitempty"`  // Go duration, default "24h"
+}
+
+// JoinTokenResponse returns a new join token; its clear text is shown only here.
+type JoinTokenResponse struct {
+	Token     string    `json:"token"`
+	Uses      int       `json:"uses"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+func (s *server) createJoinToken(w http.ResponseWriter, r *http.Request) {
+	req := JoinTokenRequest{Uses: 1, TTL: "24h"}
+	if r.ContentLength != 0 {
+		if !decodeBody(w, r, &req) {
+			return
+		}
+	}
+	if req.Uses == 0 {
+		req.Uses = 1
+	}
+	if req.TTL == "" {
+		req.TTL = "24h"
+	}
+	ttl, err := time.ParseDuration(req.TTL)
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("ttl: %v (use a duration such as \"30m\" or \"24h\")", err))
+		return
+	}
+	tok, j, err := s.cfg.Tokens.CreateJoin(req.Uses, ttl)
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	writeJSON(w, http.StatusCreated, JoinTokenResponse{Token: tok, Uses: j.UsesLeft, ExpiresAt: j.ExpiresAt})
+}
+
+// Device is the API view of a registry device (without credentials).
+type Device struct {
+	ID           string            `json:"id"`
+	Name         string            `json:"name"`
+	Status       string            `json:"status"`
+	StatusReason string            `json:"status_reason"`
+	StatusSince  time.Time         `json:"status_since"`
+	Labels       map[string]string `json:"labels"`
+	AgentVersion string            `json:"agent_version,omitempty"`
+	HeartbeatMS  int64             `json:"heartbeat_ms,omitempty"`
+	Facts        *protocol.Facts   `json:"facts,omitempty"`
+	PublicKey    string            `json:"public_key"`
+	EnrolledAt   time.Time         `json:"enrolled_at"`
+	FirstSeen    *time.Time        `json:"first_seen,omitempty"`
+	LastSeen     *time.Time        `json:"last_seen,omitempty"`
+}
+
+func deviceView(d registry.Device) Device {
+	v := Device{ID: d.ID, Name: d.Name, Status: string(d.Status), StatusReason: d.StatusReason, StatusSince: d.StatusSince,
+		Labels: d.Labels, AgentVersion: d.AgentVersion, HeartbeatMS: d.HeartbeatMS, Facts: d.Facts,
+		PublicKey: base64.StdEncoding.EncodeToString(d.PublicKey), EnrolledAt: d.EnrolledAt}
+	if v.Labels == nil {
+		v.Labels = map[string]string{}
+	}
+	if !d.FirstSeen.IsZero() {
+		v.FirstSeen = &d.FirstSeen
+	}
+	if !d.LastSeen.IsZero() {
+		v.LastSeen = &d.LastSeen
+	}
+	return v
+}
+
+func (s *server) listDevices(w http.ResponseWriter, _ *http.Request) {
+	ds := s.cfg.Devices.List()
+	out := make([]Device, len(ds))
+	for i, d := range ds {
+		out[i] = deviceView(d)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// deviceID validates the {id} path value and answers 400 for a bad one.
+func deviceID(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.PathValue("id")
+	if err := protocol.ValidateID(id); err != nil {
+		writeProblem(w, http.StatusBadRequest, "device id: "+err.Error())
+		return "", false
+	}
+	return id, true
+}
+
+func (s *server) deviceError(w http.ResponseWriter, err error) {
+	switch {
+	case errors.Is(err, registry.ErrNotFound):
+		writeProblem(w, http.StatusNotFound, err.Error())
+	case errors.Is(err, registry.ErrInvalid):
+		writeProblem(w, http.StatusBadRequest, err.Error())
+	default:
+		s.log.Error("device request", "err", err)
+		writeProblem(w, http.StatusInternalServerError, err.Error())
+	}
+}
+
+func (s *server) getDevice(w http.ResponseWriter, r *http.Request) {
+	id, ok := deviceID(w, r)
+	if !ok {
+		return
+	}
+	d, err := s.cfg.Devices.Get(id)
+	if err != nil {
+		s.deviceError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, deviceView(d))
+}
+
+// DevicePatch is the body of PATCH /api/v1/devices/{id} (JSON merge patch:
+// a label set to null is removed).
+type DevicePatch struct {
+	Name   *string            `json:"name,omitempty"`
+	Labels map[string]*string `json:"labels,omitempty"`
+}
+
+func (s *server) patchDevice(w http.ResponseWriter, r *http.Request) {
+	id, ok := deviceID(w, r)
+	if !ok {
+		return
+	}
+	var req DevicePatch
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	p := registry.Patch{Name: req.Name}
+	if req.Labels != nil {
+		p.Labels = map[string]string{}
+		for k, v := range req.Labels {
+			if v == nil {
+				p.Labels[k] = ""
+			} else if *v == "" {
+				writeProblem(w, http.StatusBadRequest, fmt.Sprintf("label %q: empty value (use null to remove a label)", k))
+				return
+			} else {
+				p.Labels[k] = *v
+			}
+		}
+	}
+	d, err := s.cfg.Devices.Update(id, p)
+	if err != nil {
+		s.deviceError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, deviceView(d))
+}
+
+func (s *server) deleteDevice(w http.ResponseWriter, r *http.Request) {
+	id, ok := deviceID(w, r)
+	if !ok {
+		return
+	}
+	if err := s.cfg.Devices.Delete(id); err != nil {
+		s.deviceError(w, err)
+		return
+	}
+	s.cfg.Disconnect(id)
+	if err := s.cfg.Accounts.Remove(r.Context(), id); err != nil {
+		// The device is gone from the registry; a leftover broker account
+		// is logged for the operator rather than failing the delete.
+		s.log.Error("remove broker account", "device", id, "err", err)
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// HostOf returns the host part of the request's Host header, for building
+// broker URLs on the same host the agent reached the API on.
+func HostOf(r *http.Request) string {
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		return r.Host
+	}
+	return host
+}

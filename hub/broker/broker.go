@@ -1,0 +1,297 @@
+package broker
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+
+	mqtt "github.com/mochi-mqtt/server/v2"
+	"github.com/mochi-mqtt/server/v2/listeners"
+	"github.com/mochi-mqtt/server/v2/packets"
+
+	"github.com/alicia-home/alicia/internal/protocol"
+)
+
+// Authenticator checks a client's credentials. Implementations must be safe
+// for concurrent use and must not block: they run on the broker's connection
+// goroutines.
+type Authenticator interface {
+	// Authenticate returns the identity of the client whose MQTT username is
+	// username and password is password, or false if the credentials are
+	// unknown or wrong.
+	Authenticate(username string, password []byte) (Identity, bool)
+}
+
+// Config configures a Broker. The zero value works.
+type Config struct {
+	// MaxPacketSize is the largest MQTT packet accepted, in bytes; larger
+	// packets close the connection. Default 256 KiB.
+	MaxPacketSize uint32
+	// Logger receives the broker's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// DefaultMaxPacketSize is the default of Config.MaxPacketSize.
+const DefaultMaxPacketSize = 256 << 10
+
+// Broker is the embedded MQTT broker. Create it with New, add listeners with
+// Serve and stop it by cancelling Run's context.
+type Broker struct {
+	log    *slog.Logger
+	server *mqtt.Server
+	auth   *authHook
+
+	mu        sync.Mutex // guards the fields below
+	listeners int
+}
+
+// New returns a broker that authenticates clients with auth. It opens no
+// sockets and starts no goroutines.
+func New(cfg Config, auth Authenticator) (*Broker, error) {
+	if auth == nil {
+		return nil, errors.New("broker: nil Authenticator")
+	}
+	if cfg.MaxPacketSize == 0 {
+		cfg.MaxPacketSize = DefaultMaxPacketSize
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	caps := mqtt.NewDefaultServerCapabilities()
+	caps.MaximumPacketSize = cfg.MaxPacketSize
+	// Sessions of clean-session clients end with the connection; persistent
+	// sessions are kept at most one day rather than forever.
+	caps.MaximumSessionExpiryInterval = 24 * 60 * 60
+	srv := mqtt.New(&mqtt.Options{
+		Capabilities: caps,
+		// mochi logs every connection at info; keep only its warnings.
+		Logger: slog.New(minLevel{log.Handler(), slog.LevelWarn}),
+		// $SYS topics are refused to every client; publish them rarely.
+		SysTopicResendInterval: 3600,
+	})
+	h := &authHook{auth: auth, log: log}
+	if err := srv.AddHook(h, nil); err != nil {
+		return nil, fmt.Errorf("broker: add auth hook: %w", err)
+	}
+	return &Broker{log: log, server: srv, auth: h}, nil
+}
+
+// Serve accepts MQTT connections on ln (plain TCP, or a TLS listener) until
+// Run returns. It must be called before Run. The broker closes ln.
+func (b *Broker) Serve(id string, ln net.Listener) error {
+	b.mu.Lock()
+	b.listeners++
+	b.mu.Unlock()
+	if err := b.server.AddListener(&netListener{id: id, ln: ln}); err != nil {
+		return fmt.Errorf("broker: listener %s: %w", id, err)
+	}
+	return nil
+}
+
+// Run starts serving on the listeners added with Serve and blocks until ctx
+// is done; then it disconnects every client (their Last Wills are not sent
+// for a server shutdown) and closes the listeners.
+func (b *Broker) Run(ctx context.Context) error {
+	b.mu.Lock()
+	n := b.listeners
+	b.mu.Unlock()
+	if n == 0 {
+		return errors.New("broker: no listeners")
+	}
+	if err := b.server.Serve(); err != nil {
+		return fmt.Errorf("broker: serve: %w", err)
+	}
+	<-ctx.Done()
+	return b.server.Close()
+}
+
+// Disconnect closes the live session of the client with the given ID, if
+// any, and reports whether there was one. Used when a device is deleted or
+// revoked.
+func (b *Broker) Disconnect(clientID string) bool {
+	cl, ok := b.server.Clients.Get(clientID)
+	if !ok || cl.Closed() {
+		return false
+	}
+	_ = b.server.DisconnectClient(cl, packets.ErrNotAuthorized)
+	return true
+}
+
+// Stats are counters of the broker's activity.
+type Stats struct {
+	ClientsConnected int64
+	Refused          uint64 // connections refused by authentication
+	Denied           uint64 // publishes and subscriptions refused by ACL
+}
+
+// Stats returns the broker's counters.
+func (b *Broker) Stats() Stats {
+	return Stats{
+		ClientsConnected: atomic.LoadInt64(&b.server.Info.ClientsConnected),
+		Refused:          b.auth.refused.Load(),
+		Denied:           b.auth.denied.Load(),
+	}
+}
+
+// authHook is the mochi hook that authenticates clients and enforces ACLs.
+type authHook struct {
+	mqtt.HookBase
+	auth Authenticator
+	log  *slog.Logger
+
+	// ids maps a connected client ID to its identity. Entries are written
+	// on authentication and read on every ACL check.
+	ids     sync.Map // string → Identity
+	refused atomic.Uint64
+	denied  atomic.Uint64
+}
+
+var _ mqtt.Hook = (*authHook)(nil)
+
+func (h *authHook) ID() string { return "alicia-auth" }
+
+func (h *authHook) Provides(b byte) bool {
+	return b == mqtt.OnConnectAuthenticate || b == mqtt.OnACLCheck || b == mqtt.OnDisconnect
+}
+
+// OnConnectAuthenticate refuses empty and invalid client IDs and usernames,
+// a client ID that differs from the username, unknown credentials and a
+// Last Will outside the client's own topics.
+func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) bool {
+	user := string(pk.Connect.Username)
+	refuse := func(reason string) bool {
+		h.refused.Add(1)
+		h.log.Warn("mqtt connection refused", "client", pk.Connect.ClientIdentifier, "username", user, "remote", cl.Net.Remote, "reason", reason)
+		return false
+	}
+	if err := protocol.ValidateID(pk.Connect.ClientIdentifier); err != nil {
+		return refuse("client id: " + err.Error())
+	}
+	if !pk.Connect.UsernameFlag || !pk.Connect.PasswordFlag {
+		return refuse("anonymous")
+	}
+	if err := protocol.ValidateID(user); err != nil {
+		return refuse("username: " + err.Error())
+	}
+	if pk.Connect.ClientIdentifier != user {
+		return refuse("client id differs from username")
+	}
+	id, ok := h.auth.Authenticate(user, pk.Connect.Password)
+	if !ok {
+		return refuse("unknown client or wrong password")
+	}
+	if pk.Connect.WillFlag && !id.mayPublish(pk.Connect.WillTopic) {
+		return refuse("last will topic " + pk.Connect.WillTopic + " not allowed")
+	}
+	h.ids.Store(cl.ID, id)
+	return true
+}
+
+// OnACLCheck allows a publish (write) or a subscription/delivery (read)
+// only within the client's rights.
+func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
+	v, ok := h.ids.Load(cl.ID)
+	if !ok {
+		h.denied.Add(1)
+		return false
+	}
+	id := v.(Identity)
+	var allowed bool
+	switch {
+	case write:
+		allowed = id.mayPublish(topic)
+	case isFilter(topic):
+		allowed = id.maySubscribe(topic)
+	default:
+		allowed = id.mayReceive(topic) || id.maySubscribe(topic)
+	}
+	if !allowed {
+		h.denied.Add(1)
+		h.log.Warn("mqtt access denied", "client", cl.ID, "topic", topic, "write", write)
+	}
+	return allowed
+}
+
+// OnDisconnect forgets the identity of a client whose connection ended,
+// unless a newer connection with the same ID has taken over.
+func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
+	if !cl.IsTakenOver() {
+		h.ids.Delete(cl.ID)
+	}
+}
+
+func isFilter(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] == '+' || s[i] == '#' {
+			return true
+		}
+	}
+	return false
+}
+
+// netListener adapts an already-bound net.Listener to mochi's Listener, so
+// that the hub binds its sockets itself (and reports a busy port at once).
+type netListener struct {
+	id string
+	ln net.Listener
+
+	wg     sync.WaitGroup
+	closed atomic.Bool
+}
+
+var _ listeners.Listener = (*netListener)(nil)
+
+func (l *netListener) Init(*slog.Logger) error { return nil }
+func (l *netListener) ID() string              { return l.id }
+func (l *netListener) Address() string         { return l.ln.Addr().String() }
+func (l *netListener) Protocol() string        { return "tcp" }
+
+func (l *netListener) Serve(establish listeners.EstablishFn) {
+	for {
+		conn, err := l.ln.Accept()
+		if err != nil {
+			return // closed
+		}
+		if l.closed.Load() {
+			_ = conn.Close()
+			return
+		}
+		l.wg.Add(1)
+		go func() {
+			defer l.wg.Done()
+			_ = establish(l.id, conn) // errors are per-client and already logged by mochi
+		}()
+	}
+}
+
+func (l *netListener) Close(closeClients listeners.CloseFn) {
+	if l.closed.Swap(true) {
+		return
+	}
+	_ = l.ln.Close()
+	closeClients(l.id)
+	l.wg.Wait()
+}
+
+// minLevel drops records below level before they reach the wrapped handler.
+type minLevel struct {
+	slog.Handler
+	level slog.Level
+}
+
+func (h minLevel) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.level && h.Handler.Enabled(ctx, l)
+}
+
+func (h minLevel) WithAttrs(as []slog.Attr) slog.Handler {
+	return minLevel{h.Handler.WithAttrs(as), h.level}
+}
+
+func (h minLevel) WithGroup(name string) slog.Handler {
+	return minLevel{h.Handler.WithGroup(name), h.level}
+}

@@ -1,0 +1,120 @@
+package hubd
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"time"
+)
+
+// Config configures a Hub. Zero values of optional fields take the
+// documented defaults.
+type Config struct {
+	// DataDir holds the store, admin.token and everything else the hub
+	// keeps. Required. Created with mode 0700 if missing.
+	DataDir string
+	// HTTPAddr is the REST API's listen address. Default ":8470".
+	HTTPAddr string
+	// MQTTAddr is the embedded broker's plain-MQTT listen address. Default
+	// "127.0.0.1:1883": loopback only. "off" disables it (the hub then
+	// talks to its broker over a private loopback listener).
+	MQTTAddr string
+	// Broker, if set, is an external broker URL such as
+	// mqtt://user:password@host:1883; the embedded broker is not started.
+	Broker string
+	// AdvertiseMQTT overrides the broker URLs given to agents. By default
+	// agents get the embedded broker on the host they reached the API on,
+	// or the external broker's URL without its credentials.
+	AdvertiseMQTT []string
+	// HeartbeatTimeoutCheck is how often the registry checks heartbeat
+	// deadlines. Default 500ms.
+	HeartbeatTimeoutCheck time.Duration
+	// ShutdownTimeout bounds the graceful stop of the HTTP server. Default 5s.
+	ShutdownTimeout time.Duration
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+const (
+	defaultHTTPAddr = ":8470"
+	defaultMQTTAddr = "127.0.0.1:1883"
+)
+
+func (c *Config) setDefaults() {
+	if c.HTTPAddr == "" {
+		c.HTTPAddr = defaultHTTPAddr
+	}
+	if c.MQTTAddr == "" {
+		c.MQTTAddr = defaultMQTTAddr
+	}
+	if c.HeartbeatTimeoutCheck <= 0 {
+		c.HeartbeatTimeoutCheck = 500 * time.Millisecond
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = 5 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Validate reports the first invalid setting.
+func (c *Config) Validate() error {
+	if c.DataDir == "" {
+		return errors.New("data dir: required (--data-dir)")
+	}
+	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
+		return fmt.Errorf("http addr %q: %w", c.HTTPAddr, err)
+	}
+	if c.MQTTAddr != "off" {
+		if _, _, err := net.SplitHostPort(c.MQTTAddr); err != nil {
+			return fmt.Errorf("mqtt addr %q: %w (or \"off\")", c.MQTTAddr, err)
+		}
+	}
+	if c.Broker != "" {
+		if _, err := parseBrokerURL(c.Broker); err != nil {
+			return err
+		}
+	}
+	for _, u := range c.AdvertiseMQTT {
+		if _, err := parseBrokerURL(u); err != nil {
+			return fmt.Errorf("advertise mqtt: %w", err)
+		}
+	}
+	return nil
+}
+
+// brokerURL is a parsed external broker URL.
+type brokerURL struct {
+	url      string // without credentials, scheme normalised for paho
+	username string
+	password string
+}
+
+// parseBrokerURL accepts mqtt://, tcp://, mqtts://, ssl:// and tls:// URLs
+// with a host and port.
+func parseBrokerURL(s string) (brokerURL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return brokerURL{}, fmt.Errorf("broker url: %w", err)
+	}
+	switch u.Scheme {
+	case "mqtt", "tcp", "mqtts", "ssl", "tls":
+	default:
+		return brokerURL{}, fmt.Errorf("broker url %q: scheme %q, want mqtt, tcp, mqtts, ssl or tls", u.Redacted(), u.Scheme)
+	}
+	if u.Hostname() == "" || u.Port() == "" {
+		return brokerURL{}, fmt.Errorf("broker url %q: want host:port", u.Redacted())
+	}
+	if u.Path != "" && u.Path != "/" {
+		return brokerURL{}, fmt.Errorf("broker url %q: unexpected path %q", u.Redacted(), u.Path)
+	}
+	b := brokerURL{username: u.User.Username()}
+	b.password, _ = u.User.Password()
+	u.User = nil
+	u.Path = ""
+	b.url = u.String()
+	return b, nil
+}

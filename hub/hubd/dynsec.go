@@ -1,0 +1,167 @@
+package hubd
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/protocol"
+)
+
+// Mosquitto's dynamic-security plugin takes JSON commands on this topic and
+// answers on the response topic.
+const (
+	dynsecTopic         = "$CONTROL/dynamic-security/v1"
+	dynsecResponseTopic = "$CONTROL/dynamic-security/v1/response"
+	hubRole             = "alicia-hub"
+)
+
+// dynsec gives devices their own accounts and roles on an external
+// Mosquitto broker through its dynamic-security plugin, so that with an
+// external broker, too, each device has its own password and may only use
+// its own topics. The hub's broker account needs the plugin's admin rights.
+type dynsec struct {
+	hubUser string
+	log     *slog.Logger
+	client  *bus.Client // set before the bus runs
+
+	seq     atomic.Uint64
+	mu      sync.Mutex // guards pending
+	pending map[string]chan dynsecResponse
+}
+
+var _ interface {
+	Provision(context.Context, string, string) error
+} = (*dynsec)(nil)
+
+type dynsecResponse struct {
+	Command         string `json:"command"`
+	Error           string `json:"error,omitempty"`
+	CorrelationData string `json:"correlationData,omitempty"`
+}
+
+func newDynsec(bu brokerURL, _ string, log *slog.Logger) *dynsec {
+	return &dynsec{hubUser: bu.username, log: log, pending: map[string]chan dynsecResponse{}}
+}
+
+func (d *dynsec) handleResponse(_ context.Context, m bus.Message) {
+	var body struct {
+		Responses []dynsecResponse `json:"responses"`
+	}
+	if err := json.Unmarshal(m.Payload, &body); err != nil {
+		d.log.Warn("bad dynamic-security response", "err", err)
+		return
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for _, r := range body.Responses {
+		if ch, ok := d.pending[r.CorrelationData]; ok {
+			ch <- r
+			delete(d.pending, r.CorrelationData)
+		}
+	}
+}
+
+// run sends commands and waits for each answer. Errors of commands whose
+// names are in tolerate (e.g. deleting what does not exist) are ignored.
+func (d *dynsec) run(ctx context.Context, cmds []map[string]any, tolerate ...string) error {
+	if d.client == nil {
+		return errors.New("dynsec: no bus client")
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	chans := make([]chan dynsecResponse, len(cmds))
+	d.mu.Lock()
+	for i, c := range cmds {
+		id := "alicia-" + strconv.FormatUint(d.seq.Add(1), 10)
+		c["correlationData"] = id
+		chans[i] = make(chan dynsecResponse, 1)
+		d.pending[id] = chans[i]
+	}
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		for _, c := range cmds {
+			delete(d.pending, c["correlationData"].(string))
+		}
+		d.mu.Unlock()
+	}()
+	payload, err := json.Marshal(map[string]any{"commands": cmds})
+	if err != nil {
+		return fmt.Errorf("dynsec: %w", err)
+	}
+	if err := d.client.Publish(ctx, bus.Message{Topic: dynsecTopic, Payload: payload, QoS: 1}); err != nil {
+		return fmt.Errorf("dynsec: send: %w", err)
+	}
+	var errs []error
+	for i, ch := range chans {
+		select {
+		case r := <-ch:
+			if r.Error != "" && !contains(tolerate, r.Command) {
+				errs = append(errs, fmt.Errorf("%s: %s", r.Command, r.Error))
+			}
+		case <-ctx.Done():
+			return fmt.Errorf("dynsec: no answer to %v from the broker (is the dynamic-security plugin loaded and the hub account its admin?): %w", cmds[i]["command"], ctx.Err())
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("dynsec: %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, v := range list {
+		if v == s {
+			return true
+		}
+	}
+	return false
+}
+
+func deviceRole(id string) string { return "alicia-device-" + id }
+
+// EnsureHubRights gives the hub's own account the right to use alicia/#.
+func (d *dynsec) EnsureHubRights(ctx context.Context) error {
+	root := protocol.Root[:strings.IndexByte(protocol.Root, '/')] + "/#"
+	return d.run(ctx, []map[string]any{
+		{"command": "createRole", "rolename": hubRole, "acls": []map[string]any{
+			{"acltype": "publishClientSend", "topic": root, "allow": true},
+			{"acltype": "publishClientReceive", "topic": root, "allow": true},
+			{"acltype": "subscribePattern", "topic": root, "allow": true},
+		}},
+		{"command": "addClientRole", "username": d.hubUser, "rolename": hubRole, "priority": 10},
+	}, "createRole", "addClientRole")
+}
+
+// Provision creates (or re-creates) the device's account with its own role.
+func (d *dynsec) Provision(ctx context.Context, id, password string) error {
+	own := protocol.DeviceSubtree(id)
+	return d.run(ctx, []map[string]any{
+		{"command": "deleteClient", "username": id},
+		{"command": "deleteRole", "rolename": deviceRole(id)},
+		{"command": "createRole", "rolename": deviceRole(id), "acls": []map[string]any{
+			{"acltype": "publishClientSend", "topic": own, "allow": true},
+			{"acltype": "subscribePattern", "topic": own, "allow": true},
+			{"acltype": "subscribeLiteral", "topic": protocol.HubStatusTopic, "allow": true},
+		}},
+		{"command": "createClient", "username": id, "password": password, "clientid": id, "roles": []map[string]any{{"rolename": deviceRole(id)}}},
+	}, "deleteClient", "deleteRole")
+}
+
+// Remove deletes the device's account and role; deleting the client also
+// disconnects it.
+func (d *dynsec) Remove(ctx context.Context, id string) error {
+	return d.run(ctx, []map[string]any{
+		{"command": "deleteClient", "username": id},
+		{"command": "deleteRole", "rolename": deviceRole(id)},
+	}, "deleteClient", "deleteRole")
+}

@@ -1,0 +1,300 @@
+package hubd
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/alicia-home/alicia/hub/api"
+	"github.com/alicia-home/alicia/hub/broker"
+	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/hub/tokens"
+	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/protocol"
+	"github.com/alicia-home/alicia/internal/store"
+)
+
+// Hub is one running hub. Create it with New and run it with Run.
+type Hub struct {
+	cfg Config
+	log *slog.Logger
+
+	ready     chan struct{}
+	mu        sync.Mutex // guards the fields below
+	httpAddr  string
+	mqttAddr  string
+	hubID     string
+	adminPath string
+}
+
+// New validates cfg and returns a Hub. It does no I/O.
+func New(cfg Config) (*Hub, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, fmt.Errorf("hub: config: %w", err)
+	}
+	return &Hub{cfg: cfg, log: cfg.Logger, ready: make(chan struct{})}, nil
+}
+
+// Ready is closed once the hub serves its API and broker.
+func (h *Hub) Ready() <-chan struct{} { return h.ready }
+
+// Addrs returns the bound REST API and plain-MQTT addresses (the latter
+// empty with an external broker). Valid after Ready is closed.
+func (h *Hub) Addrs() (httpAddr, mqttAddr string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.httpAddr, h.mqttAddr
+}
+
+// ID returns the hub ID. Valid after Ready is closed.
+func (h *Hub) ID() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.hubID
+}
+
+// Run starts every component and blocks until ctx is done or one of them
+// fails; then it stops them all, flushes and closes the store.
+func (h *Hub) Run(ctx context.Context) (err error) {
+	cfg := h.cfg
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return fmt.Errorf("hub: data dir: %w", err)
+	}
+	db, err := store.Open(store.Options{Dir: filepath.Join(cfg.DataDir, "store"), Logger: h.log.With("component", "store")})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	defer func() {
+		if cerr := db.Close(); cerr != nil && err == nil {
+			err = fmt.Errorf("hub: close store: %w", cerr)
+		}
+	}()
+
+	hubID, err := loadOrCreateHubID(db)
+	if err != nil {
+		return err
+	}
+	toks := tokens.New(db, nil)
+	adminPath := filepath.Join(cfg.DataDir, "admin.token")
+	created, err := toks.EnsureAdmin(adminPath)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	if created {
+		h.log.Info("created the admin token", "path", adminPath)
+	}
+
+	reg, err := registry.Open(registry.Config{TickInterval: cfg.HeartbeatTimeoutCheck, Logger: h.log.With("component", "registry")}, db)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+
+	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("hub: http listener: %w", err)
+	}
+	defer httpLn.Close()
+
+	// The hub's own bus connection, and the broker behind it.
+	var (
+		brk        *broker.Broker
+		busCfg     bus.Config
+		mqttAddr   string
+		brokerURLs func(*http.Request) []string
+		accounts   api.Accounts
+		dyn        *dynsec
+	)
+	if cfg.Broker == "" {
+		secret := randomSecret()
+		auth := &hubAuth{hubID: hubID, secret: secret, reg: reg}
+		brk, err = broker.New(broker.Config{Logger: h.log.With("component", "broker")}, auth)
+		if err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+		addr := cfg.MQTTAddr
+		if addr == "off" {
+			addr = "127.0.0.1:0" // private listener for the hub's own connection
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return fmt.Errorf("hub: mqtt listener: %w", err)
+		}
+		if err := brk.Serve("mqtt", ln); err != nil {
+			ln.Close()
+			return fmt.Errorf("hub: %w", err)
+		}
+		mqttAddr = ln.Addr().String()
+		port := ln.Addr().(*net.TCPAddr).Port
+		busCfg = bus.Config{URL: "mqtt://" + net.JoinHostPort(loopbackFor(ln.Addr()), strconv.Itoa(port)), ClientID: hubID, Username: hubID, Password: secret}
+		brokerURLs = func(r *http.Request) []string {
+			return []string{"mqtt://" + net.JoinHostPort(api.HostOf(r), strconv.Itoa(port))}
+		}
+	} else {
+		bu, _ := parseBrokerURL(cfg.Broker) // validated in New
+		busCfg = bus.Config{URL: bu.url, ClientID: hubID, Username: bu.username, Password: bu.password}
+		brokerURLs = func(*http.Request) []string { return []string{bu.url} }
+		dyn = newDynsec(bu, hubID, h.log.With("component", "dynsec"))
+		accounts = dyn
+	}
+	if len(cfg.AdvertiseMQTT) > 0 {
+		adv := cfg.AdvertiseMQTT
+		brokerURLs = func(*http.Request) []string { return adv }
+	}
+
+	will, err := protocol.Encode(hubID, time.Now(), &protocol.HubStatus{State: protocol.StateOffline})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	busCfg.Logger = h.log
+	busCfg.Will = &bus.Message{Topic: protocol.HubStatusTopic, Payload: will, QoS: 1, Retained: true}
+	busCfg.Goodbye = []bus.Message{*busCfg.Will}
+	var client *bus.Client
+	busCfg.OnConnect = func(ctx context.Context) {
+		if dyn != nil {
+			if err := dyn.EnsureHubRights(ctx); err != nil {
+				h.log.Error("external broker: cannot grant the hub its rights", "err", err)
+			}
+		}
+		b, err := protocol.Encode(hubID, time.Now(), &protocol.HubStatus{State: protocol.StateOnline})
+		if err == nil {
+			err = client.Publish(ctx, bus.Message{Topic: protocol.HubStatusTopic, Payload: b, QoS: 1, Retained: true})
+		}
+		if err != nil {
+			h.log.Warn("publish hub status", "err", err)
+		}
+	}
+	client, err = bus.New(busCfg)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	ing := &ingest{reg: reg, log: h.log.With("component", "ingest")}
+	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat} {
+		if err := client.Subscribe(protocol.AllDevices(kind), 1, ing.handle); err != nil {
+			return fmt.Errorf("hub: subscribe: %w", err)
+		}
+	}
+	if dyn != nil {
+		dyn.client = client
+		if err := client.Subscribe(dynsecResponseTopic, 1, dyn.handleResponse); err != nil {
+			return fmt.Errorf("hub: subscribe: %w", err)
+		}
+	}
+
+	handler, err := api.New(api.Config{
+		HubID: hubID, Devices: reg, Tokens: toks, Accounts: accounts, BrokerURLs: brokerURLs,
+		Disconnect: func(id string) {
+			if brk != nil {
+				brk.Disconnect(id)
+			}
+		},
+		Logger: h.log.With("component", "api"),
+	})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	srv := &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(h.log.Handler(), slog.LevelWarn)}
+
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return db.Run(gctx) })
+	g.Go(func() error { return reg.Run(gctx) })
+	// The embedded broker stops only after the hub's own connection has
+	// said goodbye on it.
+	brokerCtx, stopBroker := context.WithCancel(context.Background())
+	defer stopBroker()
+	if brk != nil {
+		g.Go(func() error { return brk.Run(brokerCtx) })
+	}
+	g.Go(func() error {
+		defer stopBroker()
+		return client.Run(gctx)
+	})
+	g.Go(func() error {
+		if err := srv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("hub: http: %w", err)
+		}
+		return nil
+	})
+	g.Go(func() error {
+		<-gctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	})
+
+	h.mu.Lock()
+	h.httpAddr, h.mqttAddr, h.hubID, h.adminPath = httpLn.Addr().String(), mqttAddr, hubID, adminPath
+	h.mu.Unlock()
+	close(h.ready)
+	h.log.Info("hub serving", "hub_id", hubID, "http", httpLn.Addr().String(), "mqtt", mqttAddr, "external_broker", cfg.Broker != "", "data_dir", cfg.DataDir)
+	return g.Wait()
+}
+
+// loopbackFor returns the address the hub itself dials to reach a listener
+// bound to addr: the loopback address when it listens on every interface.
+func loopbackFor(addr net.Addr) string {
+	ip := addr.(*net.TCPAddr).IP
+	switch {
+	case ip.IsUnspecified() && ip.To4() == nil:
+		return "::1"
+	case ip.IsUnspecified():
+		return "127.0.0.1"
+	}
+	return ip.String()
+}
+
+func randomSecret() string {
+	var b [32]byte
+	_, _ = rand.Read(b[:])
+	return base64.RawURLEncoding.EncodeToString(b[:])
+}
+
+// loadOrCreateHubID returns the hub's stable ID, creating it on first start.
+func loadOrCreateHubID(db *store.DB) (string, error) {
+	meta := db.Keyspace("meta")
+	b, err := meta.Get("hub_id")
+	if err == nil {
+		return string(b), nil
+	}
+	if !errors.Is(err, store.ErrNotFound) {
+		return "", fmt.Errorf("hub: read hub id: %w", err)
+	}
+	var r [6]byte
+	_, _ = rand.Read(r[:])
+	id := "hub-" + hex.EncodeToString(r[:])
+	if err := meta.Put("hub_id", []byte(id)); err != nil {
+		return "", fmt.Errorf("hub: save hub id: %w", err)
+	}
+	return id, nil
+}
+
+// hubAuth authenticates embedded-broker clients: the hub's own connection
+// by its per-run secret, devices by the registry.
+type hubAuth struct {
+	hubID  string
+	secret string
+	reg    *registry.Registry
+}
+
+func (a *hubAuth) Authenticate(username string, password []byte) (broker.Identity, bool) {
+	if username == a.hubID {
+		return broker.Identity{Role: broker.RoleHub, ID: a.hubID}, len(password) == len(a.secret) && constantTimeEqual(password, []byte(a.secret))
+	}
+	if a.reg.Authenticate(username, password) {
+		return broker.Identity{Role: broker.RoleDevice, ID: username}, true
+	}
+	return broker.Identity{}, false
+}

@@ -1,0 +1,61 @@
+package hubd
+
+import (
+	"context"
+	"crypto/subtle"
+	"log/slog"
+	"sync/atomic"
+
+	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/protocol"
+)
+
+// ingest turns device messages from the bus into registry updates. Bad
+// messages are counted and logged with what is wrong and where, and change
+// nothing.
+type ingest struct {
+	reg      *registry.Registry
+	log      *slog.Logger
+	rejected atomic.Uint64
+}
+
+func (in *ingest) handle(_ context.Context, m bus.Message) {
+	id, kind, err := protocol.ParseDeviceTopic(m.Topic)
+	if err != nil {
+		in.reject(m, err)
+		return
+	}
+	if len(m.Payload) == 0 {
+		// An empty retained message clears a topic; nothing to apply.
+		return
+	}
+	msg, err := protocol.Decode(m.Payload)
+	if err != nil {
+		in.reject(m, err)
+		return
+	}
+	if string(msg.Type()) != string(kind) {
+		in.reject(m, errKindMismatch{kind: kind, typ: msg.Type()})
+		return
+	}
+	if err := in.reg.Handle(id, msg); err != nil {
+		in.reject(m, err)
+	}
+}
+
+func (in *ingest) reject(m bus.Message, err error) {
+	in.rejected.Add(1)
+	in.log.Warn("device message rejected", "topic", m.Topic, "bytes", len(m.Payload), "err", err)
+}
+
+type errKindMismatch struct {
+	kind protocol.Kind
+	typ  protocol.Type
+}
+
+func (e errKindMismatch) Error() string {
+	return "message of type " + string(e.typ) + " on a " + string(e.kind) + " topic"
+}
+
+func constantTimeEqual(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }

@@ -1,0 +1,76 @@
+// Command alicia-hub is the Alicia hub: the MQTT bus (embedded broker, or an
+// external one with --broker), the device registry and the REST API for
+// household automation, in one binary.
+//
+// Flags may also be given as ALICIA_* environment variables or as keys of a
+// YAML file named by --config; see README.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/alicia-home/alicia/hub/hubd"
+	"github.com/alicia-home/alicia/internal/buildinfo"
+	"github.com/alicia-home/alicia/internal/cliconfig"
+	"github.com/alicia-home/alicia/internal/logging"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "alicia-hub:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	var (
+		cfg       hubd.Config
+		advertise string
+		logLevel  string
+		version   bool
+	)
+	fs := flag.NewFlagSet("alicia-hub", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.DataDir, "data-dir", "/var/lib/alicia-hub", "`dir`ectory for the store and admin.token")
+	fs.StringVar(&cfg.HTTPAddr, "http-addr", ":8470", "REST API listen `address`")
+	fs.StringVar(&cfg.MQTTAddr, "mqtt-addr", "127.0.0.1:1883", "embedded broker's plain MQTT listen `address` (loopback only by default; \"off\" to disable)")
+	fs.StringVar(&cfg.Broker, "broker", "", "external broker `url` (mqtt://user:pass@host:port) instead of the embedded broker")
+	fs.StringVar(&advertise, "advertise-mqtt", "", "comma-separated broker `urls` given to agents (default: derived)")
+	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	fs.BoolVar(&version, "version", false, "print the version and exit")
+	if err := cliconfig.Parse(fs, args, getenv); err != nil {
+		return err
+	}
+	if version {
+		fmt.Fprintln(stdout, "alicia-hub", buildinfo.String())
+		return nil
+	}
+	if advertise != "" {
+		cfg.AdvertiseMQTT = strings.Split(advertise, ",")
+	}
+	log, err := logging.New(stderr, logLevel)
+	if err != nil {
+		return err
+	}
+	cfg.Logger = log
+	h, err := hubd.New(cfg)
+	if err != nil {
+		return err
+	}
+	log.Info("starting alicia-hub", "version", buildinfo.Version, "commit", buildinfo.Commit)
+	return h.Run(ctx)
+}

@@ -1,0 +1,141 @@
+package registry
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"time"
+
+	"github.com/alicia-home/alicia/internal/protocol"
+)
+
+// Status is a device's availability.
+type Status string
+
+// Statuses.
+const (
+	// StatusOffline: enrolled, but not connected (or not heard from).
+	StatusOffline Status = "offline"
+	// StatusOnline: connected and sending heartbeats.
+	StatusOnline Status = "online"
+)
+
+// Reasons for the last status change.
+const (
+	ReasonEnrolled         = "enrolled"          // enrolled, not yet connected
+	ReasonStartup          = "startup"           // the agent announced itself
+	ReasonShutdown         = "shutdown"          // the agent stopped cleanly
+	ReasonLost             = "connection_lost"   // the broker published its Last Will
+	ReasonHeartbeatTimeout = "heartbeat_timeout" // three heartbeat intervals passed in silence
+	ReasonHeartbeat        = "heartbeat"         // a heartbeat arrived while it was offline
+)
+
+// Device is one enrolled device.
+type Device struct {
+	ID     string            `json:"id"`
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// NameSet is true once an administrator renamed the device; the name
+	// the agent reports no longer replaces it.
+	NameSet bool `json:"name_set,omitempty"`
+	// PublicKey is the device's Ed25519 public key; the ID is derived from it.
+	PublicKey []byte `json:"public_key"`
+	// SecretHash is the SHA-256 of the device's broker password.
+	SecretHash []byte `json:"secret_hash"`
+
+	Status       Status    `json:"status"`
+	StatusReason string    `json:"status_reason"`
+	StatusSince  time.Time `json:"status_since"`
+
+	AgentVersion string          `json:"agent_version,omitempty"`
+	HeartbeatMS  int64           `json:"heartbeat_ms,omitempty"`
+	Facts        *protocol.Facts `json:"facts,omitempty"`
+
+	EnrolledAt time.Time `json:"enrolled_at"`
+	FirstSeen  time.Time `json:"first_seen,omitzero"`
+	LastSeen   time.Time `json:"last_seen,omitzero"`
+}
+
+// clone returns a deep copy, so callers never share the registry's maps.
+func (d *Device) clone() Device {
+	c := *d
+	c.Labels = maps.Clone(d.Labels)
+	if d.Facts != nil {
+		f := *d.Facts
+		c.Facts = &f
+	}
+	return c
+}
+
+// checkSecret reports whether secret hashes to the stored hash, in constant time.
+func (d *Device) checkSecret(secret []byte) bool {
+	h := sha256.Sum256(secret)
+	return len(d.SecretHash) == len(h) && subtle.ConstantTimeCompare(h[:], d.SecretHash) == 1
+}
+
+// Patch changes a device's name and labels. Nil fields are left alone; a
+// label set to "" is removed.
+type Patch struct {
+	Name   *string
+	Labels map[string]string
+}
+
+// ErrNotFound is returned for an unknown device ID.
+var ErrNotFound = errors.New("device not found")
+
+// ErrInvalid wraps validation errors of a Patch or an enrolment.
+var ErrInvalid = errors.New("invalid")
+
+// Limits on names and labels.
+const (
+	MaxNameLen     = 128
+	MaxLabels      = 32
+	MaxLabelKeyLen = 63
+	MaxLabelValLen = 255
+)
+
+func validateName(name string) error {
+	if strings.TrimSpace(name) == "" {
+		return fmt.Errorf("%w: name: must not be blank", ErrInvalid)
+	}
+	if len(name) > MaxNameLen {
+		return fmt.Errorf("%w: name: longer than %d bytes", ErrInvalid, MaxNameLen)
+	}
+	if strings.ContainsFunc(name, isControl) {
+		return fmt.Errorf("%w: name: contains a control character", ErrInvalid)
+	}
+	return nil
+}
+
+// validateLabelKey allows keys like "room" or "home.floor-1": lowercase
+// letters, digits, '.', '_', '-', starting with a letter.
+func validateLabelKey(k string) error {
+	if k == "" || len(k) > MaxLabelKeyLen {
+		return fmt.Errorf("%w: label key %q: must be 1 to %d bytes", ErrInvalid, k, MaxLabelKeyLen)
+	}
+	if k[0] < 'a' || k[0] > 'z' {
+		return fmt.Errorf("%w: label key %q: must start with a lowercase letter", ErrInvalid, k)
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return fmt.Errorf("%w: label key %q: byte %d (%q) not allowed; use a-z, 0-9, '.', '_', '-'", ErrInvalid, k, i, c)
+		}
+	}
+	return nil
+}
+
+func validateLabelValue(k, v string) error {
+	if len(v) > MaxLabelValLen {
+		return fmt.Errorf("%w: label %q: value longer than %d bytes", ErrInvalid, k, MaxLabelValLen)
+	}
+	if strings.ContainsFunc(v, isControl) {
+		return fmt.Errorf("%w: label %q: value contains a control character", ErrInvalid, k)
+	}
+	return nil
+}
+
+func isControl(r rune) bool { return r < 0x20 || r == 0x7f }

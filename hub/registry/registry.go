@@ -1,0 +1,457 @@
+package registry
+
+import (
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/alicia-home/alicia/internal/protocol"
+	"github.com/alicia-home/alicia/internal/store"
+)
+
+// Config configures a Registry. The zero value works.
+type Config struct {
+	// Now returns the current time; default time.Now. Tests inject a clock.
+	Now func() time.Time
+	// DefaultHeartbeat is assumed for devices that have not yet told their
+	// heartbeat interval. Default 10s.
+	DefaultHeartbeat time.Duration
+	// MissedHeartbeats is how many heartbeat intervals may pass in silence
+	// before a device is marked offline. Default 3.
+	MissedHeartbeats int
+	// TickInterval is how often Run checks heartbeat deadlines. Default 500ms.
+	TickInterval time.Duration
+	// FlushInterval is how often Run writes last-seen times to the store
+	// (unsynced: a crash may lose the last few seconds of them, never a
+	// status change). Default 30s.
+	FlushInterval time.Duration
+	// OnChange, if set, is called after every status change, outside the
+	// registry's lock and in the order of the changes. It must not block.
+	OnChange func(Device)
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+	if c.DefaultHeartbeat <= 0 {
+		c.DefaultHeartbeat = 10 * time.Second
+	}
+	if c.MissedHeartbeats <= 0 {
+		c.MissedHeartbeats = 3
+	}
+	if c.TickInterval <= 0 {
+		c.TickInterval = 500 * time.Millisecond
+	}
+	if c.FlushInterval <= 0 {
+		c.FlushInterval = 30 * time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Registry holds every enrolled device. Its methods are safe for
+// concurrent use.
+type Registry struct {
+	cfg Config
+	log *slog.Logger
+	db  *store.DB
+	ks  store.Keyspace
+
+	// notify serialises OnChange calls so they keep the order of changes.
+	notify sync.Mutex
+
+	mu      sync.Mutex // guards the fields below
+	devices map[string]*entry
+}
+
+// entry is a device plus the registry's in-memory bookkeeping.
+type entry struct {
+	Device
+	// deadline is when an online device is marked offline without a heartbeat.
+	deadline time.Time
+	// onlineAt is the envelope time of the last "online" status; a Last
+	// Will encoded at an earlier connect is stale and ignored.
+	onlineAt time.Time
+	// seenDirty is set when LastSeen changed since the last flush.
+	seenDirty bool
+}
+
+// Open loads the registry from db. Devices that were online when the hub
+// stopped stay online for a grace period of MissedHeartbeats intervals from
+// now, so a hub restart does not mark healthy devices offline.
+func Open(cfg Config, db *store.DB) (*Registry, error) {
+	cfg.setDefaults()
+	r := &Registry{cfg: cfg, log: cfg.Logger, db: db, ks: db.Keyspace("device"), devices: map[string]*entry{}}
+	now := cfg.Now()
+	err := r.ks.Scan(func(key string, val []byte) error {
+		var d Device
+		if err := json.Unmarshal(val, &d); err != nil {
+			return fmt.Errorf("device %q: %w", key, err)
+		}
+		e := &entry{Device: d}
+		if d.Status == StatusOnline {
+			e.deadline = now.Add(r.timeout(&e.Device))
+		}
+		r.devices[d.ID] = e
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("registry: load: %w", err)
+	}
+	return r, nil
+}
+
+func (r *Registry) timeout(d *Device) time.Duration {
+	hb := r.cfg.DefaultHeartbeat
+	if d.HeartbeatMS > 0 {
+		hb = time.Duration(d.HeartbeatMS) * time.Millisecond
+	}
+	return time.Duration(r.cfg.MissedHeartbeats) * hb
+}
+
+// Enroll adds the device with the given ID, or re-enrols it (replacing its
+// broker secret and keeping its name, labels and history).
+func (r *Registry) Enroll(id, name string, publicKey, secretHash []byte) (Device, error) {
+	if err := protocol.ValidateID(id); err != nil {
+		return Device{}, fmt.Errorf("registry: enroll: %w: %w", ErrInvalid, err)
+	}
+	if err := validateName(name); err != nil {
+		return Device{}, fmt.Errorf("registry: enroll %s: %w", id, err)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	now := r.cfg.Now()
+	e, ok := r.devices[id]
+	var d Device
+	if ok {
+		d = e.clone()
+	} else {
+		d = Device{ID: id, Name: name, Status: StatusOffline, StatusReason: ReasonEnrolled, StatusSince: now, EnrolledAt: now}
+	}
+	d.PublicKey = slices.Clone(publicKey)
+	d.SecretHash = slices.Clone(secretHash)
+	if err := r.putLocked(&d); err != nil {
+		return Device{}, err
+	}
+	if ok {
+		e.Device = d
+	} else {
+		r.devices[id] = &entry{Device: d}
+	}
+	r.log.Info("device enrolled", "device", id, "name", d.Name, "again", ok)
+	return d.clone(), nil
+}
+
+// Authenticate reports whether secret is the broker password of device id.
+func (r *Registry) Authenticate(id string, secret []byte) bool {
+	r.mu.Lock()
+	e, ok := r.devices[id]
+	r.mu.Unlock()
+	return ok && e.checkSecret(secret)
+}
+
+// Get returns the device with the given ID or ErrNotFound.
+func (r *Registry) Get(id string) (Device, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.devices[id]
+	if !ok {
+		return Device{}, fmt.Errorf("registry: %s: %w", id, ErrNotFound)
+	}
+	return e.clone(), nil
+}
+
+// List returns every device, ordered by name and then ID.
+func (r *Registry) List() []Device {
+	r.mu.Lock()
+	out := make([]Device, 0, len(r.devices))
+	for _, e := range r.devices {
+		out = append(out, e.clone())
+	}
+	r.mu.Unlock()
+	slices.SortFunc(out, func(a, b Device) int { return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.ID, b.ID)) })
+	return out
+}
+
+// Update applies p to the device and returns the result.
+func (r *Registry) Update(id string, p Patch) (Device, error) {
+	if p.Name != nil {
+		if err := validateName(*p.Name); err != nil {
+			return Device{}, err
+		}
+	}
+	for k, v := range p.Labels {
+		if err := validateLabelKey(k); err != nil {
+			return Device{}, err
+		}
+		if err := validateLabelValue(k, v); err != nil {
+			return Device{}, err
+		}
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.devices[id]
+	if !ok {
+		return Device{}, fmt.Errorf("registry: %s: %w", id, ErrNotFound)
+	}
+	d := e.clone()
+	if p.Name != nil {
+		d.Name, d.NameSet = *p.Name, true
+	}
+	for k, v := range p.Labels {
+		if v == "" {
+			delete(d.Labels, k)
+			continue
+		}
+		if d.Labels == nil {
+			d.Labels = map[string]string{}
+		}
+		d.Labels[k] = v
+	}
+	if len(d.Labels) > MaxLabels {
+		return Device{}, fmt.Errorf("%w: labels: more than %d", ErrInvalid, MaxLabels)
+	}
+	if err := r.putLocked(&d); err != nil {
+		return Device{}, err
+	}
+	e.Device = d
+	return d.clone(), nil
+}
+
+// Delete removes the device. Its credentials stop working at once; the
+// caller closes its live broker session.
+func (r *Registry) Delete(id string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if _, ok := r.devices[id]; !ok {
+		return fmt.Errorf("registry: %s: %w", id, ErrNotFound)
+	}
+	if err := r.ks.Delete(id); err != nil {
+		return fmt.Errorf("registry: delete %s: %w", id, err)
+	}
+	delete(r.devices, id)
+	r.log.Info("device deleted", "device", id)
+	return nil
+}
+
+// putLocked writes d with a synced write. r.mu must be held.
+func (r *Registry) putLocked(d *Device) error {
+	b, err := json.Marshal(d)
+	if err != nil {
+		return fmt.Errorf("registry: encode %s: %w", d.ID, err)
+	}
+	if err := r.ks.Put(d.ID, b); err != nil {
+		return fmt.Errorf("registry: save %s: %w", d.ID, err)
+	}
+	return nil
+}
+
+// ErrUnknownDevice is returned by Handle for messages from devices that are
+// not enrolled (for example one deleted while still connected).
+var ErrUnknownDevice = errors.New("unknown device")
+
+// Handle applies one decoded message that arrived on the topic of device id
+// at the registry's current time. The message's source must be id.
+func (r *Registry) Handle(id string, m *protocol.Message) error {
+	if m.Source != id {
+		return fmt.Errorf("registry: message on the topic of %s claims source %s", id, m.Source)
+	}
+	r.mu.Lock()
+	e, ok := r.devices[id]
+	if !ok {
+		r.mu.Unlock()
+		return fmt.Errorf("registry: %s: %w", id, ErrUnknownDevice)
+	}
+	now := r.cfg.Now()
+	before := e.Status
+	var err error
+	switch p := m.Payload.(type) {
+	case *protocol.Register:
+		err = r.registerLocked(e, p, now)
+	case *protocol.Status:
+		err = r.statusLocked(e, m.Time, p, now)
+	case *protocol.Heartbeat:
+		err = r.heartbeatLocked(e, now)
+	default:
+		err = fmt.Errorf("registry: %s: unexpected message type %s", id, m.Type())
+	}
+	changed := e.Status != before
+	d := e.clone()
+	r.mu.Unlock()
+	if changed {
+		r.changed(d)
+	}
+	return err
+}
+
+func (r *Registry) seenLocked(e *entry, now time.Time) {
+	if e.FirstSeen.IsZero() {
+		e.FirstSeen = now
+	}
+	e.LastSeen = now
+	e.seenDirty = true
+}
+
+func (r *Registry) registerLocked(e *entry, p *protocol.Register, now time.Time) error {
+	d := e.clone()
+	if !d.NameSet && validateName(p.Name) == nil {
+		d.Name = p.Name
+	}
+	d.AgentVersion = p.AgentVersion
+	d.HeartbeatMS = p.HeartbeatMS
+	f := p.Facts
+	d.Facts = &f
+	if d.FirstSeen.IsZero() {
+		d.FirstSeen = now
+	}
+	d.LastSeen = now
+	if err := r.putLocked(&d); err != nil {
+		return err
+	}
+	e.Device = d
+	if e.Status == StatusOnline {
+		e.deadline = now.Add(r.timeout(&e.Device))
+	}
+	return nil
+}
+
+func (r *Registry) statusLocked(e *entry, sent time.Time, p *protocol.Status, now time.Time) error {
+	switch p.State {
+	case protocol.StateOnline:
+		e.onlineAt = sent
+		r.seenLocked(e, now)
+		e.deadline = now.Add(r.timeout(&e.Device))
+		return r.setStatusLocked(e, StatusOnline, ReasonStartup, now)
+	default:
+		if p.Reason == protocol.ReasonLost && sent.Before(e.onlineAt) {
+			// The Will of an older connection, published after the device
+			// had already reconnected.
+			r.log.Debug("stale last will ignored", "device", e.ID, "will_time", sent, "online_at", e.onlineAt)
+			return nil
+		}
+		reason := ReasonShutdown
+		if p.Reason == protocol.ReasonLost {
+			reason = ReasonLost
+		}
+		return r.setStatusLocked(e, StatusOffline, reason, now)
+	}
+}
+
+func (r *Registry) heartbeatLocked(e *entry, now time.Time) error {
+	r.seenLocked(e, now)
+	e.deadline = now.Add(r.timeout(&e.Device))
+	if e.Status != StatusOnline {
+		return r.setStatusLocked(e, StatusOnline, ReasonHeartbeat, now)
+	}
+	return nil
+}
+
+// setStatusLocked records a status change with a synced write.
+func (r *Registry) setStatusLocked(e *entry, s Status, reason string, now time.Time) error {
+	if e.Status == s {
+		return nil
+	}
+	d := e.clone()
+	d.Status, d.StatusReason, d.StatusSince = s, reason, now
+	if err := r.putLocked(&d); err != nil {
+		return err
+	}
+	e.Device = d
+	e.seenDirty = false
+	r.log.Info("device status", "device", d.ID, "name", d.Name, "status", s, "reason", reason)
+	return nil
+}
+
+func (r *Registry) changed(d Device) {
+	if r.cfg.OnChange == nil {
+		return
+	}
+	r.notify.Lock()
+	defer r.notify.Unlock()
+	r.cfg.OnChange(d)
+}
+
+// Tick marks offline every online device whose heartbeat deadline has
+// passed at now. Run calls it every TickInterval; tests call it directly.
+func (r *Registry) Tick(now time.Time) {
+	var changed []Device
+	r.mu.Lock()
+	for _, e := range r.devices {
+		if e.Status == StatusOnline && !e.deadline.IsZero() && now.After(e.deadline) {
+			if err := r.setStatusLocked(e, StatusOffline, ReasonHeartbeatTimeout, now); err != nil {
+				r.log.Error("mark offline", "device", e.ID, "err", err)
+				continue
+			}
+			changed = append(changed, e.clone())
+		}
+	}
+	r.mu.Unlock()
+	for _, d := range changed {
+		r.changed(d)
+	}
+}
+
+// Flush writes changed last-seen times to the store without syncing.
+func (r *Registry) Flush() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var dirty []*entry
+	for _, e := range r.devices {
+		if e.seenDirty {
+			dirty = append(dirty, e)
+		}
+	}
+	if len(dirty) == 0 {
+		return nil
+	}
+	err := r.db.UpdateLazy(func(tx *store.Tx) error {
+		for _, e := range dirty {
+			b, err := json.Marshal(&e.Device)
+			if err != nil {
+				return err
+			}
+			if err := tx.Put(r.ks, e.ID, b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("registry: flush last-seen times: %w", err)
+	}
+	for _, e := range dirty {
+		e.seenDirty = false
+	}
+	return nil
+}
+
+// Run checks heartbeat deadlines and flushes last-seen times until ctx is
+// done, then flushes once more.
+func (r *Registry) Run(ctx context.Context) error {
+	tick := time.NewTicker(r.cfg.TickInterval)
+	defer tick.Stop()
+	flush := time.NewTicker(r.cfg.FlushInterval)
+	defer flush.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return r.Flush()
+		case <-tick.C:
+			r.Tick(r.cfg.Now())
+		case <-flush.C:
+			if err := r.Flush(); err != nil {
+				r.log.Warn("flush", "err", err)
+			}
+		}
+	}
+}
