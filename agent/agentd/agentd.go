@@ -41,6 +41,10 @@ type Config struct {
 	// KeepAlive is the MQTT keep-alive; a dead link is noticed by the
 	// broker within 1.5 times this. Default 30s.
 	KeepAlive time.Duration
+	// BrokerURL, if set, replaces the broker URL the hub gives the agent
+	// (for networks where the hub cannot know how devices reach it, and for
+	// tests that put a fault-injecting proxy in between).
+	BrokerURL string
 	// Facts gathers hardware facts; default facts.Source{}.Gather.
 	Facts func() (protocol.Facts, error)
 	// Logger; nil discards.
@@ -139,16 +143,26 @@ func (a *Agent) Run(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	a.log.Info("agent identity", "device", id, "hub_id", creds.HubID, "mqtt", creds.MQTTURLs[0])
+	brokerURL := creds.MQTTURLs[0]
+	if cfg.BrokerURL != "" {
+		brokerURL = cfg.BrokerURL
+	}
+	a.log.Info("agent identity", "device", id, "hub_id", creds.HubID, "mqtt", brokerURL)
 
-	statusMsg := func(state, reason string) ([]byte, error) {
-		return protocol.Encode(id, time.Now(), &protocol.Status{State: state, Reason: reason})
+	// session names the current connection in its Will and its "online".
+	var (
+		sessionMu sync.Mutex
+		session   string
+	)
+	currentSession := func() string {
+		sessionMu.Lock()
+		defer sessionMu.Unlock()
+		return session
 	}
-	will, err := statusMsg(protocol.StateOffline, protocol.ReasonLost)
-	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+	statusMsg := func(state, reason, session string) ([]byte, error) {
+		return protocol.Encode(id, time.Now(), &protocol.Status{State: state, Reason: reason, Session: session})
 	}
-	bye, err := statusMsg(protocol.StateOffline, protocol.ReasonShutdown)
+	bye, err := statusMsg(protocol.StateOffline, protocol.ReasonShutdown, "")
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
 	}
@@ -163,7 +177,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		if nf, err := cfg.Facts(); err == nil {
 			reg.Facts = nf
 		}
-		for _, p := range []protocol.Payload{reg, &protocol.Status{State: protocol.StateOnline, Reason: protocol.ReasonStartup}} {
+		online := &protocol.Status{State: protocol.StateOnline, Reason: protocol.ReasonStartup, Session: currentSession()}
+		for _, p := range []protocol.Payload{reg, online} {
 			b, err := protocol.Encode(id, time.Now(), p)
 			if err == nil {
 				err = client.Publish(ctx, bus.Message{Topic: protocol.DeviceTopic(id, protocol.Kind(p.MessageType())), Payload: b, QoS: 1, Retained: true})
@@ -176,9 +191,21 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("connected to the hub's broker", "device", id)
 	}
 	client, err = bus.New(bus.Config{
-		URL: creds.MQTTURLs[0], ClientID: id, Username: id, Password: creds.Password,
+		URL: brokerURL, ClientID: id, Username: id, Password: creds.Password,
 		KeepAlive: cfg.KeepAlive,
-		Will:      &bus.Message{Topic: protocol.DeviceTopic(id, protocol.KindStatus), Payload: will, QoS: 1, Retained: true},
+		// Each connection gets a new session in its Will and its "online":
+		// the hub ignores a late Will of a replaced connection.
+		NewWill: func() *bus.Message {
+			sessionMu.Lock()
+			session = protocol.NewID()[:16]
+			s := session
+			sessionMu.Unlock()
+			will, err := statusMsg(protocol.StateOffline, protocol.ReasonLost, s)
+			if err != nil {
+				panic(err) // a constant, valid payload: cannot fail
+			}
+			return &bus.Message{Topic: protocol.DeviceTopic(id, protocol.KindStatus), Payload: will, QoS: 1, Retained: true}
+		},
 		Goodbye:   []bus.Message{{Topic: protocol.DeviceTopic(id, protocol.KindStatus), Payload: bye, QoS: 1, Retained: true}},
 		OnConnect: birth,
 		Logger:    a.log,

@@ -40,6 +40,7 @@ type Devices interface {
 type Tokens interface {
 	CheckAdmin(token string) bool
 	CreateJoin(uses int, ttl time.Duration) (string, tokens.Join, error)
+	CheckJoin(token string) error
 	ConsumeJoin(token string) error
 }
 
@@ -144,6 +145,8 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
 		switch {
 		case errors.Is(err, io.EOF):
 			msg = "empty body: a JSON object is required"
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			msg = "invalid JSON: the body ends in the middle of a value"
 		case errors.As(err, &se):
 			msg = fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, err)
 		case errors.As(err, &te):
@@ -216,15 +219,19 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, "signature: not a valid enrolment proof for this token and public key")
 		return
 	}
-	// The proof is checked before the token is consumed, so a malformed
-	// request does not burn a use.
-	if err := s.cfg.Tokens.ConsumeJoin(req.Token); err != nil {
-		s.log.Warn("enrolment refused", "remote", r.RemoteAddr, "err", err)
-		if errors.Is(err, tokens.ErrInvalid) || errors.Is(err, tokens.ErrExpired) || errors.Is(err, tokens.ErrUsedUp) {
-			writeProblem(w, http.StatusForbidden, "invalid join token (unknown, expired or used up): create a new one with POST /api/v1/join-tokens")
+	// A bad name is refused here, as the registry would, so that it does
+	// not burn a use of the token.
+	if req.Name != "" {
+		if err := checkName(req.Name); err != nil {
+			writeProblem(w, http.StatusBadRequest, "name: "+err.Error())
 			return
 		}
-		writeProblem(w, http.StatusServiceUnavailable, "the hub cannot check join tokens right now")
+	}
+	// The proof is checked first and the token is only checked here; it is
+	// used up once the broker account exists, so neither a malformed request
+	// nor a broker hiccup burns a use.
+	if err := s.cfg.Tokens.CheckJoin(req.Token); err != nil {
+		s.joinTokenError(w, r, err)
 		return
 	}
 	id := identity.DeviceID(pub)
@@ -234,6 +241,14 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 	if err := s.cfg.Accounts.Provision(r.Context(), id, password); err != nil {
 		s.log.Error("provision broker account", "device", id, "err", err)
 		writeProblem(w, http.StatusBadGateway, "could not create the device's broker account: "+err.Error())
+		return
+	}
+	if err := s.cfg.Tokens.ConsumeJoin(req.Token); err != nil {
+		// Another request used the last use meanwhile.
+		if rerr := s.cfg.Accounts.Remove(r.Context(), id); rerr != nil {
+			s.log.Error("remove broker account", "device", id, "err", rerr)
+		}
+		s.joinTokenError(w, r, err)
 		return
 	}
 	h := sha256.Sum256([]byte(password))
@@ -253,6 +268,28 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("agent enrolled", "device", id, "name", name, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusCreated, EnrollResponse{DeviceID: id, HubID: s.cfg.HubID,
 		MQTT: MQTTAccess{URLs: s.cfg.BrokerURLs(r), Username: id, Password: password}})
+}
+
+func (s *server) joinTokenError(w http.ResponseWriter, r *http.Request, err error) {
+	s.log.Warn("enrolment refused", "remote", r.RemoteAddr, "err", err)
+	if errors.Is(err, tokens.ErrInvalid) || errors.Is(err, tokens.ErrExpired) || errors.Is(err, tokens.ErrUsedUp) {
+		writeProblem(w, http.StatusForbidden, "invalid join token (unknown, expired or used up): create a new one with POST /api/v1/join-tokens")
+		return
+	}
+	writeProblem(w, http.StatusServiceUnavailable, "the hub cannot check join tokens right now")
+}
+
+// checkName applies the registry's rules for device names.
+func checkName(name string) error {
+	switch {
+	case strings.TrimSpace(name) == "":
+		return errors.New("must not be blank")
+	case len(name) > registry.MaxNameLen:
+		return fmt.Errorf("longer than %d bytes", registry.MaxNameLen)
+	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
+		return errors.New("contains a control character")
+	}
+	return nil
 }
 
 // JoinTokenRequest is the (optional) body of POST /api/v1/join-tokens.
@@ -275,20 +312,27 @@ func (s *server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	if req.Uses == 0 {
-		req.Uses = 1
-	}
-	if req.TTL == "" {
-		req.TTL = "24h"
-	}
+	// The defaults are set above; an explicit 0 or "" is refused, as the
+	// document's schema says.
 	ttl, err := time.ParseDuration(req.TTL)
 	if err != nil {
 		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("ttl: %v (use a duration such as \"30m\" or \"24h\")", err))
 		return
 	}
+	// The limits are checked here so that an error from CreateJoin is the
+	// store's, not the caller's.
+	if req.Uses < 1 || req.Uses > tokens.MaxJoinUses {
+		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("uses: %d out of range [1, %d]", req.Uses, tokens.MaxJoinUses))
+		return
+	}
+	if ttl <= 0 || ttl > tokens.MaxJoinTTL {
+		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("ttl: %s out of range (0, %s]", ttl, tokens.MaxJoinTTL))
+		return
+	}
 	tok, j, err := s.cfg.Tokens.CreateJoin(req.Uses, ttl)
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, err.Error())
+		s.log.Error("create join token", "err", err)
+		writeProblem(w, http.StatusInternalServerError, "could not save the join token: "+err.Error())
 		return
 	}
 	writeJSON(w, http.StatusCreated, JoinTokenResponse{Token: tok, Uses: j.UsesLeft, ExpiresAt: j.ExpiresAt})
@@ -432,7 +476,9 @@ func (s *server) deleteDevice(w http.ResponseWriter, r *http.Request) {
 func HostOf(r *http.Request) string {
 	host, _, err := net.SplitHostPort(r.Host)
 	if err != nil {
-		return r.Host
+		// No port: strip the brackets of an IPv6 literal, which
+		// net.JoinHostPort would otherwise double.
+		return strings.TrimSuffix(strings.TrimPrefix(r.Host, "["), "]")
 	}
 	return host
 }

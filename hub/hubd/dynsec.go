@@ -36,6 +36,8 @@ type dynsec struct {
 	seq     atomic.Uint64
 	mu      sync.Mutex // guards pending
 	pending map[string]chan dynsecResponse
+
+	hubRightsOK atomic.Bool // EnsureHubRights succeeded in this process
 }
 
 var _ interface {
@@ -98,8 +100,20 @@ func (d *dynsec) run(ctx context.Context, cmds []map[string]any, tolerate ...str
 	if err != nil {
 		return fmt.Errorf("dynsec: %w", err)
 	}
-	if err := d.client.Publish(ctx, bus.Message{Topic: dynsecTopic, Payload: payload, QoS: 1}); err != nil {
-		return fmt.Errorf("dynsec: send: %w", err)
+	// Mosquitto disconnects a client whose roles change, so the hub's own
+	// connection may be briefly down (notably right after EnsureHubRights):
+	// wait for it and retry a few times.
+	for attempt := 1; ; attempt++ {
+		if err := d.client.WaitConnected(ctx); err != nil {
+			return fmt.Errorf("dynsec: broker not connected: %w", err)
+		}
+		err := d.client.Publish(ctx, bus.Message{Topic: dynsecTopic, Payload: payload, QoS: 1})
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, bus.ErrNotConnected) || attempt == 5 {
+			return fmt.Errorf("dynsec: send: %w", err)
+		}
 	}
 	var errs []error
 	for i, ch := range chans {
@@ -130,7 +144,15 @@ func contains(list []string, s string) bool {
 func deviceRole(id string) string { return "alicia-device-" + id }
 
 // EnsureHubRights gives the hub's own account the right to use alicia/#.
-func (d *dynsec) EnsureHubRights(ctx context.Context) error {
+func (d *dynsec) EnsureHubRights(ctx context.Context) (err error) {
+	if d.hubRightsOK.Load() {
+		return nil
+	}
+	defer func() {
+		if err == nil {
+			d.hubRightsOK.Store(true)
+		}
+	}()
 	root := protocol.Root[:strings.IndexByte(protocol.Root, '/')] + "/#"
 	return d.run(ctx, []map[string]any{
 		{"command": "createRole", "rolename": hubRole, "acls": []map[string]any{

@@ -72,6 +72,9 @@ type Registry struct {
 
 	mu      sync.Mutex // guards the fields below
 	devices map[string]*entry
+	// pending holds status changes not yet passed to OnChange, in the order
+	// they happened; appended under mu, drained under notify.
+	pending []Device
 }
 
 // entry is a device plus the registry's in-memory bookkeeping.
@@ -79,9 +82,9 @@ type entry struct {
 	Device
 	// deadline is when an online device is marked offline without a heartbeat.
 	deadline time.Time
-	// onlineAt is the envelope time of the last "online" status; a Last
-	// Will encoded at an earlier connect is stale and ignored.
-	onlineAt time.Time
+	// session is the connection session of the last "online" status; a
+	// Last Will of another session belongs to a replaced connection.
+	session string
 	// seenDirty is set when LastSeen changed since the last flush.
 	seenDirty bool
 }
@@ -279,18 +282,17 @@ func (r *Registry) Handle(id string, m *protocol.Message) error {
 	case *protocol.Register:
 		err = r.registerLocked(e, p, now)
 	case *protocol.Status:
-		err = r.statusLocked(e, m.Time, p, now)
+		err = r.statusLocked(e, p, now)
 	case *protocol.Heartbeat:
 		err = r.heartbeatLocked(e, now)
 	default:
 		err = fmt.Errorf("registry: %s: unexpected message type %s", id, m.Type())
 	}
-	changed := e.Status != before
-	d := e.clone()
-	r.mu.Unlock()
-	if changed {
-		r.changed(d)
+	if e.Status != before {
+		r.queueLocked(e)
 	}
+	r.mu.Unlock()
+	r.notifyChanges()
 	return err
 }
 
@@ -325,18 +327,18 @@ func (r *Registry) registerLocked(e *entry, p *protocol.Register, now time.Time)
 	return nil
 }
 
-func (r *Registry) statusLocked(e *entry, sent time.Time, p *protocol.Status, now time.Time) error {
+func (r *Registry) statusLocked(e *entry, p *protocol.Status, now time.Time) error {
 	switch p.State {
 	case protocol.StateOnline:
-		e.onlineAt = sent
+		e.session = p.Session
 		r.seenLocked(e, now)
 		e.deadline = now.Add(r.timeout(&e.Device))
 		return r.setStatusLocked(e, StatusOnline, ReasonStartup, now)
 	default:
-		if p.Reason == protocol.ReasonLost && sent.Before(e.onlineAt) {
-			// The Will of an older connection, published after the device
-			// had already reconnected.
-			r.log.Debug("stale last will ignored", "device", e.ID, "will_time", sent, "online_at", e.onlineAt)
+		if p.Reason == protocol.ReasonLost && p.Session != "" && e.session != "" && p.Session != e.session {
+			// The Will of a replaced connection, published after the
+			// device had already reconnected.
+			r.log.Debug("stale last will ignored", "device", e.ID, "will_session", p.Session, "online_session", e.session)
 			return nil
 		}
 		reason := ReasonShutdown
@@ -372,19 +374,40 @@ func (r *Registry) setStatusLocked(e *entry, s Status, reason string, now time.T
 	return nil
 }
 
-func (r *Registry) changed(d Device) {
+// queueLocked records a status change of e for OnChange. r.mu must be held,
+// so that changes are queued in the order they happen.
+func (r *Registry) queueLocked(e *entry) {
+	if r.cfg.OnChange != nil {
+		r.pending = append(r.pending, e.clone())
+	}
+}
+
+// notifyChanges passes the queued changes to OnChange, in order. It must be
+// called without r.mu held. Whoever holds notify delivers every change
+// queued so far, so a change is never reported after a later one.
+func (r *Registry) notifyChanges() {
 	if r.cfg.OnChange == nil {
 		return
 	}
 	r.notify.Lock()
 	defer r.notify.Unlock()
-	r.cfg.OnChange(d)
+	for {
+		r.mu.Lock()
+		batch := r.pending
+		r.pending = nil
+		r.mu.Unlock()
+		if len(batch) == 0 {
+			return
+		}
+		for _, d := range batch {
+			r.cfg.OnChange(d)
+		}
+	}
 }
 
 // Tick marks offline every online device whose heartbeat deadline has
 // passed at now. Run calls it every TickInterval; tests call it directly.
 func (r *Registry) Tick(now time.Time) {
-	var changed []Device
 	r.mu.Lock()
 	for _, e := range r.devices {
 		if e.Status == StatusOnline && !e.deadline.IsZero() && now.After(e.deadline) {
@@ -392,13 +415,11 @@ func (r *Registry) Tick(now time.Time) {
 				r.log.Error("mark offline", "device", e.ID, "err", err)
 				continue
 			}
-			changed = append(changed, e.clone())
+			r.queueLocked(e)
 		}
 	}
 	r.mu.Unlock()
-	for _, d := range changed {
-		r.changed(d)
-	}
+	r.notifyChanges()
 }
 
 // Flush writes changed last-seen times to the store without syncing.

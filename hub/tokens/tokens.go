@@ -136,6 +136,27 @@ func (t *Tokens) CreateJoin(uses int, ttl time.Duration) (string, Join, error) {
 	return tok, j, nil
 }
 
+// CheckJoin reports whether token is a join token with a use left, without
+// using it (ConsumeJoin may still fail later if another request uses it
+// first).
+func (t *Tokens) CheckJoin(token string) error {
+	if !strings.HasPrefix(token, JoinPrefix) {
+		return ErrInvalid
+	}
+	j, err := store.GetJSON[Join](t.ks, "join/"+hash(token))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return ErrInvalid
+	case err != nil:
+		return fmt.Errorf("tokens: read join token: %w", err)
+	case !t.now().Before(j.ExpiresAt):
+		return ErrExpired
+	case j.UsesLeft <= 0:
+		return ErrUsedUp
+	}
+	return nil
+}
+
 // ConsumeJoin uses up one use of a join token. A token with no uses left is
 // deleted.
 func (t *Tokens) ConsumeJoin(token string) error {

@@ -134,12 +134,17 @@ const (
 
 // Status is published retained on alicia/v1/devices/{id}/status: "online"
 // after each connect, "offline" before a clean disconnect, and "offline"
-// with reason "lost" as the MQTT Last Will. Since the Last Will is encoded
-// at connect time, its envelope time is the connect time: receivers use the
-// time they receive it.
+// with reason "lost" as the MQTT Last Will. The Last Will is encoded when
+// the connection is made, so receivers use the time they receive it.
 type Status struct {
 	State  string `json:"state"`
 	Reason string `json:"reason"`
+	// Session identifies the MQTT connection: the agent picks a new random
+	// one for every connect and puts it in both that connection's Will and
+	// its "online" status. A Will whose session is not the one of the
+	// latest "online" belongs to a connection the device has already
+	// replaced, and is ignored. Optional.
+	Session string `json:"session,omitempty"`
 }
 
 // MessageType implements Payload.
@@ -156,6 +161,11 @@ func (s *Status) Validate() error {
 	case ReasonStartup, ReasonShutdown, ReasonLost:
 	default:
 		return fieldError("reason", fmt.Errorf("%q is not one of %q, %q, %q", s.Reason, ReasonStartup, ReasonShutdown, ReasonLost))
+	}
+	if s.Session != "" {
+		if err := ValidateID(s.Session); err != nil {
+			return fieldError("session", err)
+		}
 	}
 	return nil
 }

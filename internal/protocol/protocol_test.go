@@ -24,9 +24,9 @@ var golden = map[string]Message{
 		Facts: Facts{Hostname: "kitchen-pi", OS: "linux", Platform: "debian 12.8", Kernel: "6.6.51+rpt-rpi-v8", Arch: "arm64",
 			CPUModel: "Cortex-A72", CPUCores: 4, MemoryBytes: 4 << 30, BootTime: t0.Add(-72 * time.Hour)},
 	}},
-	"status_online":  {ID: "11111111111111111111111111111111", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Status{State: StateOnline, Reason: ReasonStartup}},
+	"status_online":  {ID: "11111111111111111111111111111111", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Status{State: StateOnline, Reason: ReasonStartup, Session: "5f1c0a9e2b7d4c38"}},
 	"status_offline": {ID: "22222222222222222222222222222222", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Status{State: StateOffline, Reason: ReasonShutdown}},
-	"status_lost":    {ID: "33333333333333333333333333333333", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Status{State: StateOffline, Reason: ReasonLost}},
+	"status_lost":    {ID: "33333333333333333333333333333333", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Status{State: StateOffline, Reason: ReasonLost, Session: "5f1c0a9e2b7d4c38"}},
 	"heartbeat":      {ID: "44444444444444444444444444444444", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Heartbeat{Seq: 42, UptimeS: 420}},
 	"hub_status":     {ID: "55555555555555555555555555555555", Time: t0, Source: "hub-3f9a", Payload: &HubStatus{State: StateOnline}},
 }
@@ -129,6 +129,9 @@ func TestDecodeRejects(t *testing.T) {
 		{"bad state", func(t *testing.T) string {
 			return strings.Replace(valid(t, "status_online"), `"state":"online"`, `"state":"meh"`, 1)
 		}, "payload.state", `"meh" is not`},
+		{"bad session", func(t *testing.T) string {
+			return strings.Replace(valid(t, "status_lost"), `"session":"5f1c0a9e2b7d4c38"`, `"session":"a/b"`, 1)
+		}, "payload.session", "invalid id"},
 		{"oversize", func(*testing.T) string { return `{"pad":"` + strings.Repeat("x", MaxMessageSize) + `"}` }, "", "too large"},
 		{"oversize for type", func(t *testing.T) string {
 			return strings.Replace(valid(t, "heartbeat"), `"v":1`, `"v":1`+strings.Repeat(" ", 5000), 1)

@@ -1,0 +1,140 @@
+package e2e
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicia-home/alicia/hub/hubd"
+	"github.com/alicia-home/alicia/internal/mosquittotest"
+)
+
+// dynsecPlugin is where Debian's mosquitto package installs the plugin.
+const dynsecPlugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
+
+// TestExternalMosquitto proves the --broker path: the hub and an agent use a
+// real Mosquitto that refuses anonymous clients; the hub gives the device
+// its own account and role there through Mosquitto's dynamic-security
+// plugin, the agent registers, goes online, and goes offline on stop.
+func TestExternalMosquitto(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Mosquitto; skipped with -short")
+	}
+	plugin := dynsecPlugin
+	if _, err := os.Stat(plugin); err != nil {
+		matches, _ := filepath.Glob("/usr/lib/*/mosquitto_dynamic_security.so")
+		if len(matches) == 0 {
+			missing(t, "mosquitto's dynamic-security plugin (package mosquitto)")
+		}
+		plugin = matches[0]
+	}
+	ctrl, err := exec.LookPath("mosquitto_ctrl")
+	if err != nil {
+		missing(t, "mosquitto_ctrl (package mosquitto-clients)")
+	}
+	dir := t.TempDir()
+	dynsecFile := filepath.Join(dir, "dynsec.json")
+	if out, err := exec.Command(ctrl, "dynsec", "init", dynsecFile, "hubadmin", "hubadmin-secret").CombinedOutput(); err != nil {
+		t.Fatalf("mosquitto_ctrl dynsec init: %v\n%s", err, out)
+	}
+	brk := mosquittotest.New(t, mosquittotest.Options{
+		// The password file holds an operator account; the hub and the
+		// devices live in the plugin's store.
+		Users: map[string]string{"operator": "operator-secret"},
+		Extra: []string{"plugin " + plugin, "plugin_opt_config_file " + dynsecFile},
+	})
+	brk.Start()
+	brokerHostPort := strings.TrimPrefix(brk.URL(), "tcp://")
+
+	logs := &logBuffer{}
+	hubDir := filepath.Join(dir, "hub")
+	httpAddr := freeAddr(t)
+	hub, err := hubd.New(hubd.Config{DataDir: hubDir, HTTPAddr: httpAddr, Broker: "mqtt://hubadmin:hubadmin-secret@" + brokerHostPort,
+		HeartbeatTimeoutCheck: 100 * time.Millisecond, Logger: logs.logger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runUntil(t, "hub", hub.Run)
+	<-hub.Ready()
+	api := newAPIClient(t, httpAddr, hubDir)
+
+	var boot struct {
+		MQTTURLs []string `json:"mqtt_urls"`
+	}
+	if st := api.do("GET", "/api/v1/bootstrap", nil, &boot); st != 200 || len(boot.MQTTURLs) != 1 || strings.Contains(boot.MQTTURLs[0], "secret") {
+		t.Fatalf("bootstrap = %d %+v: want the external broker's URL without credentials", st, boot)
+	}
+
+	stateDir := filepath.Join(dir, "agent")
+	id, stopAgent := startAgent(t, httpAddr, stateDir, "ext-agent", api.joinToken(1), "", testHeartbeat, logs)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- hub and agent logs ---\n%s\n--- mosquitto ---\n%s", logs, brk.Log())
+		}
+	})
+	api.waitStatus(id, "online", "startup", 10*time.Second)
+
+	stopAgent()
+	api.waitStatus(id, "offline", "shutdown", 3*time.Second)
+
+	// With the agent stopped, use its account directly (Mosquitto would
+	// otherwise hand the agent's session over to the test's client).
+	t.Run("the device account is confined to its own topics", func(t *testing.T) {
+		var creds struct {
+			Password string `json:"password"`
+		}
+		b, err := os.ReadFile(filepath.Join(stateDir, "credentials.json"))
+		if err != nil || json.Unmarshal(b, &creds) != nil {
+			t.Fatalf("read agent credentials: %v", err)
+		}
+		sub := func(user, pass, topic string) string {
+			args := []string{"-h", "127.0.0.1", "-p", strings.Split(brokerHostPort, ":")[1], "-i", user, "-t", topic, "-W", "1", "-C", "1"}
+			if user != "" {
+				args = append(args, "-u", user, "-P", pass)
+			}
+			out, _ := exec.Command("mosquitto_sub", args...).CombinedOutput()
+			return string(out)
+		}
+		if out := sub(id+"x", "", "alicia/#"); !strings.Contains(out, "not authorised") && !strings.Contains(out, "Connection Refused") {
+			t.Errorf("anonymous client was not refused: %q", out)
+		}
+		if out := sub(id, creds.Password, "alicia/#"); !strings.Contains(out, "denied") {
+			t.Errorf("device subscribing to alicia/# was not denied: %q", out)
+		}
+		// Its own retained status is readable to it (proves the account works).
+		if out := sub(id, creds.Password, "alicia/v1/devices/"+id+"/status"); !strings.Contains(out, `"reason":"shutdown"`) {
+			t.Errorf("device cannot read its own status: %q", out)
+		}
+	})
+
+
+	t.Run("deleting the device removes its broker account", func(t *testing.T) {
+		if b, err := os.ReadFile(dynsecFile); err != nil || !strings.Contains(string(b), id) {
+			t.Fatalf("dynsec store does not hold the device's account before the delete (%v)", err)
+		}
+		if st := api.do("DELETE", "/api/v1/devices/"+id, nil, nil); st != 204 {
+			t.Fatalf("delete: status %d", st)
+		}
+		b, err := os.ReadFile(dynsecFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), id) {
+			t.Errorf("dynsec store still holds the deleted device's account")
+		}
+	})
+}
+
+// missing fails under CI (where .ci/run installs everything) and skips on
+// a developer's machine.
+func missing(t *testing.T, what string) {
+	t.Helper()
+	if os.Getenv("CI") != "" {
+		t.Fatalf("%s is not installed; .ci/run installs it", what)
+	}
+	t.Skipf("%s is not installed (apt-get install -y mosquitto mosquitto-clients)", what)
+}

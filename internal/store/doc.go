@@ -1,0 +1,36 @@
+// Package store is the hub's durable key-value storage: named keyspaces with
+// typed get/put/scan, atomic transactions across keyspaces and a value-log GC
+// loop, on top of github.com/dgraph-io/badger/v4. Only the hub (hub/...) may
+// import it; the agent must not, and it must only run on 64-bit platforms:
+// badger panics and loses data on 32-bit ARM.
+//
+// # Durability
+//
+// Badger is opened with SyncWrites=true, so every commit (Put, Delete,
+// Update, UpdateLazy) has been written to the write-ahead log and the value
+// log and msync'ed (MS_SYNC, i.e. fsync of the file) before it returns.
+// Opening with SyncWrites=false and calling badger's DB.Sync after each
+// commit is not enough in badger v4.9.6: Sync msyncs only the active
+// memtable WAL and the active value-log file, so an entry that landed in a
+// file rotated between the commit and the Sync (memtable rotation caused by a
+// concurrent write; value-log rotation, even caused by the same write) stays
+// unsynced, and value-log GC moves live entries through the unsynced path
+// before it deletes the old file. Badger logs, but does not return, a failed
+// value-log msync; the store catches that through its logger adapter and then
+// refuses every further write (see "Write failures").
+//
+// # Write failures
+//
+// After a disk write or sync failure the store refuses all writes until the
+// process restarts: on Linux a failed fsync may drop the dirty pages, so a
+// later successful sync proves nothing. Reads keep working. Writes are also
+// refused with ErrDiskFull while the file system holding the data directory
+// has less than Options.MinFreeBytes free, because badger writes through
+// mmap into preallocated sparse files, and running out of blocks there is a
+// SIGBUS that kills the process rather than an error.
+//
+// # Concurrency
+//
+// A DB and its Keyspaces are safe for concurrent use. Close waits for
+// operations in flight; operations started after Close fail with ErrClosed.
+package store
