@@ -111,7 +111,6 @@ func TestExternalMosquitto(t *testing.T) {
 		}
 	})
 
-
 	t.Run("deleting the device removes its broker account", func(t *testing.T) {
 		if b, err := os.ReadFile(dynsecFile); err != nil || !strings.Contains(string(b), id) {
 			t.Fatalf("dynsec store does not hold the device's account before the delete (%v)", err)
