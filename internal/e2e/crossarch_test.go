@@ -1,0 +1,73 @@
+package e2e
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestCrossArchAgents builds the agent for arm64 and armv7, runs each under
+// qemu-user against a hub on this machine, and checks that it registers
+// with the right architecture and goes online.
+func TestCrossArchAgents(t *testing.T) {
+	bin := binaries(t)
+	dir := t.TempDir()
+	httpAddr, mqttAddr := freeAddr(t), freeAddr(t)
+	hubDir := filepath.Join(dir, "hub")
+	hub := startProc(t, "hub", filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir, "--http-addr", httpAddr, "--mqtt-addr", mqttAddr)
+	waitHealthy(t, httpAddr, hub)
+	api := newAPIClient(t, httpAddr, hubDir)
+
+	for _, c := range []struct {
+		goarch, goarm, qemu, wantArch string
+	}{
+		{"arm64", "", "qemu-aarch64-static", "arm64"},
+		{"arm", "7", "qemu-arm-static", "arm/v7"},
+	} {
+		t.Run(c.wantArch, func(t *testing.T) {
+			qemu, err := exec.LookPath(c.qemu)
+			if err != nil {
+				missing(t, c.qemu+" (package qemu-user-static)")
+			}
+			agent := filepath.Join(dir, "alicia-agent-"+c.goarch+c.goarm)
+			cmd := exec.Command("go", "build", "-trimpath", "-o", agent, "./agent")
+			cmd.Dir = "../.."
+			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+c.goarch, "GOARM="+c.goarm)
+			if out, err := cmd.CombinedOutput(); err != nil {
+				t.Fatalf("cross-build: %v\n%s", err, out)
+			}
+			out, err := exec.Command(qemu, agent, "--version").CombinedOutput()
+			if err != nil || !strings.Contains(string(out), "linux/"+c.goarch) {
+				t.Fatalf("%s %s --version = %q, %v", c.qemu, agent, out, err)
+			}
+			name := "qemu-" + strings.ReplaceAll(c.wantArch, "/", "")
+			state := filepath.Join(dir, name)
+			// qemu is 10-50x slower: generous heartbeat and keep-alive.
+			startProc(t, name, qemu, agent, "--state-dir", state, "--hub", httpAddr, "--join-token", api.joinToken(1),
+				"--name", name, "--heartbeat", "2s", "--keepalive", "10s")
+			var id string
+			deadline := time.Now().Add(60 * time.Second)
+			for id == "" && time.Now().Before(deadline) {
+				for _, d := range api.devices() {
+					if d.Name == name {
+						id = d.ID
+					}
+				}
+				time.Sleep(100 * time.Millisecond) // polling for the enrolment
+			}
+			if id == "" {
+				t.Fatalf("%s did not enrol within 60s", name)
+			}
+			api.waitStatus(id, "online", "", 60*time.Second)
+			d := api.devices()[id]
+			if d.Facts == nil || d.Facts.Arch != c.wantArch {
+				t.Errorf("registered facts %+v, want arch %s", d.Facts, c.wantArch)
+			}
+			t.Log(fmt.Sprintf("%s agent under %s registered as %s", c.wantArch, c.qemu, id))
+		})
+	}
+}
