@@ -25,7 +25,9 @@ stop() {
 }
 trap stop INT TERM EXIT
 
-bin/alicia-hub --data-dir "$data/hub" --http-addr "127.0.0.1:${http_port}" --mqtt-addr "127.0.0.1:${mqtt_port}" \
+# setsid keeps Ctrl-C away from the binaries: the trap stops the agent
+# first (so the hub records it offline), then the hub.
+setsid bin/alicia-hub --data-dir "$data/hub" --http-addr "127.0.0.1:${http_port}" --mqtt-addr "127.0.0.1:${mqtt_port}" \
   2> >(sed -u 's/^/[hub]   /' >&2) &
 hub_pid=$!
 
@@ -43,7 +45,7 @@ if [ ! -f "$data/agent/credentials.json" ]; then
   join="${join#*\"token\":\"}"; join="${join%%\"*}"
   agent_args+=(--join-token "$join")
 fi
-bin/alicia-agent "${agent_args[@]}" 2> >(sed -u 's/^/[agent] /' >&2) &
+setsid bin/alicia-agent "${agent_args[@]}" 2> >(sed -u 's/^/[agent] /' >&2) &
 agent_pid=$!
 
 cat <<MSG
