@@ -114,8 +114,9 @@ func (noAccounts) Remove(context.Context, string) error            { return nil 
 // admin wraps h so that it requires the admin bearer token.
 func (s *server) admin(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !s.cfg.Tokens.CheckAdmin(strings.TrimSpace(tok)) {
+		// The scheme name is case-insensitive (RFC 9110, section 11.1).
+		scheme, tok, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
+		if !strings.EqualFold(scheme, "Bearer") || !s.cfg.Tokens.CheckAdmin(strings.TrimSpace(tok)) {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="alicia"`)
 			writeProblem(w, http.StatusUnauthorized, "missing or invalid bearer token: send Authorization: Bearer <token from the hub's admin.token>")
 			return

@@ -1109,3 +1109,17 @@ func TestStoreRefusesWrites(t *testing.T) {
 		t.Errorf("broker accounts left behind (-provisioned +removed):\n%s", diff)
 	}
 }
+
+// TestBearerSchemeIsCaseInsensitive: RFC 9110 makes the scheme name
+// case-insensitive; the token itself is not.
+func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
+	h := newHarness(t)
+	for _, scheme := range []string{"Bearer", "bearer", "BEARER"} {
+		if resp := h.send(t, request{method: "GET", target: "/api/v1/devices", auth: scheme + " " + h.admin}); resp.status != http.StatusOK {
+			t.Errorf("scheme %q: status %d, want 200", scheme, resp.status)
+		}
+	}
+	if resp := h.send(t, request{method: "GET", target: "/api/v1/devices", auth: "Bearer " + strings.ToUpper(h.admin)}); resp.status != http.StatusUnauthorized {
+		t.Errorf("upper-cased token: status %d, want 401", resp.status)
+	}
+}
