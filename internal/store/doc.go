@@ -29,6 +29,21 @@
 // mmap into preallocated sparse files, and running out of blocks there is a
 // SIGBUS that kills the process rather than an error.
 //
+// # Damaged data
+//
+// Badger v4.9.6 turns several kinds of damage into a crash or into silent
+// loss rather than an error: a damaged table index panics in one of its
+// goroutines, a table failing its checksum is skipped, a lost or truncated
+// MANIFEST starts an empty database (and deletes the tables), and a value
+// that cannot be read from the value log comes back empty. So Open first
+// checks the MANIFEST, the header of every log file and every table (by
+// default every block and every live value as well; see Options.FastOpen)
+// and fails with ErrCorrupt, and reads return ErrCorrupt for an unreadable
+// value instead of an empty one. Still undetected: a table block damaged
+// after Open can end a Scan early without an error, and damage inside a WAL
+// (*.mem) file is taken for the torn tail of a crash: badger truncates the
+// file there, dropping the entries after it.
+//
 // # Concurrency
 //
 // A DB and its Keyspaces are safe for concurrent use. Close waits for

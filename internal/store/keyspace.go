@@ -218,14 +218,7 @@ func (tx *Tx) get(k Keyspace, key string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	val, err := item.ValueCopy(nil)
-	if err != nil {
-		return nil, err
-	}
-	if val == nil {
-		val = []byte{}
-	}
-	return val, nil
+	return readValue(item)
 }
 
 func (tx *Tx) put(k Keyspace, key string, val []byte) error {
@@ -262,12 +255,9 @@ func scan(txn *badger.Txn, k Keyspace, prefix string, fn func(key string, val []
 	for it.Seek(p); it.ValidForPrefix(p); it.Next() {
 		item := it.Item()
 		key := string(item.Key()[len(k.prefix):])
-		val, err := item.ValueCopy(nil)
+		val, err := readValue(item)
 		if err != nil {
 			return fmt.Errorf("store: scan %s: read %s: %w", keyName(k.prefix, prefix), keyName(k.prefix, key), err)
-		}
-		if val == nil {
-			val = []byte{}
 		}
 		if err := fn(key, val); err != nil {
 			return err

@@ -9,10 +9,10 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// LevelBadgerDebug is the slog level of badger's debug lines (several per
+// levelBadgerDebug is the slog level of badger's debug lines (several per
 // write): below slog.LevelDebug, so that a hub running at debug level shows
 // badger's info lines (file replays, compactions) but not its per-write noise.
-const LevelBadgerDebug = slog.LevelDebug - 4
+const levelBadgerDebug = slog.LevelDebug - 4
 
 // Badger format strings whose error argument means a write reached neither
 // the disk nor the caller reliably (badger v4.9.6, value.go and db.go). The
@@ -55,9 +55,9 @@ func (l badgerLogger) Infof(format string, args ...any) {
 	l.logf(slog.LevelDebug, format, args...)
 }
 
-// Debugf logs at LevelBadgerDebug.
+// Debugf logs at levelBadgerDebug.
 func (l badgerLogger) Debugf(format string, args ...any) {
-	l.logf(LevelBadgerDebug, format, args...)
+	l.logf(levelBadgerDebug, format, args...)
 }
 
 func (l badgerLogger) logf(level slog.Level, format string, args ...any) {

@@ -92,6 +92,14 @@ type Options struct {
 	// ValueLogFileSize is the size at which a value-log file is rotated, in
 	// [1 MiB, 2 GiB). Default DefaultValueLogFileSize.
 	ValueLogFileSize int64
+	// FastOpen skips the full verification Open does by default: reading
+	// every table block (checksums) and every live value once, because badger
+	// reports neither damage as an error at run time (a damaged block ends an
+	// iteration early; an unreadable value comes back empty, which this store
+	// turns into ErrCorrupt). Open always checks the MANIFEST and every table
+	// index. Set it for stores large enough that reading them at start-up
+	// takes too long.
+	FastOpen bool
 	// MinFreeBytes is the free space the file system holding Dir must keep;
 	// below it writes fail with ErrDiskFull (reads keep working). It covers
 	// what badger may still write into preallocated files before it notices a
@@ -172,6 +180,10 @@ func (o Options) badgerOptions(logger badger.Logger) badger.Options {
 		WithBlockCacheSize(o.BlockCacheSize).
 		WithIndexCacheSize(o.IndexCacheSize).
 		WithValueLogFileSize(o.ValueLogFileSize).
+		// Compact level 0 on Close: a restart starts with few tables, and the
+		// compaction records which value-log files hold garbage (the
+		// statistics the value-log GC chooses files by).
+		WithCompactL0OnClose(true).
 		// Verify checksums of blocks read from disk and of value-log entries,
 		// so SD-card bit rot surfaces as an error instead of wrong data. The
 		// CRCs are hardware-accelerated on arm64 and amd64.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -26,8 +27,9 @@ var (
 	ErrLocked = errors.New("data dir is in use by another process")
 	// ErrCorrupt is returned (wrapped) by Open when the data directory cannot
 	// be read as a database: damaged MANIFEST, truncated or overwritten table
-	// or log files. The fix is to move the directory aside and restore a
-	// backup; the store never repairs it silently.
+	// or log files; and by reads of a value that cannot be read back. The fix
+	// is to move the directory aside and restore a backup; the store never
+	// repairs it silently.
 	ErrCorrupt = errors.New("data looks corrupt")
 	// ErrInvalidKey is returned (wrapped) for an empty key or one containing
 	// a NUL byte.
@@ -101,17 +103,38 @@ func Open(opts Options) (*DB, error) {
 	}
 	bo := o.badgerOptions(badgerLogger{log: o.Logger, writeFailed: db.setWriteErr})
 	bo.BypassLockGuard = lock != nil // we hold the same lock already
-	if err := checkDir(o.Dir, bo); err != nil {
+	if err := checkDir(o.Dir, bo, !o.FastOpen); err != nil {
 		lock.release()
-		return nil, fmt.Errorf("store: open %s: %w (move the directory aside and restore a backup): %w",
-			o.Dir, ErrCorrupt, err)
+		if errors.As(err, new(fsError)) {
+			return nil, fmt.Errorf("store: open %s: %w", o.Dir, err)
+		}
+		return nil, corruptError(o.Dir, err)
 	}
 	db.bdb, err = openBadger(bo)
 	if err != nil {
 		lock.release()
 		return nil, openError(o.Dir, err)
 	}
+	if !o.FastOpen {
+		if err := checkValues(db.bdb); err != nil {
+			db.bdb.Close()
+			lock.release()
+			if !errors.Is(err, ErrCorrupt) {
+				return nil, fmt.Errorf("store: open %s: read values: %w", o.Dir, err)
+			}
+			return nil, corruptError(o.Dir, err)
+		}
+	}
 	return db, nil
+}
+
+// corruptError is the error for damaged data found by Open.
+func corruptError(dir string, err error) error {
+	const hint = "move the directory aside and restore a backup"
+	if errors.Is(err, ErrCorrupt) {
+		return fmt.Errorf("store: open %s: %w (%s)", dir, err, hint)
+	}
+	return fmt.Errorf("store: open %s: %w (%s): %w", dir, ErrCorrupt, hint, err)
 }
 
 // lockedError is the error for a data directory locked by someone else.
@@ -153,7 +176,7 @@ func prepareDir(dir string) error {
 }
 
 // errBadgerPanic marks a panic recovered from badger.Open.
-var errBadgerPanic = errors.New("badger panicked")
+var errBadgerPanic = errors.New("unreadable (badger panicked)")
 
 // openBadger is badger.Open that turns a panic into an error. Badger panics
 // (rather than returning an error) on some damaged files.
@@ -179,8 +202,7 @@ func openError(dir string, err error) error {
 		// file descriptors: the environment, not the data.
 		return fmt.Errorf("store: open %s: %w", dir, err)
 	default:
-		return fmt.Errorf("store: open %s: %w (move the directory aside and restore a backup): %w",
-			dir, ErrCorrupt, err)
+		return corruptError(dir, err)
 	}
 }
 
@@ -253,10 +275,26 @@ func (db *DB) checkWritable() error {
 	return nil
 }
 
+// checkGC reports why a GC round must not run, if it must not.
+func (db *DB) checkGC() error {
+	if err := db.failedWrite(); err != nil {
+		return err
+	}
+	free, err := db.freeBytes(db.dir)
+	if err != nil {
+		return fmt.Errorf("check free space: %w", err)
+	}
+	if need := uint64(db.opts.ValueLogFileSize); db.opts.MinFreeBytes >= 0 && free < need {
+		return fmt.Errorf("%w: %d MiB free in %s, GC needs %d MiB", ErrDiskFull, free>>20, db.dir, need>>20)
+	}
+	return nil
+}
+
 // Run runs the value-log GC every Options.GCInterval until ctx is done, and
 // then returns nil. Each round calls badger's RunValueLogGC(0.5) repeatedly
 // while it reclaims a file. GC failures are logged at warn level and retried
-// next round. Run returns an error wrapping ErrClosed if the DB is closed
+// next round; a round is skipped (with a warning) while less than
+// ValueLogFileSize is free or after a write failure. Run returns an error wrapping ErrClosed if the DB is closed
 // under it.
 func (db *DB) Run(ctx context.Context) error {
 	if err := db.enter(); err != nil {
@@ -281,6 +319,14 @@ func (db *DB) Run(ctx context.Context) error {
 func (db *DB) gc(ctx context.Context) {
 	for ctx.Err() == nil {
 		if db.enter() != nil {
+			return
+		}
+		// A GC round rewrites up to one value-log file of live values
+		// before it frees the old file; do not start it without room for
+		// that, or after a write failure.
+		if err := db.checkGC(); err != nil {
+			db.exit()
+			db.log.Warn("store: value-log GC skipped", "dir", db.dir, "err", err)
 			return
 		}
 		err := db.bdb.RunValueLogGC(0.5)
@@ -328,9 +374,10 @@ func (db *DB) Size() (lsm, vlog int64) {
 // it; the commit is durable on disk when Update returns nil. If fn returns an
 // error, nothing is written and that error is returned unchanged. If the
 // transaction conflicts with a concurrent one (it read a key another
-// transaction changed before it committed), fn runs again, up to 10 times,
-// so fn must have no effects outside tx. tx must not be used after fn
-// returns.
+// transaction changed before it committed), fn runs again after a short
+// random back-off, up to 10 times in all, so fn must have no effects outside
+// tx. tx must not be used after fn returns. fn may call other DB methods,
+// but they run in transactions of their own.
 func (db *DB) Update(fn func(*Tx) error) error {
 	return db.wrapUpdate(db.update(fn))
 }
@@ -374,6 +421,9 @@ func (db *DB) update(fn func(*Tx) error) (fnErr, err error) {
 		}
 		err := txn.Commit()
 		if errors.Is(err, badger.ErrConflict) && attempt < updateAttempts {
+			// Back off for a random time, doubling the range each attempt
+			// (1 ms, 2 ms … capped at 64 ms), so that contenders separate.
+			time.Sleep(rand.N(time.Millisecond << min(attempt-1, 6)))
 			continue
 		}
 		if err != nil {
