@@ -94,8 +94,10 @@ func (b *Broker) Serve(id string, ln net.Listener) error {
 }
 
 // Run starts serving on the listeners added with Serve and blocks until ctx
-// is done; then it disconnects every client (their Last Wills are not sent
-// for a server shutdown) and closes the listeners.
+// is done; then it disconnects every client and closes the listeners. The
+// Last Will of each client it closes is published to the clients not yet
+// closed, so a subscriber that wants none (the hub's own connection) must
+// disconnect before ctx is done.
 func (b *Broker) Run(ctx context.Context) error {
 	b.mu.Lock()
 	n := b.listeners
@@ -144,11 +146,20 @@ type authHook struct {
 	auth Authenticator
 	log  *slog.Logger
 
-	// ids maps a connected client ID to its identity. Entries are written
-	// on authentication and read on every ACL check.
-	ids     sync.Map // string → Identity
+	// ids maps a connected client ID to the session (connection) that
+	// holds it and its identity. Entries are written on authentication and
+	// read on every ACL check.
+	ids     sync.Map // string → session
 	refused atomic.Uint64
 	denied  atomic.Uint64
+}
+
+// session is one authenticated connection. Keeping the connection beside
+// the identity lets a closing connection forget only its own entry, never
+// that of a newer connection with the same client ID.
+type session struct {
+	cl *mqtt.Client
+	id Identity
 }
 
 var _ mqtt.Hook = (*authHook)(nil)
@@ -188,7 +199,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	if pk.Connect.WillFlag && !id.mayPublish(pk.Connect.WillTopic) {
 		return refuse("last will topic " + pk.Connect.WillTopic + " not allowed")
 	}
-	h.ids.Store(cl.ID, id)
+	h.ids.Store(cl.ID, session{cl: cl, id: id})
 	return true
 }
 
@@ -196,11 +207,11 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 // only within the client's rights.
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	v, ok := h.ids.Load(cl.ID)
-	if !ok {
+	if !ok || v.(session).cl != cl {
 		h.denied.Add(1)
 		return false
 	}
-	id := v.(Identity)
+	id := v.(session).id
 	var allowed bool
 	switch {
 	case write:
@@ -218,10 +229,12 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 }
 
 // OnDisconnect forgets the identity of a client whose connection ended,
-// unless a newer connection with the same ID has taken over.
+// unless a newer connection with the same ID has replaced it. (mochi marks
+// the old client as taken over only after it closed it, so the old
+// connection's OnDisconnect may run before IsTakenOver reports true.)
 func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
-	if !cl.IsTakenOver() {
-		h.ids.Delete(cl.ID)
+	if v, ok := h.ids.Load(cl.ID); ok && v.(session).cl == cl {
+		h.ids.CompareAndDelete(cl.ID, v)
 	}
 }
 

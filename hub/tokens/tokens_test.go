@@ -408,3 +408,35 @@ func TestJoinTokensSurviveReopen(t *testing.T) {
 		t.Fatal("a used-up token worked after reopen")
 	}
 }
+
+func TestCheckJoin(t *testing.T) {
+	tk, _, clk := newTokens(t)
+	tok, _, err := tk.CreateJoin(1, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := tk.CheckJoin(tok); err != nil {
+			t.Fatalf("CheckJoin of a fresh token: %v", err)
+		}
+	}
+	if err := tk.ConsumeJoin(tok); err != nil {
+		t.Fatalf("CheckJoin used the token up: %v", err)
+	}
+	if err := tk.CheckJoin(tok); !errors.Is(err, tokens.ErrUsedUp) && !errors.Is(err, tokens.ErrInvalid) {
+		t.Errorf("CheckJoin of a used-up token = %v, want ErrUsedUp or ErrInvalid", err)
+	}
+	for _, bad := range []string{"", "alicia_join_nope", tokens.AdminPrefix + "x"} {
+		if err := tk.CheckJoin(bad); !errors.Is(err, tokens.ErrInvalid) {
+			t.Errorf("CheckJoin(%q) = %v, want ErrInvalid", bad, err)
+		}
+	}
+	tok, _, err = tk.CreateJoin(1, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Set(t0.Add(time.Hour))
+	if err := tk.CheckJoin(tok); !errors.Is(err, tokens.ErrExpired) {
+		t.Errorf("CheckJoin at expiry = %v, want ErrExpired", err)
+	}
+}
