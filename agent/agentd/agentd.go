@@ -214,6 +214,36 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: %w", err)
 	}
 
+	// A late Will of a replaced connection overwrites the retained status
+	// with "offline"; when the agent sees one while connected, it restores
+	// its "online" so that every subscriber (not only the hub) sees the truth.
+	statusTopic := protocol.DeviceTopic(id, protocol.KindStatus)
+	err = client.Subscribe(statusTopic, 1, func(ctx context.Context, m bus.Message) {
+		if len(m.Payload) == 0 {
+			return
+		}
+		_, st, err := protocol.DecodeAs[*protocol.Status](m.Payload)
+		if err != nil || st.State != protocol.StateOffline || st.Reason != protocol.ReasonLost {
+			return
+		}
+		cur := currentSession()
+		if st.Session == cur || !client.Connected() {
+			return
+		}
+		b, err := statusMsg(protocol.StateOnline, protocol.ReasonStartup, cur)
+		if err == nil {
+			err = client.Publish(ctx, bus.Message{Topic: statusTopic, Payload: b, QoS: 1, Retained: true})
+		}
+		if err != nil {
+			a.log.Debug("restore online status", "err", err)
+			return
+		}
+		a.log.Info("restored the online status over a stale last will", "will_session", st.Session)
+	})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return client.Run(gctx) })
 	g.Go(func() error { a.heartbeats(gctx, client, id); return nil })

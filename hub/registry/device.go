@@ -49,6 +49,9 @@ type Device struct {
 	Status       Status    `json:"status"`
 	StatusReason string    `json:"status_reason"`
 	StatusSince  time.Time `json:"status_since"`
+	// Session is the connection session of the latest "online" status (see
+	// protocol.Status.Session); a Last Will of another session is stale.
+	Session string `json:"session,omitempty"`
 
 	AgentVersion string          `json:"agent_version,omitempty"`
 	HeartbeatMS  int64           `json:"heartbeat_ms,omitempty"`

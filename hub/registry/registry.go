@@ -82,9 +82,6 @@ type entry struct {
 	Device
 	// deadline is when an online device is marked offline without a heartbeat.
 	deadline time.Time
-	// session is the connection session of the last "online" status; a
-	// Last Will of another session belongs to a replaced connection.
-	session string
 	// seenDirty is set when LastSeen changed since the last flush.
 	seenDirty bool
 }
@@ -330,15 +327,27 @@ func (r *Registry) registerLocked(e *entry, p *protocol.Register, now time.Time)
 func (r *Registry) statusLocked(e *entry, p *protocol.Status, now time.Time) error {
 	switch p.State {
 	case protocol.StateOnline:
-		e.session = p.Session
 		r.seenLocked(e, now)
 		e.deadline = now.Add(r.timeout(&e.Device))
+		if e.Session != p.Session {
+			// A new connection: remember its session durably, so that a
+			// late Will of the old one is recognised even after a hub
+			// restart (an external broker keeps retained Wills).
+			d := e.clone()
+			d.Session = p.Session
+			if e.Status == StatusOnline {
+				if err := r.putLocked(&d); err != nil {
+					return err
+				}
+			}
+			e.Device = d
+		}
 		return r.setStatusLocked(e, StatusOnline, ReasonStartup, now)
 	default:
-		if p.Reason == protocol.ReasonLost && p.Session != "" && e.session != "" && p.Session != e.session {
+		if p.Reason == protocol.ReasonLost && p.Session != "" && e.Session != "" && p.Session != e.Session {
 			// The Will of a replaced connection, published after the
 			// device had already reconnected.
-			r.log.Debug("stale last will ignored", "device", e.ID, "will_session", p.Session, "online_session", e.session)
+			r.log.Debug("stale last will ignored", "device", e.ID, "will_session", p.Session, "online_session", e.Session)
 			return nil
 		}
 		reason := ReasonShutdown

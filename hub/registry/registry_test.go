@@ -377,6 +377,21 @@ func TestStaleWillIgnored(t *testing.T) {
 	e.wantStatus("dev-a", registry.StatusOffline, registry.ReasonLost, now)
 }
 
+// TestStaleWillAfterRestart: the session of the latest "online" survives a
+// hub restart, so a stale Will retained by an external broker and delivered
+// again to the restarted hub still changes nothing.
+func TestStaleWillAfterRestart(t *testing.T) {
+	e := newEnv(t, registry.Config{})
+	e.enroll("dev-a", "a")
+	e.handle("dev-a", t0, &protocol.Status{State: protocol.StateOnline, Reason: protocol.ReasonStartup, Session: "session-1"})
+	e.handle("dev-a", e.clk.Advance(time.Second), &protocol.Status{State: protocol.StateOnline, Reason: protocol.ReasonStartup, Session: "session-2"})
+	e.reopen()
+	e.handle("dev-a", e.clk.Now(), &protocol.Status{State: protocol.StateOffline, Reason: protocol.ReasonLost, Session: "session-1"})
+	e.wantStatus("dev-a", registry.StatusOnline, registry.ReasonStartup, t0)
+	e.handle("dev-a", e.clk.Now(), &protocol.Status{State: protocol.StateOffline, Reason: protocol.ReasonLost, Session: "session-2"})
+	e.wantStatus("dev-a", registry.StatusOffline, registry.ReasonLost, e.clk.Now())
+}
+
 func TestHandleRejects(t *testing.T) {
 	e := newEnv(t, registry.Config{})
 	e.enroll("dev-a", "a")

@@ -169,6 +169,7 @@ type proxy struct {
 	mu     sync.Mutex
 	frozen bool
 	conns  []net.Conn
+	pairs  [][2]net.Conn // client side, broker side
 }
 
 func newProxy(t testing.TB, target string) *proxy {
@@ -204,6 +205,7 @@ func (p *proxy) serve() {
 			continue
 		}
 		p.conns = append(p.conns, c, up)
+		p.pairs = append(p.pairs, [2]net.Conn{c, up})
 		p.mu.Unlock()
 		go p.pipe(c, up)
 		go p.pipe(up, c)
@@ -232,6 +234,19 @@ func (p *proxy) pipe(dst, src net.Conn) {
 			return
 		}
 	}
+}
+
+// cutClientSide closes the client's side of every current connection but
+// leaves the broker's side open and silent: the client reconnects at once
+// while the broker still holds the old connection, as after a Wi-Fi
+// roam. New connections pass.
+func (p *proxy) cutClientSide() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pr := range p.pairs {
+		pr[0].Close()
+	}
+	p.pairs = nil
 }
 
 func (p *proxy) freeze() {

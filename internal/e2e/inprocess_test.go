@@ -120,6 +120,21 @@ func TestInProcess(t *testing.T) {
 		}
 	})
 
+	t.Run("a reconnect while the broker still holds the old connection ends online", func(t *testing.T) {
+		// The broker side of the cut connection stays open and silent
+		// until the new connection takes the session over; the old
+		// connection's Will may briefly mark the device offline (mochi
+		// sends it before accepting the new one), but the device must end
+		// online. Wills arriving after the new "online" are covered by the
+		// registry's session tests.
+		px.cutClientSide()
+		time.Sleep(2 * testKeepAlive) // let the takeover and any late Will happen
+		api.waitStatus(idB, "online", "", time.Second)
+		if !strings.Contains(logs.String(), "connection lost") {
+			t.Error("the agent did not notice the cut")
+		}
+	})
+
 	t.Run("clean stop shows offline at once", func(t *testing.T) {
 		stopA()
 		if took := api.waitStatus(idA, "offline", "shutdown", 2*time.Second); took > time.Second {
