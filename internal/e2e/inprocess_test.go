@@ -137,7 +137,9 @@ func TestInProcess(t *testing.T) {
 
 	t.Run("clean stop shows offline at once", func(t *testing.T) {
 		stopA()
-		if took := api.waitStatus(idA, "offline", "shutdown", 2*time.Second); took > time.Second {
+		// The reason "shutdown" proves it came from the goodbye, not from a
+		// timeout; the bound leaves room for a loaded CI machine.
+		if took := api.waitStatus(idA, "offline", "shutdown", 3*time.Second); took > 2*time.Second {
 			t.Errorf("offline after %s, want at once", took)
 		}
 	})
@@ -148,8 +150,8 @@ func TestInProcess(t *testing.T) {
 		api.waitStatus(idB, "offline", "connection_lost", 3*testKeepAlive)
 		took := time.Since(start)
 		// The broker allows 1.5×keep-alive of silence; add the registry's
-		// tick and the polling interval.
-		if limit := testKeepAlive*3/2 + 500*time.Millisecond; took > limit {
+		// tick, the polling interval and room for a loaded CI machine.
+		if limit := testKeepAlive*3/2 + time.Second; took > limit {
 			t.Errorf("offline after %s, want within %s", took, limit)
 		}
 		t.Logf("dead link detected after %s (keep-alive %s)", took, testKeepAlive)

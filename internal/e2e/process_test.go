@@ -197,7 +197,9 @@ func TestProcesses(t *testing.T) {
 
 	t.Run("SIGTERM of an agent shows offline at once", func(t *testing.T) {
 		agents[0].stop(syscall.SIGTERM)
-		if took := api.waitStatus(ids[0], "offline", "shutdown", 3*time.Second); took > time.Second {
+		// The reason "shutdown" proves it came from the goodbye; the bound
+		// leaves room for a loaded CI machine.
+		if took := api.waitStatus(ids[0], "offline", "shutdown", 3*time.Second); took > 2*time.Second {
 			t.Errorf("offline after %s, want at once", took)
 		}
 	})
