@@ -141,6 +141,11 @@ func (a *Agent) Run(ctx context.Context) error {
 
 	creds, err := a.credentials(ctx, key, id, name)
 	if err != nil {
+		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
+			// Stopped while waiting for the hub: a clean stop, not a failure.
+			a.log.Info("stopped before enrolment finished")
+			return nil
+		}
 		return err
 	}
 	brokerURL := creds.MQTTURLs[0]

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -67,6 +68,8 @@ func hubURL(hub string) (string, error) {
 	host, port, err := net.SplitHostPort(hub)
 	if err != nil {
 		host, port = strings.Trim(hub, "[]"), "8470"
+	} else if n, err := strconv.ParseUint(port, 10, 16); err != nil || n == 0 {
+		return "", fmt.Errorf("hub %q: port %q: want a number from 1 to 65535", hub, port)
 	}
 	if host == "" {
 		return "", fmt.Errorf("hub %q: missing host", hub)

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"flag"
+	"net"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"go.uber.org/goleak"
+
+	"github.com/alicia-home/alicia/internal/buildinfo"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// env is a getenv over a fixed map, so the tests do not see the caller's
+// ALICIA_* variables.
+func env(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// closedAddr returns a loopback address where nothing listens.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+func TestVersion(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	if err := run(t.Context(), []string{"--version"}, env(nil), &stdout, &stderr); err != nil {
+		t.Fatalf("run --version: %v", err)
+	}
+	want := regexp.MustCompile(`^alicia-agent ` + regexp.QuoteMeta(buildinfo.Version) +
+		` \(commit ` + regexp.QuoteMeta(buildinfo.Commit) + `, built .+, go1\.\d+\S* \w+/\w+\)\n$`)
+	if !want.MatchString(stdout.String()) {
+		t.Errorf("stdout = %q, want a match of %s", stdout.String(), want)
+	}
+	if stderr.Len() != 0 {
+		t.Errorf("stderr = %q, want nothing", stderr.String())
+	}
+}
+
+func TestHelp(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	err := run(t.Context(), []string{"--help"}, env(nil), &stdout, &stderr)
+	if !errors.Is(err, flag.ErrHelp) {
+		t.Fatalf("run --help: %v, want flag.ErrHelp (exit status 0)", err)
+	}
+	for _, f := range []string{"-state-dir", "-hub", "-join-token", "-hal", "-config"} {
+		if !strings.Contains(stderr.String(), f) {
+			t.Errorf("usage does not mention %s:\n%s", f, stderr.String())
+		}
+	}
+}
+
+func TestRunErrors(t *testing.T) {
+	stateDir, envStateDir := t.TempDir(), t.TempDir()
+	unknownKey := writeFile(t, "agent.yaml", "hub: hub.local\nhubb: typo.local\n")
+	hub := closedAddr(t)
+	for _, tc := range []struct {
+		name    string
+		args    []string
+		env     map[string]string
+		wantErr []string
+	}{
+		{name: "unknown flag", args: []string{"--bogus"}, wantErr: []string{"-bogus"}},
+		{name: "stray argument", args: []string{"--state-dir", stateDir, "extra"}, wantErr: []string{`"extra"`}},
+		{name: "hal periph", args: []string{"--state-dir", stateDir, "--hal", "periph"}, wantErr: []string{`--hal "periph"`, `"none"`}},
+		{name: "hal from env", args: []string{"--state-dir", stateDir}, env: map[string]string{"ALICIA_HAL": "sim"}, wantErr: []string{`--hal "sim"`}},
+		{name: "log level from env", args: []string{"--state-dir", stateDir}, env: map[string]string{"ALICIA_LOG_LEVEL": "bogus"}, wantErr: []string{`log level "bogus"`}},
+		{name: "log level flag", args: []string{"--state-dir", stateDir, "--log-level", "loud"}, wantErr: []string{`log level "loud"`}},
+		{name: "config unknown key", args: []string{"--config", unknownKey}, wantErr: []string{unknownKey, "line 2", `"hubb"`}},
+		{name: "config from env", env: map[string]string{"ALICIA_CONFIG": unknownKey}, wantErr: []string{unknownKey, "line 2"}},
+		{name: "bad heartbeat env", args: []string{"--state-dir", stateDir}, env: map[string]string{"ALICIA_HEARTBEAT": "often"}, wantErr: []string{"ALICIA_HEARTBEAT"}},
+		{name: "heartbeat out of range", args: []string{"--state-dir", stateDir, "--heartbeat", "10ms"}, wantErr: []string{"heartbeat interval 10ms"}},
+		{name: "empty state dir", args: []string{"--state-dir="}, wantErr: []string{"--state-dir"}},
+		{name: "hub is a URL", args: []string{"--state-dir", stateDir, "--hub", "http://hub.local"}, wantErr: []string{"not a URL"}},
+		// The flags reach the agent: it starts, and stops for want of a token.
+		{name: "not enrolled", args: []string{"--state-dir", stateDir, "--hub", hub}, wantErr: []string{"--join-token"}},
+		{name: "not enrolled, from env", env: map[string]string{"ALICIA_STATE_DIR": envStateDir, "ALICIA_HUB": hub}, wantErr: []string{"--join-token"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			err := run(t.Context(), tc.args, env(tc.env), &stdout, &stderr)
+			if err == nil {
+				t.Fatalf("run(%q) succeeded, want an error", tc.args)
+			}
+			msg := err.Error() + "\n" + stderr.String() // the flag package prints its errors too
+			for _, want := range tc.wantErr {
+				if !strings.Contains(msg, want) {
+					t.Errorf("run(%q): %v\nstderr: %s\nwant %q in the error", tc.args, err, stderr.String(), want)
+				}
+			}
+			if stdout.Len() != 0 {
+				t.Errorf("stdout = %q, want nothing", stdout.String())
+			}
+		})
+	}
+	// The "not enrolled" cases got as far as creating the identity.
+	for _, dir := range []string{stateDir, envStateDir} {
+		if _, err := os.Stat(filepath.Join(dir, "identity.key")); err != nil {
+			t.Errorf("the agent did not use its state directory: %v", err)
+		}
+	}
+}
+
+func TestRunStopsOnCancel(t *testing.T) {
+	ctx, cancel := context.WithCancel(t.Context())
+	cancel()
+	var stdout, stderr bytes.Buffer
+	// Cancelled before it starts, the agent still loads its identity and
+	// then gives up at once.
+	err := run(ctx, []string{"--state-dir", t.TempDir(), "--hub", closedAddr(t), "--join-token", "tok"}, env(nil), &stdout, &stderr)
+	if err != nil {
+		t.Errorf("run with a cancelled context: %v, want nil (a clean stop)", err)
+	}
+}
