@@ -6,10 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -139,6 +142,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		name = f.Hostname
 	}
 
+	// Check the registration before enrolling: a device that enrolled but
+	// could never register would waste its join token.
+	reg := &protocol.Register{Name: name, AgentVersion: buildinfo.Version, HeartbeatMS: cfg.HeartbeatInterval.Milliseconds(), Facts: f}
+	if err := reg.Validate(); err != nil {
+		return fmt.Errorf("agent: registration: %w", err)
+	}
+
 	creds, err := a.credentials(ctx, key, id, name)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
@@ -170,10 +180,6 @@ func (a *Agent) Run(ctx context.Context) error {
 	bye, err := statusMsg(protocol.StateOffline, protocol.ReasonShutdown, "")
 	if err != nil {
 		return fmt.Errorf("agent: %w", err)
-	}
-	reg := &protocol.Register{Name: name, AgentVersion: buildinfo.Version, HeartbeatMS: cfg.HeartbeatInterval.Milliseconds(), Facts: f}
-	if err := reg.Validate(); err != nil {
-		return fmt.Errorf("agent: registration: %w", err)
 	}
 
 	var client *bus.Client
@@ -307,6 +313,12 @@ func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, nam
 	case b.HubID != creds.HubID:
 		return nil, fmt.Errorf("agent: the hub at %s is %s, but this device is enrolled with %s: refusing a different hub (delete %s to enrol again)", hub, b.HubID, creds.HubID, path)
 	case !slices.Equal(b.MQTTURLs, creds.MQTTURLs) || creds.Hub != hub:
+		if err := knownHosts(b.MQTTURLs, hub, creds.MQTTURLs); err != nil {
+			// The bootstrap answer is not authenticated yet (plain HTTP):
+			// never let it send the device's password to a new host.
+			a.log.Warn("ignoring broker addresses from the hub's bootstrap answer; using the saved ones", "err", err)
+			break
+		}
 		creds.MQTTURLs, creds.Hub = b.MQTTURLs, hub
 		if err := saveCredentials(path, creds); err != nil {
 			return nil, fmt.Errorf("agent: save credentials: %w", err)
@@ -363,4 +375,31 @@ func (a *Agent) heartbeats(ctx context.Context, client *bus.Client, id string) {
 			a.log.Debug("heartbeat not sent", "err", err)
 		}
 	}
+}
+
+// knownHosts accepts broker URLs only on hosts the device already trusts:
+// the hub's own host and the hosts of the broker URLs it got at enrolment.
+// Ports may change.
+func knownHosts(urls []string, hub string, saved []string) error {
+	trusted := map[string]bool{}
+	if h, _, err := net.SplitHostPort(hub); err == nil {
+		trusted[h] = true
+	} else {
+		trusted[strings.Trim(hub, "[]")] = true
+	}
+	for _, s := range saved {
+		if u, err := url.Parse(s); err == nil {
+			trusted[u.Hostname()] = true
+		}
+	}
+	for _, s := range urls {
+		u, err := url.Parse(s)
+		if err != nil {
+			return fmt.Errorf("broker url %q: %w", s, err)
+		}
+		if !trusted[u.Hostname()] {
+			return fmt.Errorf("broker url %q is on a host this device was not enrolled with", s)
+		}
+	}
+	return nil
 }

@@ -580,7 +580,7 @@ func TestEnrolledRefusesADifferentHub(t *testing.T) {
 func TestEnrolledLearnsNewBrokerURLs(t *testing.T) {
 	oldURL, oldDialed := fakeBroker(t)
 	newURL, newDialed := fakeBroker(t)
-	newURLs := []string{newURL, "mqtt://[::1]:1883"}
+	newURLs := []string{newURL} // same host, another port
 	hub, requests := bootstrapHub(t, map[string]any{"hub_id": "hub-1", "protocol_version": 1, "mqtt_urls": newURLs})
 	dir, id := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{oldURL}, Password: "pw"})
 
@@ -601,6 +601,26 @@ func TestEnrolledLearnsNewBrokerURLs(t *testing.T) {
 	case <-oldDialed:
 		t.Error("the agent dialed the old broker URL")
 	default:
+	}
+}
+
+// TestEnrolledIgnoresBrokerOnUnknownHost: the bootstrap answer is not yet
+// authenticated, so it may move the broker to another port of a known
+// host, never to another host (that would send the password there).
+func TestEnrolledIgnoresBrokerOnUnknownHost(t *testing.T) {
+	oldURL, oldDialed := fakeBroker(t)
+	hub, _ := bootstrapHub(t, map[string]any{"hub_id": "hub-1", "protocol_version": 1, "mqtt_urls": []string{"mqtt://198.18.0.99:1883"}})
+	saved := savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{oldURL}, Password: "pw"}
+	dir, id := enrolled(t, saved)
+
+	s := start(t, agentd.Config{StateDir: dir, Hub: hub})
+	s.dialedBroker(t, oldDialed)
+	if err := s.stop(t); err != nil {
+		t.Fatalf("Run after cancel: %v, want nil", err)
+	}
+	saved.DeviceID = id
+	if diff := cmp.Diff(saved, readCreds(t, filepath.Join(dir, "credentials.json"))); diff != "" {
+		t.Errorf("credentials.json changed (-want +got):\n%s", diff)
 	}
 }
 

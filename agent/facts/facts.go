@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/alicia-home/alicia/internal/protocol"
 )
@@ -83,7 +84,45 @@ func (s Source) Gather() (protocol.Facts, error) {
 	if f.Hostname == "" {
 		f.Hostname = "unknown"
 	}
+	sanitize(&f)
 	return f, errors.Join(errs...)
+}
+
+// Limits of protocol.Facts text fields, in bytes (see Register.Validate).
+const (
+	maxHostname = 255
+	maxShort    = 32
+	maxText     = 128
+)
+
+// sanitize makes facts read from files always valid on the wire: control
+// characters become spaces and over-long values are cut at a character
+// boundary, so one odd /proc or /etc file never stops registration.
+func sanitize(f *protocol.Facts) {
+	f.Hostname = clean(f.Hostname, maxHostname)
+	f.OS = clean(f.OS, maxShort)
+	f.Arch = clean(f.Arch, maxShort)
+	f.Platform = clean(f.Platform, maxText)
+	f.Kernel = clean(f.Kernel, maxText)
+	f.CPUModel = clean(f.CPUModel, maxText)
+}
+
+func clean(s string, max int) string {
+	s = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	s = strings.ToValidUTF8(s, "?")
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
 }
 
 // Arch returns GOARCH with the ARM variant the binary was built for, e.g.

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -73,5 +74,17 @@ func TestParsers(t *testing.T) {
 		if _, err := ParseBootTime(bad); err == nil {
 			t.Errorf("ParseBootTime(%q) = nil error", bad)
 		}
+	}
+}
+
+func TestSanitize(t *testing.T) {
+	f := protocol.Facts{Hostname: "h\x00st", OS: "linux", Arch: "amd64", Platform: strings.Repeat("é", 100), Kernel: "6.1\n", CPUModel: strings.Repeat("x", 200)}
+	sanitize(&f)
+	if f.Hostname != "h st" || f.Kernel != "6.1 " || len(f.CPUModel) != maxText || len(f.Platform) > maxText || !utf8.ValidString(f.Platform) {
+		t.Errorf("sanitized facts: %+v", f)
+	}
+	reg := protocol.Register{Name: "n", AgentVersion: "v", HeartbeatMS: 1000, Facts: f}
+	if err := reg.Validate(); err != nil {
+		t.Errorf("sanitized facts do not validate: %v", err)
 	}
 }

@@ -60,7 +60,8 @@ type Config struct {
 	Accounts Accounts
 	// BrokerURLs returns the broker URLs an agent should use, given the
 	// request it made (agents reach the broker on the host they reached
-	// the API on).
+	// the API on). An empty answer means no broker is reachable from where
+	// the request came from; enrol and bootstrap then answer 503.
 	BrokerURLs func(r *http.Request) []string
 	// Disconnect closes the live broker session of a deleted device.
 	Disconnect func(deviceID string)
@@ -179,8 +180,16 @@ type Bootstrap struct {
 	MQTTURLs        []string `json:"mqtt_urls"`
 }
 
+// noBrokerDetail explains an empty BrokerURLs answer.
+const noBrokerDetail = "the hub's broker is not reachable from your network: its MQTT listener is loopback-only or off (start the hub with --mqtt-addr HOST:PORT on an address devices can reach, or --advertise-mqtt)"
+
 func (s *server) bootstrap(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, Bootstrap{HubID: s.cfg.HubID, ProtocolVersion: protocol.Version, MQTTURLs: s.cfg.BrokerURLs(r)})
+	urls := s.cfg.BrokerURLs(r)
+	if len(urls) == 0 {
+		writeProblem(w, http.StatusServiceUnavailable, noBrokerDetail)
+		return
+	}
+	writeJSON(w, http.StatusOK, Bootstrap{HubID: s.cfg.HubID, ProtocolVersion: protocol.Version, MQTTURLs: urls})
 }
 
 // EnrollRequest is the body of POST /api/v1/enroll.
@@ -236,6 +245,17 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id := identity.DeviceID(pub)
+	if _, err := s.cfg.Devices.Get(id); err == nil {
+		// A join token never replaces a known device's credentials: a
+		// replayed enrolment request would otherwise take the device over.
+		writeProblem(w, http.StatusConflict, fmt.Sprintf("device %s is already enrolled: to enrol this key again, delete the device first (DELETE /api/v1/devices/%s)", id, id))
+		return
+	}
+	urls := s.cfg.BrokerURLs(r)
+	if len(urls) == 0 {
+		writeProblem(w, http.StatusServiceUnavailable, noBrokerDetail)
+		return
+	}
 	var secret [32]byte
 	_, _ = rand.Read(secret[:])
 	password := base64.RawURLEncoding.EncodeToString(secret[:])
@@ -262,13 +282,18 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 			writeProblem(w, http.StatusBadRequest, err.Error())
 			return
 		}
+		if errors.Is(err, registry.ErrExists) {
+			// A concurrent enrolment of the same key won; its account stays.
+			writeProblem(w, http.StatusConflict, fmt.Sprintf("device %s is already enrolled", id))
+			return
+		}
 		s.log.Error("enroll", "device", id, "err", err)
 		writeProblem(w, http.StatusInternalServerError, "could not save the device: "+err.Error())
 		return
 	}
 	s.log.Info("agent enrolled", "device", id, "name", name, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusCreated, EnrollResponse{DeviceID: id, HubID: s.cfg.HubID,
-		MQTT: MQTTAccess{URLs: s.cfg.BrokerURLs(r), Username: id, Password: password}})
+		MQTT: MQTTAccess{URLs: urls, Username: id, Password: password}})
 }
 
 func (s *server) joinTokenError(w http.ResponseWriter, r *http.Request, err error) {

@@ -19,6 +19,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -101,6 +102,9 @@ type harness struct {
 	clock    *clock
 	admin    string // the admin token, read from admin.token
 	accounts *fakeAccounts
+	// noBroker makes BrokerURLs answer nothing, as a loopback-only broker
+	// does for a remote agent.
+	noBroker atomic.Bool
 
 	mu           sync.Mutex // guards disconnected
 	disconnected []string
@@ -146,6 +150,9 @@ func openHarness(t *testing.T, dir string, opts store.Options) *harness {
 		Tokens:   toks,
 		Accounts: h.accounts,
 		BrokerURLs: func(r *http.Request) []string {
+			if h.noBroker.Load() {
+				return nil
+			}
 			return []string{"mqtt://" + net.JoinHostPort(HostOf(r), "1883")}
 		},
 		Disconnect: func(id string) {
@@ -530,34 +537,30 @@ func TestEnrollDefaultName(t *testing.T) {
 	}
 }
 
-// TestEnrollAgain re-enrols a known key: the device keeps its ID, name,
-// labels and enrolment time, and only the new password works.
+// TestEnrollAgain: a known key cannot enrol again with a join token (a
+// replayed request must not take the device over); the device, its
+// password and the token's use are unchanged.
 func TestEnrollAgain(t *testing.T) {
 	h := newHarness(t)
 	key := newKey(t)
 	resp := h.enrollWith(t, enrolment(key, h.joinToken(t, ""), "first"))
 	resp.mustStatus(t, http.StatusCreated)
 	first := decode[EnrollResponse](t, resp)
-	h.adminDo(t, "PATCH", "/api/v1/devices/"+first.DeviceID, `{"labels":{"room":"attic"}}`).mustStatus(t, http.StatusOK)
 	before := h.device(t, first.DeviceID)
 
 	h.clock.Advance(time.Hour)
-	resp = h.enrollWith(t, enrolment(key, h.joinToken(t, ""), "second"))
-	resp.mustStatus(t, http.StatusCreated)
-	second := decode[EnrollResponse](t, resp)
-
-	if second.DeviceID != first.DeviceID || second.MQTT.Password == first.MQTT.Password {
-		t.Errorf("re-enrolment gave ID %s password %q; want ID %s and a new password", second.DeviceID, second.MQTT.Password, first.DeviceID)
+	token := h.joinToken(t, "")
+	if detail := h.enrollWith(t, enrolment(key, token, "second")).mustProblem(t, http.StatusConflict); !strings.Contains(detail, "already enrolled") {
+		t.Errorf("detail %q does not say the device is already enrolled", detail)
 	}
 	if diff := cmp.Diff(before, h.device(t, first.DeviceID)); diff != "" {
-		t.Errorf("re-enrolment changed the device (-before +after):\n%s", diff)
+		t.Errorf("a refused re-enrolment changed the device (-before +after):\n%s", diff)
 	}
-	if h.reg.Authenticate(first.DeviceID, []byte(first.MQTT.Password)) {
-		t.Error("the old password still authenticates")
+	if !h.reg.Authenticate(first.DeviceID, []byte(first.MQTT.Password)) {
+		t.Error("the device's password no longer authenticates")
 	}
-	if !h.reg.Authenticate(first.DeviceID, []byte(second.MQTT.Password)) {
-		t.Error("the new password does not authenticate")
-	}
+	// The token was not used: another key can still enrol with it.
+	h.enrollWith(t, enrolment(newKey(t), token, "other")).mustStatus(t, http.StatusCreated)
 }
 
 // TestEnrollBadRequest sends malformed enrolments: each is refused without
@@ -1122,4 +1125,25 @@ func TestBearerSchemeIsCaseInsensitive(t *testing.T) {
 	if resp := h.send(t, request{method: "GET", target: "/api/v1/devices", auth: "Bearer " + strings.ToUpper(h.admin)}); resp.status != http.StatusUnauthorized {
 		t.Errorf("upper-cased token: status %d, want 401", resp.status)
 	}
+}
+
+// TestNoReachableBroker: when no broker address is reachable from the
+// agent's network, enrol and bootstrap say so (503) instead of handing out
+// an address the agent cannot use, and enrolment uses nothing up.
+func TestNoReachableBroker(t *testing.T) {
+	h := newHarness(t)
+	h.noBroker.Store(true)
+	if detail := h.send(t, request{method: "GET", target: "/api/v1/bootstrap"}).mustProblem(t, http.StatusServiceUnavailable); !strings.Contains(detail, "--mqtt-addr") {
+		t.Errorf("bootstrap detail %q does not say how to fix it", detail)
+	}
+	token := h.joinToken(t, "")
+	key := newKey(t)
+	if detail := h.enrollWith(t, enrolment(key, token, "remote")).mustProblem(t, http.StatusServiceUnavailable); !strings.Contains(detail, "not reachable") {
+		t.Errorf("enrol detail %q does not say the broker is unreachable", detail)
+	}
+	if n := len(h.reg.List()); n != 0 {
+		t.Errorf("%d devices enrolled, want none", n)
+	}
+	h.noBroker.Store(false)
+	h.enrollWith(t, enrolment(key, token, "remote")).mustStatus(t, http.StatusCreated)
 }

@@ -98,7 +98,13 @@ type brokerURL struct {
 func parseBrokerURL(s string) (brokerURL, error) {
 	u, err := url.Parse(s)
 	if err != nil {
-		return brokerURL{}, fmt.Errorf("broker url: %w", err)
+		// url.Parse errors quote the whole URL, password included: say
+		// what is wrong without it.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return brokerURL{}, fmt.Errorf("broker url (credentials not shown): %w", err)
 	}
 	switch u.Scheme {
 	case "mqtt", "tcp", "mqtts", "ssl", "tls":

@@ -117,6 +117,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		brokerURLs func(*http.Request) []string
 		accounts   api.Accounts
 		dyn        *dynsec
+		brokerRan  bool
 	)
 	if cfg.Broker == "" {
 		secret := randomSecret()
@@ -137,11 +138,31 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 			ln.Close()
 			return fmt.Errorf("hub: %w", err)
 		}
+		// The broker closes ln when it runs; until then, an error return
+		// must not leave the port bound.
+		defer func() {
+			if !brokerRan {
+				ln.Close()
+			}
+		}()
 		mqttAddr = ln.Addr().String()
 		port := ln.Addr().(*net.TCPAddr).Port
 		busCfg = bus.Config{URL: "mqtt://" + net.JoinHostPort(loopbackFor(ln.Addr()), strconv.Itoa(port)), ClientID: hubID, Username: hubID, Password: secret}
-		brokerURLs = func(r *http.Request) []string {
-			return []string{"mqtt://" + net.JoinHostPort(api.HostOf(r), strconv.Itoa(port))}
+		loopbackOnly := ln.Addr().(*net.TCPAddr).IP.IsLoopback()
+		switch {
+		case cfg.MQTTAddr == "off":
+			h.log.Warn("the plain MQTT listener is off: no device can connect until another listener is configured")
+			brokerURLs = func(*http.Request) []string { return nil }
+		default:
+			if loopbackOnly {
+				h.log.Info("the MQTT listener is loopback-only: only agents on this machine can connect (use --mqtt-addr to serve the LAN)", "mqtt", mqttAddr)
+			}
+			brokerURLs = func(r *http.Request) []string {
+				if loopbackOnly && !isLoopback(r.RemoteAddr) {
+					return nil // this agent could not reach it
+				}
+				return []string{"mqtt://" + net.JoinHostPort(api.HostOf(r), strconv.Itoa(port))}
+			}
 		}
 	} else {
 		bu, _ := parseBrokerURL(cfg.Broker) // validated in New
@@ -223,6 +244,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	brokerCtx, stopBroker := context.WithCancel(context.Background())
 	defer stopBroker()
 	if brk != nil {
+		brokerRan = true
 		g.Go(func() error { return brk.Run(brokerCtx) })
 	}
 	g.Go(func() error {
@@ -248,6 +270,16 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	close(h.ready)
 	h.log.Info("hub serving", "hub_id", hubID, "http", httpLn.Addr().String(), "mqtt", mqttAddr, "external_broker", cfg.Broker != "", "data_dir", cfg.DataDir)
 	return g.Wait()
+}
+
+// isLoopback reports whether a request's remote address is on this machine.
+func isLoopback(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // loopbackFor returns the address the hub itself dials to reach a listener

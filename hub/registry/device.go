@@ -89,6 +89,9 @@ type Patch struct {
 // ErrNotFound is returned for an unknown device ID.
 var ErrNotFound = errors.New("device not found")
 
+// ErrExists is returned by Enroll for a device that is already enrolled.
+var ErrExists = errors.New("device already enrolled")
+
 // ErrInvalid wraps validation errors of a Patch or an enrolment.
 var ErrInvalid = errors.New("invalid")
 

@@ -82,6 +82,9 @@ type entry struct {
 	Device
 	// deadline is when an online device is marked offline without a heartbeat.
 	deadline time.Time
+	// offlineSent is the envelope time of the last "offline" status; a
+	// heartbeat sent before it is stale.
+	offlineSent time.Time
 	// seenDirty is set when LastSeen changed since the last flush.
 	seenDirty bool
 }
@@ -119,8 +122,10 @@ func (r *Registry) timeout(d *Device) time.Duration {
 	return time.Duration(r.cfg.MissedHeartbeats) * hb
 }
 
-// Enroll adds the device with the given ID, or re-enrols it (replacing its
-// broker secret and keeping its name, labels and history).
+// Enroll adds the device with the given ID. It refuses an ID that is
+// already enrolled with ErrExists: a join token must never replace the
+// credentials of a known device (a replayed enrolment would take it over).
+// To enrol a key again, delete the device first.
 func (r *Registry) Enroll(id, name string, publicKey, secretHash []byte) (Device, error) {
 	if err := protocol.ValidateID(id); err != nil {
 		return Device{}, fmt.Errorf("registry: enroll: %w: %w", ErrInvalid, err)
@@ -130,25 +135,17 @@ func (r *Registry) Enroll(id, name string, publicKey, secretHash []byte) (Device
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := r.cfg.Now()
-	e, ok := r.devices[id]
-	var d Device
-	if ok {
-		d = e.clone()
-	} else {
-		d = Device{ID: id, Name: name, Status: StatusOffline, StatusReason: ReasonEnrolled, StatusSince: now, EnrolledAt: now}
+	if _, ok := r.devices[id]; ok {
+		return Device{}, fmt.Errorf("registry: enroll %s: %w", id, ErrExists)
 	}
-	d.PublicKey = slices.Clone(publicKey)
-	d.SecretHash = slices.Clone(secretHash)
+	now := r.cfg.Now()
+	d := Device{ID: id, Name: name, Status: StatusOffline, StatusReason: ReasonEnrolled, StatusSince: now, EnrolledAt: now,
+		PublicKey: slices.Clone(publicKey), SecretHash: slices.Clone(secretHash)}
 	if err := r.putLocked(&d); err != nil {
 		return Device{}, err
 	}
-	if ok {
-		e.Device = d
-	} else {
-		r.devices[id] = &entry{Device: d}
-	}
-	r.log.Info("device enrolled", "device", id, "name", d.Name, "again", ok)
+	r.devices[id] = &entry{Device: d}
+	r.log.Info("device enrolled", "device", id, "name", d.Name)
 	return d.clone(), nil
 }
 
@@ -156,8 +153,12 @@ func (r *Registry) Enroll(id, name string, publicKey, secretHash []byte) (Device
 func (r *Registry) Authenticate(id string, secret []byte) bool {
 	r.mu.Lock()
 	e, ok := r.devices[id]
+	var hash []byte
+	if ok {
+		hash = e.SecretHash // replaced, never modified in place
+	}
 	r.mu.Unlock()
-	return ok && e.checkSecret(secret)
+	return ok && (&Device{SecretHash: hash}).checkSecret(secret)
 }
 
 // Get returns the device with the given ID or ErrNotFound.
@@ -279,9 +280,9 @@ func (r *Registry) Handle(id string, m *protocol.Message) error {
 	case *protocol.Register:
 		err = r.registerLocked(e, p, now)
 	case *protocol.Status:
-		err = r.statusLocked(e, p, now)
+		err = r.statusLocked(e, m.Time, p, now)
 	case *protocol.Heartbeat:
-		err = r.heartbeatLocked(e, now)
+		err = r.heartbeatLocked(e, m.Time, now)
 	default:
 		err = fmt.Errorf("registry: %s: unexpected message type %s", id, m.Type())
 	}
@@ -302,6 +303,15 @@ func (r *Registry) seenLocked(e *entry, now time.Time) {
 }
 
 func (r *Registry) registerLocked(e *entry, p *protocol.Register, now time.Time) error {
+	if e.AgentVersion == p.AgentVersion && e.HeartbeatMS == p.HeartbeatMS && e.Facts != nil && *e.Facts == p.Facts &&
+		(e.NameSet || e.Name == p.Name) && !e.FirstSeen.IsZero() {
+		// Nothing new (the usual reconnect): no synced write.
+		r.seenLocked(e, now)
+		if e.Status == StatusOnline {
+			e.deadline = now.Add(r.timeout(&e.Device))
+		}
+		return nil
+	}
 	d := e.clone()
 	if !d.NameSet && validateName(p.Name) == nil {
 		d.Name = p.Name
@@ -324,7 +334,7 @@ func (r *Registry) registerLocked(e *entry, p *protocol.Register, now time.Time)
 	return nil
 }
 
-func (r *Registry) statusLocked(e *entry, p *protocol.Status, now time.Time) error {
+func (r *Registry) statusLocked(e *entry, sent time.Time, p *protocol.Status, now time.Time) error {
 	switch p.State {
 	case protocol.StateOnline:
 		r.seenLocked(e, now)
@@ -354,11 +364,17 @@ func (r *Registry) statusLocked(e *entry, p *protocol.Status, now time.Time) err
 		if p.Reason == protocol.ReasonLost {
 			reason = ReasonLost
 		}
+		e.offlineSent = sent
 		return r.setStatusLocked(e, StatusOffline, reason, now)
 	}
 }
 
-func (r *Registry) heartbeatLocked(e *entry, now time.Time) error {
+func (r *Registry) heartbeatLocked(e *entry, sent, now time.Time) error {
+	if e.Status == StatusOffline && e.StatusReason == ReasonShutdown && !sent.After(e.offlineSent) {
+		// A heartbeat sent before the device's goodbye, delivered late
+		// (heartbeats and status travel on different topics): stale.
+		return nil
+	}
 	r.seenLocked(e, now)
 	e.deadline = now.Add(r.timeout(&e.Device))
 	if e.Status != StatusOnline {

@@ -195,17 +195,13 @@ func TestEnrollAndAuthenticate(t *testing.T) {
 		}
 	}
 
-	// Re-enrolment replaces the secret and keeps the name.
+	// A known device is never enrolled again: its secret stays.
 	e.clk.Advance(time.Minute)
-	d, err := e.reg.Enroll("dev-a", "Other name", []byte("pk2"), secretHash("new"))
-	if err != nil {
-		t.Fatalf("re-Enroll: %v", err)
+	if _, err := e.reg.Enroll("dev-a", "Other name", []byte("pk2"), secretHash("new")); !errors.Is(err, registry.ErrExists) {
+		t.Fatalf("re-Enroll = %v, want ErrExists", err)
 	}
-	if d.Name != "Garage Pi" || !d.EnrolledAt.Equal(t0) {
-		t.Errorf("re-Enroll: name %q enrolled %s, want the original name and time", d.Name, d.EnrolledAt)
-	}
-	if e.reg.Authenticate("dev-a", []byte("secret-dev-a")) || !e.reg.Authenticate("dev-a", []byte("new")) {
-		t.Error("after re-enrolment the old secret must fail and the new one work")
+	if d := e.get("dev-a"); d.Name != "Garage Pi" || !e.reg.Authenticate("dev-a", []byte("secret-dev-a")) || e.reg.Authenticate("dev-a", []byte("new")) {
+		t.Errorf("a refused re-enrolment changed the device: %+v", d)
 	}
 
 	for _, c := range []struct{ id, name string }{
@@ -375,6 +371,23 @@ func TestStaleWillIgnored(t *testing.T) {
 	now = e.clk.Advance(time.Second)
 	e.handle("dev-a", now, lost())
 	e.wantStatus("dev-a", registry.StatusOffline, registry.ReasonLost, now)
+}
+
+// TestLateHeartbeatAfterShutdown: heartbeats and status travel on different
+// topics; a heartbeat sent before the goodbye but handled after it must not
+// bring the device back online. One sent later does.
+func TestLateHeartbeatAfterShutdown(t *testing.T) {
+	e := newEnv(t, registry.Config{})
+	e.enroll("dev-a", "a")
+	e.online("dev-a")
+	hbSent := e.clk.Advance(time.Second)
+	bye := e.clk.Advance(time.Millisecond)
+	e.handle("dev-a", bye, shutdown())
+	e.handle("dev-a", hbSent, heartbeat())
+	e.wantStatus("dev-a", registry.StatusOffline, registry.ReasonShutdown, bye)
+	later := e.clk.Advance(time.Second)
+	e.handle("dev-a", later, heartbeat())
+	e.wantStatus("dev-a", registry.StatusOnline, registry.ReasonHeartbeat, later)
 }
 
 // TestStaleWillAfterRestart: the session of the latest "online" survives a
@@ -701,7 +714,7 @@ func TestOnChange(t *testing.T) {
 	e.handle("dev-a", e.clk.Now(), register("a", 100)) // no change
 	e.handle("dev-a", e.clk.Now(), shutdown())
 	e.handle("dev-a", e.clk.Now(), lost()) // offline already: no change
-	e.handle("dev-a", e.clk.Now(), heartbeat())
+	e.handle("dev-a", e.clk.Advance(time.Millisecond), heartbeat())
 	e.online("dev-b")
 	e.reg.Tick(e.clk.Advance(time.Second)) // dev-a times out (300 ms), dev-b not (30 s)
 	e.reg.Tick(e.clk.Advance(time.Second)) // nothing new
