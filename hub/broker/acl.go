@@ -32,7 +32,11 @@ func (id Identity) mayPublish(topic string) bool {
 	case RoleHub:
 		return strings.HasPrefix(topic, protocol.Root+"/")
 	case RoleDevice:
-		return strings.HasPrefix(topic, protocol.DevicesPrefix+id.ID+"/")
+		// Only the protocol's own topics: an enrolled device must not be
+		// able to park retained messages on arbitrary topics in the
+		// broker's memory.
+		dev, _, err := protocol.ParseDeviceTopic(topic)
+		return err == nil && dev == id.ID
 	}
 	return false
 }
