@@ -17,13 +17,23 @@ for tool in curl; do
   command -v "$tool" >/dev/null || { echo "make run needs $tool (apt-get install -y $tool)" >&2; exit 1; }
 done
 
+# Refuse to start next to another server on our ports: the script would
+# otherwise talk to that server instead of the hub it started.
+for port in "$http_port" "$mqtt_port"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+    echo "port $port on 127.0.0.1 is already in use (another hub or broker?); stop it or set ALICIA_RUN_HTTP_PORT / ALICIA_RUN_MQTT_PORT" >&2
+    exit 1
+  fi
+done
+
 hub_pid= agent_pid=
 stop() {
   trap - INT TERM EXIT
   [ -n "$agent_pid" ] && kill -TERM "$agent_pid" 2>/dev/null && wait "$agent_pid" 2>/dev/null || true
   [ -n "$hub_pid" ] && kill -TERM "$hub_pid" 2>/dev/null && wait "$hub_pid" 2>/dev/null || true
 }
-trap stop INT TERM EXIT
+trap 'stop; exit 0' INT TERM
+trap stop EXIT
 
 # setsid keeps Ctrl-C away from the binaries: the trap stops the agent
 # first (so the hub records it offline), then the hub.
@@ -62,4 +72,8 @@ cat <<MSG
 
 MSG
 wait -n "$hub_pid" "$agent_pid" || true
-echo "a process exited; stopping" >&2
+if ! kill -0 "$agent_pid" 2>/dev/null && kill -0 "$hub_pid" 2>/dev/null; then
+  echo "the agent exited (see its log above); if it was enrolled with an earlier hub, reset it with: rm -rf $data/agent" >&2
+else
+  echo "the hub exited; stopping" >&2
+fi
