@@ -50,6 +50,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&cfg.MQTTAddr, "mqtt-addr", "127.0.0.1:1883", "embedded broker's plain MQTT listen `address` (loopback only by default; \"off\" to disable)")
 	fs.StringVar(&cfg.Broker, "broker", "", "external broker `url` (mqtt://user:pass@host:port) instead of the embedded broker")
 	fs.StringVar(&advertise, "advertise-mqtt", "", "comma-separated broker `urls` given to agents (default: derived)")
+	// Public contract: scripts may pass --no-mdns. The hub does not announce
+	// itself over mDNS yet, so the flag changes nothing today.
+	fs.Bool("no-mdns", false, "do not announce the hub over mDNS (the hub does not announce itself yet)")
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&version, "version", false, "print the version and exit")
 	if err := cliconfig.Parse(fs, args, getenv); err != nil {
