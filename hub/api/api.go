@@ -264,36 +264,48 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadGateway, "could not create the device's broker account: "+err.Error())
 		return
 	}
-	if err := s.cfg.Tokens.ConsumeJoin(req.Token); err != nil {
-		// Another request used the last use meanwhile.
-		if rerr := s.cfg.Accounts.Remove(r.Context(), id); rerr != nil {
-			s.log.Error("remove broker account", "device", id, "err", rerr)
-		}
-		s.joinTokenError(w, r, err)
-		return
-	}
 	h := sha256.Sum256([]byte(password))
 	name := req.Name
 	if name == "" {
 		name = id
 	}
 	if _, err := s.cfg.Devices.Enroll(id, name, pub, h[:]); err != nil {
-		if errors.Is(err, registry.ErrInvalid) {
+		if !errors.Is(err, registry.ErrExists) {
+			// (With ErrExists a concurrent enrolment of the same key won:
+			// the account is the winner's.)
+			s.removeAccount(r, id)
+		}
+		switch {
+		case errors.Is(err, registry.ErrInvalid):
 			writeProblem(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		if errors.Is(err, registry.ErrExists) {
-			// A concurrent enrolment of the same key won; its account stays.
+		case errors.Is(err, registry.ErrExists):
 			writeProblem(w, http.StatusConflict, fmt.Sprintf("device %s is already enrolled", id))
-			return
+		default:
+			s.log.Error("enroll", "device", id, "err", err)
+			writeProblem(w, http.StatusInternalServerError, "could not save the device: "+err.Error())
 		}
-		s.log.Error("enroll", "device", id, "err", err)
-		writeProblem(w, http.StatusInternalServerError, "could not save the device: "+err.Error())
+		return
+	}
+	// The token is used up last, so that no failure above burns a use.
+	if err := s.cfg.Tokens.ConsumeJoin(req.Token); err != nil {
+		// Another request used the last use meanwhile: undo.
+		if derr := s.cfg.Devices.Delete(id); derr != nil {
+			s.log.Error("undo enrolment", "device", id, "err", derr)
+		}
+		s.removeAccount(r, id)
+		s.joinTokenError(w, r, err)
 		return
 	}
 	s.log.Info("agent enrolled", "device", id, "name", name, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusCreated, EnrollResponse{DeviceID: id, HubID: s.cfg.HubID,
 		MQTT: MQTTAccess{URLs: urls, Username: id, Password: password}})
+}
+
+// removeAccount undoes Accounts.Provision for an enrolment that failed.
+func (s *server) removeAccount(r *http.Request, id string) {
+	if err := s.cfg.Accounts.Remove(r.Context(), id); err != nil {
+		s.log.Error("remove broker account", "device", id, "err", err)
+	}
 }
 
 func (s *server) joinTokenError(w http.ResponseWriter, r *http.Request, err error) {

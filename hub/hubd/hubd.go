@@ -181,6 +181,10 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("hub: %w", err)
 	}
 	busCfg.Logger = h.log
+	// Registrations and statuses arrive in bursts (a hub restart with every
+	// agent reconnecting, an external broker replaying retained messages):
+	// queue generously rather than drop.
+	busCfg.HandlerQueue = 8192
 	busCfg.Will = &bus.Message{Topic: protocol.HubStatusTopic, Payload: will, QoS: 1, Retained: true}
 	busCfg.Goodbye = []bus.Message{*busCfg.Will}
 	var client *bus.Client
