@@ -6,12 +6,16 @@
 package cliconfig
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"os"
+	"os/signal"
 	"sort"
 	"strings"
+	"syscall"
 
 	"go.yaml.in/yaml/v3"
 )
@@ -130,4 +134,21 @@ func known(fs *flag.FlagSet) string {
 	})
 	sort.Strings(names)
 	return strings.Join(names, ", ")
+}
+
+// RunFunc is a binary's testable entry point: it runs until ctx is done.
+type RunFunc func(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error
+
+// Main runs run with the process's arguments and environment and a context
+// cancelled by SIGINT or SIGTERM, then exits: 0 on success or --help, 1
+// with "name: error" on stderr otherwise.
+func Main(name string, run RunFunc) {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	stop()
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+	os.Exit(0)
 }
