@@ -33,6 +33,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&cfg.DataDir, "data-dir", "/var/lib/alicia-hub", "`dir`ectory for the store and admin.token")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", ":8470", "REST API listen `address`")
 	fs.StringVar(&cfg.MQTTAddr, "mqtt-addr", "127.0.0.1:1883", "embedded broker's plain MQTT listen `address` (loopback only by default; \"off\" to disable)")
+	fs.StringVar(&cfg.MQTTSAddr, "mqtts-addr", ":8883", "embedded broker's MQTT-over-TLS listen `address` (hub CA; \"off\" to disable)")
 	fs.StringVar(&cfg.Broker, "broker", "", "external broker `url` (mqtt://user:pass@host:port) instead of the embedded broker")
 	fs.StringVar(&advertise, "advertise-mqtt", "", "comma-separated broker `urls` given to agents (default: derived)")
 	// Public contract: scripts may pass --no-mdns. The hub does not announce

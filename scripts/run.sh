@@ -3,12 +3,14 @@
 # agent that enrols with it (state in .run/agent), prints the REST URL and a
 # ready-to-paste curl, and stops both on Ctrl-C. Used by `make run`.
 #
-# Environment: ALICIA_RUN_HTTP_PORT (default 8470), ALICIA_RUN_MQTT_PORT (default 1883).
+# Environment: ALICIA_RUN_HTTP_PORT (default 8470), ALICIA_RUN_MQTT_PORT (default 1883),
+# ALICIA_RUN_MQTTS_PORT (default 8883).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 http_port="${ALICIA_RUN_HTTP_PORT:-8470}"
 mqtt_port="${ALICIA_RUN_MQTT_PORT:-1883}"
+mqtts_port="${ALICIA_RUN_MQTTS_PORT:-8883}"
 api="http://127.0.0.1:${http_port}"
 data=".run"
 mkdir -p "$data"
@@ -19,9 +21,9 @@ done
 
 # Refuse to start next to another server on our ports: the script would
 # otherwise talk to that server instead of the hub it started.
-for port in "$http_port" "$mqtt_port"; do
+for port in "$http_port" "$mqtt_port" "$mqtts_port"; do
   if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-    echo "port $port on 127.0.0.1 is already in use (another hub or broker?); stop it or set ALICIA_RUN_HTTP_PORT / ALICIA_RUN_MQTT_PORT" >&2
+    echo "port $port on 127.0.0.1 is already in use (another hub or broker?); stop it or set ALICIA_RUN_HTTP_PORT / ALICIA_RUN_MQTT_PORT / ALICIA_RUN_MQTTS_PORT" >&2
     exit 1
   fi
 done
@@ -38,6 +40,7 @@ trap stop EXIT
 # setsid keeps Ctrl-C away from the binaries: the trap stops the agent
 # first (so the hub records it offline), then the hub.
 setsid bin/alicia-hub --data-dir "$data/hub" --http-addr "127.0.0.1:${http_port}" --mqtt-addr "127.0.0.1:${mqtt_port}" \
+  --mqtts-addr "127.0.0.1:${mqtts_port}" \
   2> >(sed -u 's/^/[hub]   /' >&2) &
 hub_pid=$!
 

@@ -63,6 +63,12 @@ type Config struct {
 	// the API on). An empty answer means no broker is reachable from where
 	// the request came from; enrol and bootstrap then answer 503.
 	BrokerURLs func(r *http.Request) []string
+	// CAFingerprint is the SHA-256 of the hub CA's public key (hex), told to
+	// agents so that they can pin it; empty if the hub has no CA.
+	CAFingerprint string
+	// TLSBrokerURLs returns the broker's MQTT-over-TLS URLs for the request
+	// (nil: none). Optional.
+	TLSBrokerURLs func(r *http.Request) []string
 	// Disconnect closes the live broker session of a deleted device.
 	Disconnect func(deviceID string)
 	Logger     *slog.Logger
@@ -178,6 +184,10 @@ type Bootstrap struct {
 	HubID           string   `json:"hub_id"`
 	ProtocolVersion int      `json:"protocol_version"`
 	MQTTURLs        []string `json:"mqtt_urls"`
+	// MQTTSURLs are the broker's MQTT-over-TLS URLs; the hub's certificate
+	// chains to the CA whose key has CAFingerprint.
+	MQTTSURLs     []string `json:"mqtts_urls,omitempty"`
+	CAFingerprint string   `json:"ca_fingerprint,omitempty"`
 }
 
 // noBrokerDetail explains an empty BrokerURLs answer.
@@ -189,7 +199,11 @@ func (s *server) bootstrap(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusServiceUnavailable, noBrokerDetail)
 		return
 	}
-	writeJSON(w, http.StatusOK, Bootstrap{HubID: s.cfg.HubID, ProtocolVersion: protocol.Version, MQTTURLs: urls})
+	b := Bootstrap{HubID: s.cfg.HubID, ProtocolVersion: protocol.Version, MQTTURLs: urls, CAFingerprint: s.cfg.CAFingerprint}
+	if s.cfg.TLSBrokerURLs != nil {
+		b.MQTTSURLs = s.cfg.TLSBrokerURLs(r)
+	}
+	writeJSON(w, http.StatusOK, b)
 }
 
 // EnrollRequest is the body of POST /api/v1/enroll.

@@ -21,6 +21,9 @@ type Config struct {
 	// "127.0.0.1:1883": loopback only. "off" disables it (the hub then
 	// talks to its broker over a private loopback listener).
 	MQTTAddr string
+	// MQTTSAddr is the embedded broker's MQTT-over-TLS listen address,
+	// with the hub's own CA. Default ":8883"; "off" disables it.
+	MQTTSAddr string
 	// Broker, if set, is an external broker URL such as
 	// mqtt://user:password@host:1883; the embedded broker is not started.
 	Broker string
@@ -38,8 +41,9 @@ type Config struct {
 }
 
 const (
-	defaultHTTPAddr = ":8470"
-	defaultMQTTAddr = "127.0.0.1:1883"
+	defaultHTTPAddr  = ":8470"
+	defaultMQTTAddr  = "127.0.0.1:1883"
+	defaultMQTTSAddr = ":8883"
 )
 
 func (c *Config) setDefaults() {
@@ -48,6 +52,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MQTTAddr == "" {
 		c.MQTTAddr = defaultMQTTAddr
+	}
+	if c.MQTTSAddr == "" {
+		c.MQTTSAddr = defaultMQTTSAddr
 	}
 	if c.HeartbeatTimeoutCheck <= 0 {
 		c.HeartbeatTimeoutCheck = 500 * time.Millisecond
@@ -71,6 +78,11 @@ func (c *Config) Validate() error {
 	if c.MQTTAddr != "off" {
 		if _, _, err := net.SplitHostPort(c.MQTTAddr); err != nil {
 			return fmt.Errorf("mqtt addr %q: %w (or \"off\")", c.MQTTAddr, err)
+		}
+	}
+	if c.MQTTSAddr != "off" {
+		if _, _, err := net.SplitHostPort(c.MQTTSAddr); err != nil {
+			return fmt.Errorf("mqtts addr %q: %w (or \"off\")", c.MQTTSAddr, err)
 		}
 	}
 	if c.Broker != "" {

@@ -3,6 +3,8 @@ package hubd
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -23,6 +25,7 @@ import (
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/pki"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
 )
@@ -36,8 +39,11 @@ type Hub struct {
 	mu        sync.Mutex // guards the fields below
 	httpAddr  string
 	mqttAddr  string
-	hubID     string
-	adminPath string
+	mqttsAddr string
+	// caFingerprint is the SHA-256 of the hub CA's public key.
+	caFingerprint string
+	hubID         string
+	adminPath     string
 }
 
 // New validates cfg and returns a Hub. It does no I/O.
@@ -58,6 +64,14 @@ func (h *Hub) Addrs() (httpAddr, mqttAddr string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.httpAddr, h.mqttAddr
+}
+
+// TLS returns the bound MQTT-over-TLS address (empty when off or with an
+// external broker) and the hub CA's fingerprint. Valid after Ready is closed.
+func (h *Hub) TLS() (mqttsAddr, caFingerprint string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.mqttsAddr, h.caFingerprint
 }
 
 // ID returns the hub ID. Valid after Ready is closed.
@@ -103,11 +117,31 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("hub: %w", err)
 	}
 
-	httpLn, err := net.Listen("tcp", cfg.HTTPAddr)
+	// The hub's identity: its own CA, and a server certificate from it for
+	// the API (HTTPS on the same port as HTTP) and the TLS MQTT listener.
+	pkiDir := filepath.Join(cfg.DataDir, "pki")
+	if err := os.MkdirAll(pkiDir, 0o700); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	ca, created, err := pki.LoadOrCreateCA(pkiDir, hubID, time.Now())
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	if created {
+		h.log.Info("created the hub CA", "dir", pkiDir, "fingerprint", ca.Fingerprint())
+	}
+	serverCert, err := ca.IssueServer(hubID, nil, nil, time.Now())
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	apiTLS := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{serverCert}}
+
+	rawHTTPLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("hub: http listener: %w", err)
 	}
-	defer httpLn.Close()
+	defer rawHTTPLn.Close()
+	httpLn := newSniffListener(rawHTTPLn, apiTLS)
 
 	// The hub's own bus connection, and the broker behind it.
 	var (
@@ -118,6 +152,8 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		accounts   api.Accounts
 		dyn        *dynsec
 		brokerRan  bool
+		mqttsAddr  string
+		mqttsPort  int
 	)
 	if cfg.Broker == "" {
 		secret := randomSecret()
@@ -147,6 +183,32 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		}()
 		mqttAddr = ln.Addr().String()
 		port := ln.Addr().(*net.TCPAddr).Port
+		if cfg.MQTTSAddr != "off" {
+			clientCAs := x509.NewCertPool()
+			clientCAs.AddCert(ca.Cert)
+			tln, err := tls.Listen("tcp", cfg.MQTTSAddr, &tls.Config{
+				MinVersion:   tls.VersionTLS13,
+				Certificates: []tls.Certificate{serverCert},
+				// Devices will present certificates from this CA; until
+				// they do, username and password authenticate them.
+				ClientAuth: tls.VerifyClientCertIfGiven,
+				ClientCAs:  clientCAs,
+			})
+			if err != nil {
+				return fmt.Errorf("hub: mqtts listener: %w", err)
+			}
+			if err := brk.Serve("mqtts", tln); err != nil {
+				tln.Close()
+				return fmt.Errorf("hub: %w", err)
+			}
+			defer func() {
+				if !brokerRan {
+					tln.Close()
+				}
+			}()
+			mqttsPort = tln.Addr().(*net.TCPAddr).Port
+			mqttsAddr = tln.Addr().String()
+		}
 		busCfg = bus.Config{URL: "mqtt://" + net.JoinHostPort(loopbackFor(ln.Addr()), strconv.Itoa(port)), ClientID: hubID, Username: hubID, Password: secret}
 		loopbackOnly := ln.Addr().(*net.TCPAddr).IP.IsLoopback()
 		switch {
@@ -221,6 +283,13 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 
 	handler, err := api.New(api.Config{
 		HubID: hubID, Devices: reg, Tokens: toks, Accounts: accounts, BrokerURLs: brokerURLs,
+		CAFingerprint: ca.Fingerprint(),
+		TLSBrokerURLs: func(r *http.Request) []string {
+			if mqttsPort == 0 {
+				return nil
+			}
+			return []string{"mqtts://" + net.JoinHostPort(api.HostOf(r), strconv.Itoa(mqttsPort))}
+		},
 		Disconnect: func(id string) {
 			if brk != nil {
 				brk.Disconnect(id)
@@ -269,10 +338,11 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	})
 
 	h.mu.Lock()
-	h.httpAddr, h.mqttAddr, h.hubID, h.adminPath = httpLn.Addr().String(), mqttAddr, hubID, adminPath
+	h.httpAddr, h.mqttAddr, h.mqttsAddr, h.hubID, h.adminPath = httpLn.Addr().String(), mqttAddr, mqttsAddr, hubID, adminPath
+	h.caFingerprint = ca.Fingerprint()
 	h.mu.Unlock()
 	close(h.ready)
-	h.log.Info("hub serving", "hub_id", hubID, "http", httpLn.Addr().String(), "mqtt", mqttAddr, "external_broker", cfg.Broker != "", "data_dir", cfg.DataDir)
+	h.log.Info("hub serving", "hub_id", hubID, "http", httpLn.Addr().String(), "mqtt", mqttAddr, "mqtts", mqttsAddr, "ca_fingerprint", ca.Fingerprint(), "external_broker", cfg.Broker != "", "data_dir", cfg.DataDir)
 	return g.Wait()
 }
 

@@ -1,8 +1,16 @@
 package hubd
 
 import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/alicia-home/alicia/internal/pki"
 )
 
 func TestIsLoopback(t *testing.T) {
@@ -42,5 +50,53 @@ func TestParseBrokerURL(t *testing.T) {
 		if strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("parseBrokerURL(%q) error leaks the password: %v", bad, err)
 		}
+	}
+}
+
+// TestSniffListener: one port serves plain HTTP and HTTPS, and a client
+// that connects and says nothing does not hold up the others.
+func TestSniffListener(t *testing.T) {
+	ca, _, err := pki.LoadOrCreateCA(t.TempDir(), "hub-1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueServer("hub-1", nil, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, r.TLS != nil)
+	})}
+	go srv.Serve(newSniffListener(raw, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}))
+	t.Cleanup(func() { srv.Close() })
+	addr := raw.Addr().String()
+
+	silent, err := net.Dial("tcp", addr) // says nothing
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+
+	get := func(c *http.Client, url string) string {
+		t.Helper()
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s: %v", url, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	plain := &http.Client{Timeout: 5 * time.Second}
+	pinned := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: pki.PinnedClientConfig(ca.Fingerprint(), nil)}}
+	if got := get(plain, "http://"+addr+"/"); got != "false" {
+		t.Errorf("plain request saw TLS = %s", got)
+	}
+	if got := get(pinned, "https://"+addr+"/"); got != "true" {
+		t.Errorf("TLS request saw TLS = %s", got)
 	}
 }

@@ -21,7 +21,7 @@ import (
 func TestBadInput(t *testing.T) {
 	logs := &logBuffer{}
 	dir := t.TempDir()
-	h := &inprocHub{t: t, dir: filepath.Join(dir, "hub"), httpAddr: freeAddr(t), mqttAddr: freeAddr(t), logs: logs}
+	h := &inprocHub{t: t, dir: filepath.Join(dir, "hub"), httpAddr: freeAddr(t), mqttAddr: freeAddr(t), mqttsAddr: freeAddr(t), logs: logs}
 	h.start()
 	api := newAPIClient(t, h.httpAddr, h.dir)
 	state := filepath.Join(dir, "agent")

@@ -16,13 +16,14 @@ type inprocHub struct {
 	t                  *testing.T
 	dir                string
 	httpAddr, mqttAddr string
+	mqttsAddr          string
 	logs               *logBuffer
 	stop               func()
 }
 
-func (h *inprocHub) start() {
+func (h *inprocHub) start() *hubd.Hub {
 	h.t.Helper()
-	hub, err := hubd.New(hubd.Config{DataDir: h.dir, HTTPAddr: h.httpAddr, MQTTAddr: h.mqttAddr,
+	hub, err := hubd.New(hubd.Config{DataDir: h.dir, HTTPAddr: h.httpAddr, MQTTAddr: h.mqttAddr, MQTTSAddr: h.mqttsAddr,
 		HeartbeatTimeoutCheck: 100 * time.Millisecond, Logger: h.logs.logger()})
 	if err != nil {
 		h.t.Fatal(err)
@@ -33,6 +34,7 @@ func (h *inprocHub) start() {
 	case <-time.After(10 * time.Second):
 		h.t.Fatalf("hub not ready within 10s; logs:\n%s", h.logs)
 	}
+	return hub
 }
 
 const (
@@ -67,7 +69,7 @@ func startAgent(t *testing.T, hubHTTP, stateDir, name, token, brokerURL string, 
 func TestInProcess(t *testing.T) {
 	logs := &logBuffer{}
 	dir := t.TempDir()
-	h := &inprocHub{t: t, dir: filepath.Join(dir, "hub"), httpAddr: freeAddr(t), mqttAddr: freeAddr(t), logs: logs}
+	h := &inprocHub{t: t, dir: filepath.Join(dir, "hub"), httpAddr: freeAddr(t), mqttAddr: freeAddr(t), mqttsAddr: freeAddr(t), logs: logs}
 	h.start()
 	api := newAPIClient(t, h.httpAddr, h.dir)
 	token := api.joinToken(2)

@@ -39,10 +39,15 @@ const (
 	ClientValidity = 90 * 24 * time.Hour
 )
 
-// ServerName is the TLS server name agents expect from the hub with the
-// given ID. It is under the reserved .invalid TLD, so it never resolves and
-// does not depend on the hub's address (which mDNS may report as anything).
-func ServerName(hubID string) string { return hubID + ".hub.alicia.invalid" }
+// ServerName is the TLS server name agents expect from every hub. The hub's
+// identity is the pinned CA key, not a name: a name under the reserved
+// .invalid TLD never resolves and does not depend on the hub's address
+// (which mDNS may report as anything), and it stays valid when an agent
+// does not know the hub ID yet (before enrolment).
+const ServerName = "hub.alicia.invalid"
+
+// hubName is the extra DNS name of a hub's certificate, naming its ID.
+func hubName(hubID string) string { return hubID + ".hub.alicia.invalid" }
 
 // Fingerprint returns the lowercase hex SHA-256 of the certificate's
 // SubjectPublicKeyInfo: it identifies the CA key, and stays the same if the
@@ -169,7 +174,7 @@ func serial() *big.Int {
 }
 
 // IssueServer issues the hub's TLS server certificate: valid for
-// ServerName(hubID) plus the given extra names and addresses, for server
+// ServerName and the hub's own name plus the given extra names and addresses, for server
 // authentication only. The returned certificate carries the chain (leaf,
 // CA) so that pinning clients can find the CA in what the server sends.
 func (ca *CA) IssueServer(hubID string, dnsNames []string, ips []net.IP, now time.Time) (tls.Certificate, error) {
@@ -179,10 +184,10 @@ func (ca *CA) IssueServer(hubID string, dnsNames []string, ips []net.IP, now tim
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
-		Subject:      pkix.Name{CommonName: ServerName(hubID), Organization: []string{"Alicia"}},
+		Subject:      pkix.Name{CommonName: hubName(hubID), Organization: []string{"Alicia"}},
 		NotBefore:    now.Add(-time.Hour),
 		NotAfter:     now.Add(ServerValidity),
-		DNSNames:     append([]string{ServerName(hubID)}, dnsNames...),
+		DNSNames:     append([]string{ServerName, hubName(hubID)}, dnsNames...),
 		IPAddresses:  ips,
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -223,12 +228,12 @@ func (ca *CA) IssueClient(deviceID string, pub crypto.PublicKey, now time.Time) 
 var ErrWrongHub = errors.New("the hub's certificate does not chain to the pinned CA")
 
 // PinnedClientConfig returns a TLS client configuration that trusts only a
-// hub whose certificate chains to a CA with the pinned public-key
-// fingerprint and is valid for ServerName(hubID). The CA certificate itself
-// comes from the server's chain, so the agent needs only the fingerprint.
-// certs are the client's own certificates (may be nil during enrolment).
-func PinnedClientConfig(fingerprint, hubID string, certs []tls.Certificate) *tls.Config {
-	name := ServerName(hubID)
+// hub whose server certificate chains to a CA with the pinned public-key
+// fingerprint. The CA certificate itself comes from the server's chain, so
+// the agent needs only the fingerprint. certs are the client's own
+// certificates (nil during enrolment).
+func PinnedClientConfig(fingerprint string, certs []tls.Certificate) *tls.Config {
+	name := ServerName
 	return &tls.Config{
 		MinVersion:   tls.VersionTLS13,
 		Certificates: certs,

@@ -133,19 +133,28 @@ func TestPinnedHandshake(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A device certificate of the right CA is not a server certificate.
+	devPub, devKey, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	devCert, err := ca.IssueClient("dabc", devPub, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	devAsServer := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{{Certificate: [][]byte{devCert.Raw, ca.Cert.Raw}, PrivateKey: devKey}}}
 	for _, tc := range []struct {
 		name    string
 		server  *tls.Config
 		pin     string
-		hubID   string
 		wantErr bool
 	}{
-		{"the pinned hub", serverConfig(t, ca, "hub-1"), ca.Fingerprint(), "hub-1", false},
-		{"a rogue CA with the same hub id", serverConfig(t, rogue, "hub-1"), ca.Fingerprint(), "hub-1", true},
-		{"the right CA but another hub's certificate", serverConfig(t, ca, "hub-2"), ca.Fingerprint(), "hub-1", true},
+		{"the pinned hub", serverConfig(t, ca, "hub-1"), ca.Fingerprint(), false},
+		{"a rogue CA with the same hub id", serverConfig(t, rogue, "hub-1"), ca.Fingerprint(), true},
+		{"a device certificate of the pinned CA", devAsServer, ca.Fingerprint(), true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			cerr, _ := handshake(t, tc.server, PinnedClientConfig(tc.pin, tc.hubID, nil))
+			cerr, _ := handshake(t, tc.server, PinnedClientConfig(tc.pin, nil))
 			if tc.wantErr {
 				if cerr == nil {
 					t.Fatal("handshake succeeded, want a refusal")
@@ -185,7 +194,7 @@ func TestClientCertificate(t *testing.T) {
 	server.ClientCAs = pool
 	clientCert := tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: priv, Leaf: cert}
 
-	if cerr, serr := handshake(t, server, PinnedClientConfig(ca.Fingerprint(), "hub-1", []tls.Certificate{clientCert})); cerr != nil || serr != nil {
+	if cerr, serr := handshake(t, server, PinnedClientConfig(ca.Fingerprint(), []tls.Certificate{clientCert})); cerr != nil || serr != nil {
 		t.Fatalf("mutual TLS: client %v, server %v", cerr, serr)
 	}
 	// A certificate from another CA is refused by the hub.
@@ -197,7 +206,7 @@ func TestClientCertificate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, serr := handshake(t, server, PinnedClientConfig(ca.Fingerprint(), "hub-1",
+	_, serr := handshake(t, server, PinnedClientConfig(ca.Fingerprint(),
 		[]tls.Certificate{{Certificate: [][]byte{foreign.Raw}, PrivateKey: priv, Leaf: foreign}}))
 	if serr == nil {
 		t.Fatal("the hub accepted a client certificate from another CA")

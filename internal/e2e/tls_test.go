@@ -1,0 +1,94 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/pki"
+	"github.com/alicia-home/alicia/internal/protocol"
+)
+
+// TestHubTLS checks the hub's own CA end to end: the REST port answers
+// HTTPS (and plain HTTP) with a certificate that verifies against the CA
+// fingerprint only, a rogue pin is refused, and a device reaches the
+// broker over MQTT-over-TLS with the pinned CA.
+func TestHubTLS(t *testing.T) {
+	logs := &logBuffer{}
+	dir := t.TempDir()
+	h := &inprocHub{t: t, dir: filepath.Join(dir, "hub"), httpAddr: freeAddr(t), mqttAddr: freeAddr(t), mqttsAddr: freeAddr(t), logs: logs}
+	hub := h.start()
+	mqttsAddr, fp := hub.TLS()
+	if mqttsAddr == "" || len(fp) != 64 {
+		t.Fatalf("TLS() = %q, %q", mqttsAddr, fp)
+	}
+	if fi, err := os.Stat(filepath.Join(h.dir, "pki", "ca.key")); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("pki/ca.key: %v, %v; want mode 0600", fi, err)
+	}
+
+	httpsGet := func(pin string) (*http.Response, error) {
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: pki.PinnedClientConfig(pin, nil)}, Timeout: 5 * time.Second}
+		return c.Get("https://" + h.httpAddr + "/api/v1/bootstrap")
+	}
+	t.Run("https with the pinned CA", func(t *testing.T) {
+		resp, err := httpsGet(fp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var b struct {
+			CAFingerprint string   `json:"ca_fingerprint"`
+			MQTTSURLs     []string `json:"mqtts_urls"`
+		}
+		if err := json.NewDecoder(resp.Body).Decode(&b); err != nil || resp.TLS == nil {
+			t.Fatalf("decode: %v (TLS %v)", err, resp.TLS != nil)
+		}
+		if b.CAFingerprint != fp || len(b.MQTTSURLs) != 1 || !strings.HasSuffix(b.MQTTSURLs[0], ":"+strings.Split(mqttsAddr, ":")[1]) {
+			t.Errorf("bootstrap over HTTPS = %+v, want fingerprint %s and the mqtts port of %s", b, fp, mqttsAddr)
+		}
+	})
+	t.Run("https with another pin is refused", func(t *testing.T) {
+		_, err := httpsGet(strings.Repeat("0", 64))
+		if !errors.Is(err, pki.ErrWrongHub) {
+			t.Fatalf("error = %v, want ErrWrongHub", err)
+		}
+	})
+
+	t.Run("a device over MQTT-over-TLS", func(t *testing.T) {
+		api := newAPIClient(t, h.httpAddr, h.dir)
+		state := filepath.Join(dir, "agent")
+		id, stop := startAgent(t, h.httpAddr, state, "tls-agent", api.joinToken(1), "", testHeartbeat, logs)
+		api.waitStatus(id, "online", "", 5*time.Second)
+		stop()
+		api.waitStatus(id, "offline", "shutdown", 3*time.Second)
+		var creds struct {
+			Password string `json:"password"`
+		}
+		if b, err := os.ReadFile(filepath.Join(state, "credentials.json")); err != nil || json.Unmarshal(b, &creds) != nil {
+			t.Fatalf("read credentials: %v", err)
+		}
+		c, err := bus.New(bus.Config{URL: "mqtts://" + mqttsAddr, ClientID: id, Username: id, Password: creds.Password,
+			TLS: pki.PinnedClientConfig(fp, nil)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		runUntil(t, "tls client", c.Run)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		if err := c.WaitConnected(ctx); err != nil {
+			t.Fatal(err)
+		}
+		hb := must(protocol.Encode(id, time.Now(), &protocol.Heartbeat{Seq: 1}))
+		if err := c.Publish(ctx, bus.Message{Topic: protocol.DeviceTopic(id, protocol.KindHeartbeat), Payload: hb, QoS: 1}); err != nil {
+			t.Fatal(err)
+		}
+		api.waitStatus(id, "online", "heartbeat", 5*time.Second)
+	})
+}
