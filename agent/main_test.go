@@ -11,10 +11,13 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/alicia-home/alicia/internal/buildinfo"
+	"github.com/alicia-home/alicia/internal/identity"
+	"github.com/alicia-home/alicia/internal/pki"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -32,6 +35,17 @@ func writeFile(t *testing.T, name, content string) string {
 		t.Fatal(err)
 	}
 	return path
+}
+
+// joinToken returns a well-formed join token: a secret and the fingerprint
+// of a new hub CA.
+func joinToken(t *testing.T) string {
+	t.Helper()
+	ca, _, err := pki.LoadOrCreateCA(t.TempDir(), "hub-1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return identity.FormatJoinToken("alicia_join_x", ca.Fingerprint())
 }
 
 // closedAddr returns a loopback address where nothing listens.
@@ -99,6 +113,8 @@ func TestRunErrors(t *testing.T) {
 		// The flags reach the agent: it starts, and stops for want of a token.
 		{name: "not enrolled", args: []string{"--state-dir", stateDir, "--hub", hub}, wantErr: []string{"--join-token"}},
 		{name: "not enrolled, from env", env: map[string]string{"ALICIA_STATE_DIR": envStateDir, "ALICIA_HUB": hub}, wantErr: []string{"--join-token"}},
+		// The token reaches the agent, which wants the hub's CA fingerprint in it.
+		{name: "join token without fingerprint", args: []string{"--state-dir", stateDir, "--hub", hub, "--join-token", "alicia_join_x"}, wantErr: []string{"join token does not name the hub's CA"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
@@ -131,7 +147,7 @@ func TestRunStopsOnCancel(t *testing.T) {
 	var stdout, stderr bytes.Buffer
 	// Cancelled before it starts, the agent still loads its identity and
 	// then gives up at once.
-	err := run(ctx, []string{"--state-dir", t.TempDir(), "--hub", closedAddr(t), "--join-token", "tok"}, env(nil), &stdout, &stderr)
+	err := run(ctx, []string{"--state-dir", t.TempDir(), "--hub", closedAddr(t), "--join-token", joinToken(t)}, env(nil), &stdout, &stderr)
 	if err != nil {
 		t.Errorf("run with a cancelled context: %v, want nil (a clean stop)", err)
 	}

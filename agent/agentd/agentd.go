@@ -3,6 +3,7 @@ package agentd
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -22,6 +23,7 @@ import (
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/bus"
 	"github.com/alicia-home/alicia/internal/identity"
+	"github.com/alicia-home/alicia/internal/pki"
 	"github.com/alicia-home/alicia/internal/protocol"
 )
 
@@ -90,9 +92,8 @@ func (c *Config) Validate() error {
 
 // Agent is one running agent.
 type Agent struct {
-	cfg  Config
-	log  *slog.Logger
-	http *http.Client
+	cfg Config
+	log *slog.Logger
 
 	mu       sync.Mutex // guards deviceID
 	deviceID string
@@ -104,7 +105,7 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("agent: config: %w", err)
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger, http: &http.Client{}}, nil
+	return &Agent{cfg: cfg, log: cfg.Logger}, nil
 }
 
 // DeviceID returns the device ID once Run has loaded the identity, else "".
@@ -158,9 +159,13 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return err
 	}
-	brokerURL := creds.MQTTURLs[0]
-	if cfg.BrokerURL != "" {
-		brokerURL = cfg.BrokerURL
+	brokerURL, err := pickBroker(creds.MQTTURLs, cfg.BrokerURL)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	var brokerTLS *tls.Config
+	if u, _ := url.Parse(brokerURL); u != nil && u.Scheme != "mqtt" && u.Scheme != "tcp" {
+		brokerTLS = pki.PinnedClientConfig(creds.CAFingerprint, nil)
 	}
 	a.log.Info("agent identity", "device", id, "hub_id", creds.HubID, "mqtt", brokerURL)
 
@@ -202,7 +207,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("connected to the hub's broker", "device", id)
 	}
 	client, err = bus.New(bus.Config{
-		URL: brokerURL, ClientID: id, Username: id, Password: creds.Password,
+		URL: brokerURL, TLS: brokerTLS, ClientID: id, Username: id, Password: creds.Password,
 		KeepAlive: cfg.KeepAlive,
 		// Each connection gets a new session in its Will and its "online":
 		// the hub ignores a late Will of a replaced connection.
@@ -291,11 +296,20 @@ func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, nam
 		if cfg.JoinToken == "" {
 			return nil, errors.New("agent: not enrolled: start once with --join-token TOKEN (an admin creates one with POST /api/v1/join-tokens on the hub)")
 		}
-		creds, err = a.enrolWithRetry(ctx, base, key, name)
+		_, fp, err := identity.ParseJoinToken(cfg.JoinToken)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
+		}
+		if fp == "" {
+			return nil, errors.New("agent: the join token does not name the hub's CA (it lacks the '.<fingerprint>' part): create a new one with POST /api/v1/join-tokens")
+		}
+		client := pinnedClient(fp)
+		defer client.CloseIdleConnections()
+		creds, err = a.enrolWithRetry(ctx, client, base, key, name)
 		if err != nil {
 			return nil, err
 		}
-		creds.Hub = hub
+		creds.Hub, creds.CAFingerprint = hub, fp
 		if err := saveCredentials(path, creds); err != nil {
 			return nil, fmt.Errorf("agent: save credentials: %w", err)
 		}
@@ -306,16 +320,22 @@ func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, nam
 	// for the hub: a device keeps working with what it knows.
 	bctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	b, err := a.fetchBootstrap(bctx, base)
+	client := pinnedClient(creds.CAFingerprint)
+	defer client.CloseIdleConnections()
+	b, err := fetchBootstrap(bctx, client, base)
+	var perm errPermanent
 	switch {
+	case errors.As(err, &perm) && errors.Is(err, pki.ErrWrongHub):
+		return nil, fmt.Errorf("agent: %w: the hub's identity changed; if it was re-installed on purpose, re-pair this device (delete %s and enrol with a new join token)", err, path)
 	case err != nil:
 		a.log.Warn("hub not reachable; using the saved broker address", "hub", hub, "err", err)
 	case b.HubID != creds.HubID:
 		return nil, fmt.Errorf("agent: the hub at %s is %s, but this device is enrolled with %s: refusing a different hub (delete %s to enrol again)", hub, b.HubID, creds.HubID, path)
 	case !slices.Equal(b.MQTTURLs, creds.MQTTURLs) || creds.Hub != hub:
 		if err := knownHosts(b.MQTTURLs, hub, creds.MQTTURLs); err != nil {
-			// The bootstrap answer is not authenticated yet (plain HTTP):
-			// never let it send the device's password to a new host.
+			// Even from the pinned hub, a broker on a host this device was
+			// not enrolled with is refused: its password goes only where
+			// it went before.
 			a.log.Warn("ignoring broker addresses from the hub's bootstrap answer; using the saved ones", "err", err)
 			break
 		}
@@ -329,10 +349,10 @@ func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, nam
 
 // enrolWithRetry enrols, retrying while the hub is unreachable or answers
 // 5xx, and giving up at once on a refusal.
-func (a *Agent) enrolWithRetry(ctx context.Context, base string, key ed25519.PrivateKey, name string) (*credentials, error) {
+func (a *Agent) enrolWithRetry(ctx context.Context, client *http.Client, base string, key ed25519.PrivateKey, name string) (*credentials, error) {
 	delay := 250 * time.Millisecond
 	for {
-		creds, err := a.enrol(ctx, base, key, a.cfg.JoinToken, name)
+		creds, err := a.enrol(ctx, client, base, key, a.cfg.JoinToken, name)
 		if err == nil {
 			return creds, nil
 		}
@@ -402,4 +422,34 @@ func knownHosts(urls []string, hub string, saved []string) error {
 		}
 	}
 	return nil
+}
+
+// pickBroker chooses the broker URL: the override if set, else the first
+// MQTT-over-TLS URL, else a plain one only on this machine (a password must
+// never cross the network in clear).
+func pickBroker(urls []string, override string) (string, error) {
+	candidates := urls
+	if override != "" {
+		candidates = []string{override}
+	}
+	for _, s := range candidates {
+		u, err := url.Parse(s)
+		if err != nil {
+			continue
+		}
+		switch u.Scheme {
+		case "mqtts", "ssl", "tls":
+			return s, nil
+		}
+	}
+	for _, s := range candidates {
+		u, err := url.Parse(s)
+		if err != nil {
+			continue
+		}
+		if ip := net.ParseIP(u.Hostname()); (ip != nil && ip.IsLoopback()) || strings.EqualFold(u.Hostname(), "localhost") {
+			return s, nil
+		}
+	}
+	return "", fmt.Errorf("no usable broker address in %q: plain MQTT is used only on this machine, and none is MQTT over TLS", candidates)
 }

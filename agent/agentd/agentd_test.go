@@ -3,9 +3,12 @@ package agentd_test
 import (
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
+	"io"
 	"io/fs"
+	"log"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -21,6 +24,7 @@ import (
 
 	"github.com/alicia-home/alicia/agent/agentd"
 	"github.com/alicia-home/alicia/internal/identity"
+	"github.com/alicia-home/alicia/internal/pki"
 	"github.com/alicia-home/alicia/internal/protocol"
 )
 
@@ -38,6 +42,8 @@ type savedCreds struct {
 	Hub      string   `json:"hub"`
 	MQTTURLs []string `json:"mqtt_urls"`
 	Password string   `json:"password"`
+	// CAFingerprint pins the hub's CA (hex SHA-256 of its public key).
+	CAFingerprint string `json:"ca_fingerprint"`
 }
 
 // enrollBody mirrors hub/api.EnrollRequest, the body of POST /api/v1/enroll.
@@ -53,13 +59,56 @@ func fixedFacts() (protocol.Facts, error) {
 		MemoryBytes: 1 << 30, BootTime: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)}, nil
 }
 
-// fakeHub serves h and returns the hub address (HOST:PORT) an agent is
-// given with --hub.
-func fakeHub(t *testing.T, h http.HandlerFunc) string {
+// newCA creates a hub CA in a temporary directory.
+func newCA(t *testing.T) *pki.CA {
 	t.Helper()
-	srv := httptest.NewServer(h)
+	ca, _, err := pki.LoadOrCreateCA(t.TempDir(), "hub-1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ca
+}
+
+// joinToken is a join token of the hub whose CA is ca.
+func joinToken(ca *pki.CA) string {
+	return identity.FormatJoinToken("alicia_join_x", ca.Fingerprint())
+}
+
+// hubServer is a running fake hub.
+type hubServer struct {
+	addr  string       // HOST:PORT, as given to an agent with --hub
+	conns atomic.Int32 // TCP connections accepted (before any TLS handshake)
+}
+
+// startHub serves h over HTTPS (TLS 1.3 only, like the hub) with a server
+// certificate issued by ca, until the test ends.
+func startHub(t *testing.T, ca *pki.CA, h http.HandlerFunc) *hubServer {
+	t.Helper()
+	cert, err := ca.IssueServer("hub-1", nil, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := &hubServer{}
+	srv := httptest.NewUnstartedServer(h)
+	srv.TLS = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	srv.Config.ConnState = func(_ net.Conn, st http.ConnState) {
+		if st == http.StateNew {
+			hs.conns.Add(1)
+		}
+	}
+	// Refused handshakes are expected in some tests: keep them off stderr.
+	srv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	srv.StartTLS()
 	t.Cleanup(srv.Close)
-	return strings.TrimPrefix(srv.URL, "http://")
+	hs.addr = strings.TrimPrefix(srv.URL, "https://")
+	return hs
+}
+
+// fakeHub serves h over HTTPS as the hub whose CA is ca and returns the hub
+// address (HOST:PORT) an agent is given with --hub.
+func fakeHub(t *testing.T, ca *pki.CA, h http.HandlerFunc) string {
+	t.Helper()
+	return startHub(t, ca, h).addr
 }
 
 // closedAddr returns a loopback address where nothing listens.
@@ -330,25 +379,36 @@ func TestNewAcceptsGoodConfig(t *testing.T) {
 }
 
 func TestRunNotEnrolled(t *testing.T) {
+	ca := newCA(t)
 	var requests atomic.Int32
-	hub := fakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+	hub := startHub(t, ca, func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
 		writeProblem(w, http.StatusInternalServerError, "no request expected")
 	})
 	for _, tc := range []struct {
 		name    string
 		hub     string
-		wantErr string
+		token   string
+		wantErr []string
 	}{
-		{"no join token", hub, "--join-token"},
-		{"no hub", "", "--hub"},
+		{"no join token", hub.addr, "", []string{"--join-token"}},
+		{"no hub", "", joinToken(ca), []string{"--hub"}},
+		// The agent pins the hub's CA before it sends the secret anywhere:
+		// a token that does not name the CA is refused before any request.
+		{"token without fingerprint", hub.addr, "alicia_join_x", []string{"join token does not name the hub's CA", "'.<fingerprint>'", "POST /api/v1/join-tokens"}},
+		{"token with a malformed fingerprint", hub.addr, "alicia_join_x.0123abc", []string{"malformed hub fingerprint"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := filepath.Join(t.TempDir(), "state")
-			s := start(t, agentd.Config{StateDir: dir, Hub: tc.hub})
+			s := start(t, agentd.Config{StateDir: dir, Hub: tc.hub, JoinToken: tc.token})
 			err := s.wait(t)
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Fatalf("Run: %v, want an error containing %q", err, tc.wantErr)
+			if err == nil {
+				t.Fatalf("Run returned nil, want an error containing %q", tc.wantErr)
+			}
+			for _, want := range tc.wantErr {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("Run: %v\nwant the error to contain %q", err, want)
+				}
 			}
 			// The identity exists already, so the next start keeps the ID.
 			checkMode(t, dir, 0o700)
@@ -364,13 +424,18 @@ func TestRunNotEnrolled(t *testing.T) {
 	if n := requests.Load(); n != 0 {
 		t.Errorf("the hub got %d requests, want none", n)
 	}
+	if n := hub.conns.Load(); n != 0 {
+		t.Errorf("the hub got %d connections, want none", n)
+	}
 }
 
 func TestEnrol(t *testing.T) {
-	const token, password = "join-123", "broker-secret"
+	const password = "broker-secret"
+	ca := newCA(t)
+	token := joinToken(ca)
 	mqttURL := "mqtt://" + closedAddr(t)
 	var requests atomic.Int32
-	hub := fakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+	hub := fakeHub(t, ca, func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
 		pub, ok := readEnrol(t, r, token, "kitchen-pi") // the name defaults to the hostname
 		if !ok {
@@ -398,7 +463,8 @@ func TestEnrol(t *testing.T) {
 	if got := s.agent.DeviceID(); got != id {
 		t.Errorf("DeviceID() = %q, want %q from identity.key", got, id)
 	}
-	want := savedCreds{DeviceID: id, HubID: "hub-1", Hub: hub, MQTTURLs: []string{mqttURL}, Password: password}
+	// The CA named by the token is pinned for later starts.
+	want := savedCreds{DeviceID: id, HubID: "hub-1", Hub: hub, MQTTURLs: []string{mqttURL}, Password: password, CAFingerprint: ca.Fingerprint()}
 	if diff := cmp.Diff(want, readCreds(t, credsPath)); diff != "" {
 		t.Errorf("credentials.json (-want +got):\n%s", diff)
 	}
@@ -411,10 +477,11 @@ func TestEnrol(t *testing.T) {
 }
 
 func TestEnrolRetriesWhileTheHubIsUnavailable(t *testing.T) {
-	const token = "join-456"
+	ca := newCA(t)
+	token := joinToken(ca)
 	mqttURL := "mqtt://" + closedAddr(t)
 	var requests atomic.Int32
-	hub := fakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+	hub := fakeHub(t, ca, func(w http.ResponseWriter, r *http.Request) {
 		pub, ok := readEnrol(t, r, token, "garage")
 		if !ok {
 			writeProblem(w, http.StatusBadRequest, "bad enrolment request")
@@ -438,12 +505,13 @@ func TestEnrolRetriesWhileTheHubIsUnavailable(t *testing.T) {
 }
 
 func TestEnrolStopsDuringRetries(t *testing.T) {
+	ca := newCA(t)
 	var requests atomic.Int32
-	hub := fakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+	hub := fakeHub(t, ca, func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
 		writeProblem(w, http.StatusServiceUnavailable, "down for maintenance")
 	})
-	s := start(t, agentd.Config{StateDir: t.TempDir(), Hub: hub, JoinToken: "tok"})
+	s := start(t, agentd.Config{StateDir: t.TempDir(), Hub: hub, JoinToken: joinToken(ca)})
 	s.waitFor(t, "a first enrolment attempt", func() bool { return requests.Load() > 0 })
 	// Stopping while the hub is down is a clean stop (exit status 0).
 	if err := s.stop(t); err != nil {
@@ -489,10 +557,12 @@ func TestEnrolRefused(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			ca := newCA(t)
+			token := joinToken(ca)
 			var requests atomic.Int32
-			hub := fakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+			hub := fakeHub(t, ca, func(w http.ResponseWriter, r *http.Request) {
 				requests.Add(1)
-				pub, ok := readEnrol(t, r, "tok", "kitchen-pi")
+				pub, ok := readEnrol(t, r, token, "kitchen-pi")
 				if !ok {
 					writeProblem(w, http.StatusBadRequest, "bad enrolment request")
 					return
@@ -500,7 +570,7 @@ func TestEnrolRefused(t *testing.T) {
 				tc.answer(w, pub)
 			})
 			dir := t.TempDir()
-			s := start(t, agentd.Config{StateDir: dir, Hub: hub, JoinToken: "tok"})
+			s := start(t, agentd.Config{StateDir: dir, Hub: hub, JoinToken: token})
 			err := s.wait(t) // without cancelling: a refusal is final
 			if err == nil {
 				t.Fatal("Run returned nil, want an error")
@@ -517,6 +587,39 @@ func TestEnrolRefused(t *testing.T) {
 				t.Error("credentials.json written after a refused enrolment")
 			}
 		})
+	}
+}
+
+// TestEnrolRefusesAHubOfAnotherCA: the token pins a CA; a host answering
+// with a certificate of another CA (another hub, or an impostor on the LAN)
+// fails the TLS handshake, so it never sees the request and its secret, and
+// the agent gives up at once.
+func TestEnrolRefusesAHubOfAnotherCA(t *testing.T) {
+	pinned, other := newCA(t), newCA(t)
+	var requests atomic.Int32
+	hub := startHub(t, other, func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		writeProblem(w, http.StatusInternalServerError, "no request expected")
+	})
+	dir := t.TempDir()
+	s := start(t, agentd.Config{StateDir: dir, Hub: hub.addr, JoinToken: joinToken(pinned)})
+	err := s.wait(t) // without cancelling: a wrong hub is final
+	if err == nil {
+		t.Fatal("Run returned nil, want an error")
+	}
+	for _, want := range []string{"enrolment refused", "refusing a hub whose certificate does not chain to the pinned CA"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Run: %v\nwant the error to contain %q", err, want)
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("the hub got %d requests, want none (the join token must not leave the agent)", n)
+	}
+	if n := hub.conns.Load(); n != 1 {
+		t.Errorf("the hub got %d connections, want 1 (no retry)", n)
+	}
+	if exists(filepath.Join(dir, "credentials.json")) {
+		t.Error("credentials.json written after a refused enrolment")
 	}
 }
 
@@ -541,12 +644,12 @@ func enrolled(t *testing.T, c savedCreds) (dir, id string) {
 	return dir, id
 }
 
-// bootstrapHub is a fake hub that answers GET /api/v1/bootstrap with b and
-// counts the requests.
-func bootstrapHub(t *testing.T, b map[string]any) (addr string, requests *atomic.Int32) {
+// bootstrapHub is a fake hub with CA ca that answers GET
+// /api/v1/bootstrap with b and counts the requests.
+func bootstrapHub(t *testing.T, ca *pki.CA, b map[string]any) (addr string, requests *atomic.Int32) {
 	t.Helper()
 	requests = new(atomic.Int32)
-	addr = fakeHub(t, func(w http.ResponseWriter, r *http.Request) {
+	addr = fakeHub(t, ca, func(w http.ResponseWriter, r *http.Request) {
 		requests.Add(1)
 		if r.Method != http.MethodGet || r.URL.Path != "/api/v1/bootstrap" {
 			t.Errorf("request %s %s, want GET /api/v1/bootstrap", r.Method, r.URL.Path)
@@ -559,9 +662,10 @@ func bootstrapHub(t *testing.T, b map[string]any) (addr string, requests *atomic
 }
 
 func TestEnrolledRefusesADifferentHub(t *testing.T) {
+	ca := newCA(t)
 	saved, _ := fakeBroker(t)
-	hub, requests := bootstrapHub(t, map[string]any{"hub_id": "hub-2", "protocol_version": 1, "mqtt_urls": []string{saved}})
-	dir, _ := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{saved}, Password: "pw"})
+	hub, requests := bootstrapHub(t, ca, map[string]any{"hub_id": "hub-2", "protocol_version": 1, "mqtt_urls": []string{saved}})
+	dir, _ := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{saved}, Password: "pw", CAFingerprint: ca.Fingerprint()})
 	before := readCreds(t, filepath.Join(dir, "credentials.json"))
 
 	s := start(t, agentd.Config{StateDir: dir, Hub: hub})
@@ -577,19 +681,58 @@ func TestEnrolledRefusesADifferentHub(t *testing.T) {
 	}
 }
 
+// TestEnrolledRefusesAHubWhoseCAChanged: the hub at the saved address now
+// presents a certificate of another CA (re-installed, or an impostor): the
+// agent stops with an error saying how to re-pair, and dials no broker.
+func TestEnrolledRefusesAHubWhoseCAChanged(t *testing.T) {
+	pinned, other := newCA(t), newCA(t)
+	broker, dialed := fakeBroker(t)
+	var requests atomic.Int32
+	hub := fakeHub(t, other, func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		writeJSON(w, http.StatusOK, map[string]any{"hub_id": "hub-1", "protocol_version": 1, "mqtt_urls": []string{broker}})
+	})
+	dir, _ := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{broker}, Password: "pw", CAFingerprint: pinned.Fingerprint()})
+	path := filepath.Join(dir, "credentials.json")
+	before := readCreds(t, path)
+
+	s := start(t, agentd.Config{StateDir: dir, Hub: hub})
+	err := s.wait(t) // without cancelling: a changed hub identity is final
+	if err == nil {
+		t.Fatal("Run returned nil, want an error")
+	}
+	for _, want := range []string{"the hub's identity changed", "re-pair", path} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("Run: %v\nwant the error to contain %q", err, want)
+		}
+	}
+	if n := requests.Load(); n != 0 {
+		t.Errorf("the hub got %d requests, want none", n)
+	}
+	select {
+	case <-dialed:
+		t.Error("the agent dialed the broker although the hub's identity changed")
+	default:
+	}
+	if diff := cmp.Diff(before, readCreds(t, path)); diff != "" {
+		t.Errorf("credentials.json changed (-before +after):\n%s", diff)
+	}
+}
+
 func TestEnrolledLearnsNewBrokerURLs(t *testing.T) {
+	ca := newCA(t)
 	oldURL, oldDialed := fakeBroker(t)
 	newURL, newDialed := fakeBroker(t)
 	newURLs := []string{newURL} // same host, another port
-	hub, requests := bootstrapHub(t, map[string]any{"hub_id": "hub-1", "protocol_version": 1, "mqtt_urls": newURLs})
-	dir, id := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{oldURL}, Password: "pw"})
+	hub, requests := bootstrapHub(t, ca, map[string]any{"hub_id": "hub-1", "protocol_version": 1, "mqtt_urls": newURLs})
+	dir, id := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{oldURL}, Password: "pw", CAFingerprint: ca.Fingerprint()})
 
 	s := start(t, agentd.Config{StateDir: dir, Hub: hub})
 	s.dialedBroker(t, newDialed)
 	if err := s.stop(t); err != nil {
 		t.Fatalf("Run after cancel: %v, want nil", err)
 	}
-	want := savedCreds{DeviceID: id, HubID: "hub-1", Hub: hub, MQTTURLs: newURLs, Password: "pw"}
+	want := savedCreds{DeviceID: id, HubID: "hub-1", Hub: hub, MQTTURLs: newURLs, Password: "pw", CAFingerprint: ca.Fingerprint()}
 	if diff := cmp.Diff(want, readCreds(t, filepath.Join(dir, "credentials.json"))); diff != "" {
 		t.Errorf("credentials.json (-want +got):\n%s", diff)
 	}
@@ -604,13 +747,14 @@ func TestEnrolledLearnsNewBrokerURLs(t *testing.T) {
 	}
 }
 
-// TestEnrolledIgnoresBrokerOnUnknownHost: the bootstrap answer is not yet
-// authenticated, so it may move the broker to another port of a known
-// host, never to another host (that would send the password there).
+// TestEnrolledIgnoresBrokerOnUnknownHost: the bootstrap answer may move the
+// broker to another port of a known host, never to another host (that
+// would send the password there).
 func TestEnrolledIgnoresBrokerOnUnknownHost(t *testing.T) {
+	ca := newCA(t)
 	oldURL, oldDialed := fakeBroker(t)
-	hub, _ := bootstrapHub(t, map[string]any{"hub_id": "hub-1", "protocol_version": 1, "mqtt_urls": []string{"mqtt://198.18.0.99:1883"}})
-	saved := savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{oldURL}, Password: "pw"}
+	hub, _ := bootstrapHub(t, ca, map[string]any{"hub_id": "hub-1", "protocol_version": 1, "mqtt_urls": []string{"mqtt://198.18.0.99:1883"}})
+	saved := savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{oldURL}, Password: "pw", CAFingerprint: ca.Fingerprint()}
 	dir, id := enrolled(t, saved)
 
 	s := start(t, agentd.Config{StateDir: dir, Hub: hub})
@@ -625,9 +769,10 @@ func TestEnrolledIgnoresBrokerOnUnknownHost(t *testing.T) {
 }
 
 func TestEnrolledUsesTheSavedHubAddress(t *testing.T) {
+	ca := newCA(t)
 	broker, dialed := fakeBroker(t)
-	hub, requests := bootstrapHub(t, map[string]any{"hub_id": "hub-1", "protocol_version": 1, "mqtt_urls": []string{broker}})
-	dir, _ := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{broker}, Password: "pw"})
+	hub, requests := bootstrapHub(t, ca, map[string]any{"hub_id": "hub-1", "protocol_version": 1, "mqtt_urls": []string{broker}})
+	dir, _ := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{broker}, Password: "pw", CAFingerprint: ca.Fingerprint()})
 
 	s := start(t, agentd.Config{StateDir: dir}) // no --hub
 	s.dialedBroker(t, dialed)
@@ -642,7 +787,7 @@ func TestEnrolledUsesTheSavedHubAddress(t *testing.T) {
 func TestEnrolledWorksWithoutTheHub(t *testing.T) {
 	broker, dialed := fakeBroker(t)
 	hub := closedAddr(t)
-	dir, id := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{broker}, Password: "pw"})
+	dir, id := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{broker}, Password: "pw", CAFingerprint: newCA(t).Fingerprint()})
 	before := readCreds(t, filepath.Join(dir, "credentials.json"))
 
 	s := start(t, agentd.Config{StateDir: dir, Hub: hub})
@@ -659,10 +804,11 @@ func TestEnrolledWorksWithoutTheHub(t *testing.T) {
 }
 
 func TestBrokerURLOverridesTheHubsURL(t *testing.T) {
+	ca := newCA(t)
 	saved, savedDialed := fakeBroker(t)
 	override, overrideDialed := fakeBroker(t)
-	hub, _ := bootstrapHub(t, map[string]any{"hub_id": "hub-1", "protocol_version": 1, "mqtt_urls": []string{saved}})
-	dir, _ := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{saved}, Password: "pw"})
+	hub, _ := bootstrapHub(t, ca, map[string]any{"hub_id": "hub-1", "protocol_version": 1, "mqtt_urls": []string{saved}})
+	dir, _ := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{saved}, Password: "pw", CAFingerprint: ca.Fingerprint()})
 
 	s := start(t, agentd.Config{StateDir: dir, Hub: hub, BrokerURL: override})
 	s.dialedBroker(t, overrideDialed)
@@ -676,20 +822,154 @@ func TestBrokerURLOverridesTheHubsURL(t *testing.T) {
 	}
 }
 
+// TestBrokerChoice: the agent prefers MQTT over TLS, and uses plain MQTT
+// only on this machine, so that the broker password never crosses the
+// network in clear.
+func TestBrokerChoice(t *testing.T) {
+	// 198.18.0.0/15 is for benchmarking; nothing answers there.
+	const remotePlain = "mqtt://198.18.0.50:1883"
+
+	t.Run("plain MQTT on another host", func(t *testing.T) {
+		// The hub is down: the saved URL is all the agent has.
+		hub := closedAddr(t)
+		dir, _ := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{remotePlain}, Password: "pw", CAFingerprint: newCA(t).Fingerprint()})
+		s := start(t, agentd.Config{StateDir: dir, Hub: hub})
+		// Returning at all shows that the agent did not dial: a dial of the
+		// unreachable address would keep Run retrying until cancelled.
+		err := s.wait(t)
+		if err == nil || !strings.Contains(err.Error(), "no usable broker address") || !strings.Contains(err.Error(), remotePlain) {
+			t.Fatalf("Run: %v, want an error saying there is no usable broker address in %s", err, remotePlain)
+		}
+	})
+
+	t.Run("override with plain MQTT on another host", func(t *testing.T) {
+		broker, dialed := fakeBroker(t)
+		hub := closedAddr(t)
+		dir, _ := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{broker}, Password: "pw", CAFingerprint: newCA(t).Fingerprint()})
+		s := start(t, agentd.Config{StateDir: dir, Hub: hub, BrokerURL: remotePlain})
+		err := s.wait(t)
+		if err == nil || !strings.Contains(err.Error(), "no usable broker address") || !strings.Contains(err.Error(), remotePlain) {
+			t.Fatalf("Run: %v, want an error saying there is no usable broker address in %s", err, remotePlain)
+		}
+		select {
+		case <-dialed:
+			t.Error("the agent dialed the saved broker URL despite BrokerURL")
+		default:
+		}
+	})
+
+	t.Run("MQTT over TLS first", func(t *testing.T) {
+		plain, plainDialed := fakeBroker(t)
+		tlsURL, tlsDialed := fakeBroker(t)
+		tlsURL = "mqtts://" + strings.TrimPrefix(tlsURL, "mqtt://")
+		hub := closedAddr(t)
+		dir, _ := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{plain, remotePlain, tlsURL}, Password: "pw", CAFingerprint: newCA(t).Fingerprint()})
+		s := start(t, agentd.Config{StateDir: dir, Hub: hub})
+		s.dialedBroker(t, tlsDialed)
+		if err := s.stop(t); err != nil {
+			t.Fatalf("Run after cancel: %v, want nil", err)
+		}
+		select {
+		case <-plainDialed:
+			t.Error("the agent dialed the plain broker URL although an MQTT-over-TLS one was given")
+		default:
+		}
+	})
+}
+
+// tlsBroker listens on loopback with a server certificate of ca and returns
+// its mqtts:// URL and a channel that receives the result of each TLS
+// handshake (nil: the client accepted the certificate). It closes every
+// connection after the handshake.
+func tlsBroker(t *testing.T, ca *pki.CA) (url string, handshakes <-chan error) {
+	t.Helper()
+	cert, err := ca.IssueServer("hub-1", nil, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan error, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tc := tls.Server(c, cfg)
+			_ = tc.SetDeadline(time.Now().Add(waitTimeout))
+			err = tc.Handshake()
+			c.Close()
+			select {
+			case ch <- err:
+			default:
+			}
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); <-done })
+	return "mqtts://" + ln.Addr().String(), ch
+}
+
+// TestBrokerTLSIsPinned: over MQTT over TLS the agent accepts only a
+// broker certificate of the pinned hub CA (it would send its password next).
+func TestBrokerTLSIsPinned(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		sameCA     bool
+		wantAccept bool
+	}{
+		{"certificate of the pinned CA", true, true},
+		{"certificate of another CA", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			pinned := newCA(t)
+			brokerCA := pinned
+			if !tc.sameCA {
+				brokerCA = newCA(t)
+			}
+			broker, handshakes := tlsBroker(t, brokerCA)
+			hub := closedAddr(t)
+			dir, _ := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{broker}, Password: "pw", CAFingerprint: pinned.Fingerprint()})
+			s := start(t, agentd.Config{StateDir: dir, Hub: hub})
+			var err error
+			select {
+			case err = <-handshakes:
+			case err := <-s.done:
+				s.done <- err
+				t.Fatalf("Run returned %v before dialing the broker", err)
+			case <-time.After(waitTimeout):
+				t.Fatal("the agent did not dial the broker")
+			}
+			if accepted := err == nil; accepted != tc.wantAccept {
+				t.Errorf("TLS handshake with the broker: %v; want the agent to accept the certificate: %v", err, tc.wantAccept)
+			}
+			if err := s.stop(t); err != nil {
+				t.Fatalf("Run after cancel: %v, want nil", err)
+			}
+		})
+	}
+}
+
 func TestBadCredentials(t *testing.T) {
 	hub := closedAddr(t)
+	fp := newCA(t).Fingerprint()
 	for _, tc := range []struct {
 		name    string
 		write   func(t *testing.T, path, id string)
-		wantErr string
+		wantErr []string
 	}{
 		{
 			name: "another device",
 			write: func(t *testing.T, path, _ string) {
 				other := identity.DeviceID(make(ed25519.PublicKey, ed25519.PublicKeySize))
-				writeCreds(t, path, savedCreds{DeviceID: other, HubID: "hub-1", Hub: hub, MQTTURLs: []string{"mqtt://127.0.0.1:1"}, Password: "pw"})
+				writeCreds(t, path, savedCreds{DeviceID: other, HubID: "hub-1", Hub: hub, MQTTURLs: []string{"mqtt://127.0.0.1:1"}, Password: "pw", CAFingerprint: fp})
 			},
-			wantErr: "the key was replaced",
+			wantErr: []string{"the key was replaced"},
 		},
 		{
 			name: "not JSON",
@@ -698,24 +978,38 @@ func TestBadCredentials(t *testing.T) {
 					t.Fatal(err)
 				}
 			},
-			wantErr: "delete it and enrol again",
+			wantErr: []string{"delete it and enrol again"},
 		},
 		{
 			name: "no password",
 			write: func(t *testing.T, path, id string) {
-				writeCreds(t, path, savedCreds{DeviceID: id, HubID: "hub-1", Hub: hub, MQTTURLs: []string{"mqtt://127.0.0.1:1"}})
+				writeCreds(t, path, savedCreds{DeviceID: id, HubID: "hub-1", Hub: hub, MQTTURLs: []string{"mqtt://127.0.0.1:1"}, CAFingerprint: fp})
 			},
-			wantErr: "incomplete credentials",
+			wantErr: []string{"incomplete credentials"},
+		},
+		{
+			// Written by an agent from before the hub had a CA: nothing
+			// pins the hub, so the device must be paired again.
+			name: "no CA fingerprint",
+			write: func(t *testing.T, path, id string) {
+				writeCreds(t, path, savedCreds{DeviceID: id, HubID: "hub-1", Hub: hub, MQTTURLs: []string{"mqtt://127.0.0.1:1"}, Password: "pw"})
+			},
+			wantErr: []string{"without a pinned hub CA", "delete it and enrol again"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dir, id := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{"mqtt://127.0.0.1:1"}, Password: "pw"})
+			dir, id := enrolled(t, savedCreds{HubID: "hub-1", Hub: hub, MQTTURLs: []string{"mqtt://127.0.0.1:1"}, Password: "pw", CAFingerprint: fp})
 			path := filepath.Join(dir, "credentials.json")
 			tc.write(t, path, id)
-			s := start(t, agentd.Config{StateDir: dir, Hub: hub, JoinToken: "tok"})
+			s := start(t, agentd.Config{StateDir: dir, Hub: hub, JoinToken: identity.FormatJoinToken("alicia_join_x", fp)})
 			err := s.wait(t)
-			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), path) {
-				t.Fatalf("Run: %v, want an error naming %s and containing %q", err, path, tc.wantErr)
+			if err == nil {
+				t.Fatalf("Run returned nil, want an error naming %s and containing %q", path, tc.wantErr)
+			}
+			for _, want := range append([]string{path}, tc.wantErr...) {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("Run: %v\nwant the error to contain %q", err, want)
+				}
 			}
 		})
 	}

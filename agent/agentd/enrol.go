@@ -19,6 +19,7 @@ import (
 
 	"github.com/alicia-home/alicia/internal/atomicfile"
 	"github.com/alicia-home/alicia/internal/identity"
+	"github.com/alicia-home/alicia/internal/pki"
 )
 
 // credentials are what the agent keeps after enrolment, in
@@ -29,6 +30,9 @@ type credentials struct {
 	Hub      string   `json:"hub"` // the hub's API address, host:port
 	MQTTURLs []string `json:"mqtt_urls"`
 	Password string   `json:"password"`
+	// CAFingerprint pins the hub: its HTTPS and MQTT-over-TLS certificates
+	// must chain to the CA with this public-key fingerprint.
+	CAFingerprint string `json:"ca_fingerprint"`
 }
 
 func loadCredentials(path string) (*credentials, error) {
@@ -46,6 +50,9 @@ func loadCredentials(path string) (*credentials, error) {
 	if c.DeviceID == "" || c.Password == "" || len(c.MQTTURLs) == 0 {
 		return nil, fmt.Errorf("%s: incomplete credentials (delete it and enrol again with --join-token)", path)
 	}
+	if c.CAFingerprint == "" {
+		return nil, fmt.Errorf("%s: enrolled without a pinned hub CA (by an older agent): delete it and enrol again with a new --join-token", path)
+	}
 	return &c, nil
 }
 
@@ -57,7 +64,7 @@ func saveCredentials(path string, c *credentials) error {
 	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
 }
 
-// hubURL turns HOST[:PORT] into the API's base URL (default port 8470).
+// hubURL turns HOST[:PORT] into the API's HTTPS base URL (default port 8470).
 func hubURL(hub string) (string, error) {
 	if hub == "" {
 		return "", errors.New("empty hub address")
@@ -74,7 +81,7 @@ func hubURL(hub string) (string, error) {
 	if host == "" {
 		return "", fmt.Errorf("hub %q: missing host", hub)
 	}
-	return "http://" + net.JoinHostPort(host, port), nil
+	return "https://" + net.JoinHostPort(host, port), nil
 }
 
 // errPermanent marks an enrolment failure that retrying cannot fix.
@@ -112,14 +119,14 @@ type problem struct {
 
 // enrol asks the hub for a broker account for this key, proving possession
 // of the key and of the join token.
-func (a *Agent) enrol(ctx context.Context, base string, key ed25519.PrivateKey, token, name string) (*credentials, error) {
+func (a *Agent) enrol(ctx context.Context, client *http.Client, base string, key ed25519.PrivateKey, token, name string) (*credentials, error) {
 	pub := key.Public().(ed25519.PublicKey)
 	body, _ := json.Marshal(enrollRequest{
 		Token: token, PublicKey: base64.StdEncoding.EncodeToString(pub), Name: name,
 		Signature: base64.StdEncoding.EncodeToString(identity.SignEnrolment(key, token)),
 	})
 	var resp enrollResponse
-	status, err := a.do(ctx, http.MethodPost, base+"/api/v1/enroll", body, &resp)
+	status, err := do(ctx, client, http.MethodPost, base+"/api/v1/enroll", body, &resp)
 	if err != nil {
 		return nil, err
 	}
@@ -135,10 +142,16 @@ func (a *Agent) enrol(ctx context.Context, base string, key ed25519.PrivateKey, 
 	return &credentials{DeviceID: resp.DeviceID, HubID: resp.HubID, MQTTURLs: resp.MQTT.URLs, Password: resp.MQTT.Password}, nil
 }
 
+// pinnedClient returns an HTTP client that talks only to the hub whose CA
+// has the given fingerprint.
+func pinnedClient(fingerprint string) *http.Client {
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: pki.PinnedClientConfig(fingerprint, nil)}}
+}
+
 // fetchBootstrap asks the hub for its ID and current broker URLs.
-func (a *Agent) fetchBootstrap(ctx context.Context, base string) (*bootstrap, error) {
+func fetchBootstrap(ctx context.Context, client *http.Client, base string) (*bootstrap, error) {
 	var b bootstrap
-	if _, err := a.do(ctx, http.MethodGet, base+"/api/v1/bootstrap", nil, &b); err != nil {
+	if _, err := do(ctx, client, http.MethodGet, base+"/api/v1/bootstrap", nil, &b); err != nil {
 		return nil, err
 	}
 	if len(b.MQTTURLs) == 0 {
@@ -149,7 +162,7 @@ func (a *Agent) fetchBootstrap(ctx context.Context, base string) (*bootstrap, er
 
 // do sends a JSON request and decodes a 2xx JSON answer into out. A 4xx
 // answer is a permanent error carrying the hub's problem detail.
-func (a *Agent) do(ctx context.Context, method, url string, body []byte, out any) (int, error) {
+func do(ctx context.Context, client *http.Client, method, url string, body []byte, out any) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
@@ -159,7 +172,11 @@ func (a *Agent) do(ctx context.Context, method, url string, body []byte, out any
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	resp, err := a.http.Do(req)
+	resp, err := client.Do(req)
+	if errors.Is(err, pki.ErrWrongHub) {
+		// Not the pinned hub: nothing was sent, and retrying cannot help.
+		return 0, errPermanent{fmt.Errorf("%s: refusing a hub whose certificate does not chain to the pinned CA: %w", url, err)}
+	}
 	if err != nil {
 		return 0, err
 	}

@@ -66,9 +66,6 @@ type Config struct {
 	// CAFingerprint is the SHA-256 of the hub CA's public key (hex), told to
 	// agents so that they can pin it; empty if the hub has no CA.
 	CAFingerprint string
-	// TLSBrokerURLs returns the broker's MQTT-over-TLS URLs for the request
-	// (nil: none). Optional.
-	TLSBrokerURLs func(r *http.Request) []string
 	// Disconnect closes the live broker session of a deleted device.
 	Disconnect func(deviceID string)
 	Logger     *slog.Logger
@@ -121,6 +118,10 @@ func (noAccounts) Remove(context.Context, string) error            { return nil 
 // admin wraps h so that it requires the admin bearer token.
 func (s *server) admin(h http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !secure(r) {
+			writeProblem(w, http.StatusForbidden, insecureDetail)
+			return
+		}
 		// The scheme name is case-insensitive (RFC 9110, section 11.1).
 		scheme, tok, _ := strings.Cut(strings.TrimSpace(r.Header.Get("Authorization")), " ")
 		if !strings.EqualFold(scheme, "Bearer") || !s.cfg.Tokens.CheckAdmin(strings.TrimSpace(tok)) {
@@ -184,10 +185,9 @@ type Bootstrap struct {
 	HubID           string   `json:"hub_id"`
 	ProtocolVersion int      `json:"protocol_version"`
 	MQTTURLs        []string `json:"mqtt_urls"`
-	// MQTTSURLs are the broker's MQTT-over-TLS URLs; the hub's certificate
-	// chains to the CA whose key has CAFingerprint.
-	MQTTSURLs     []string `json:"mqtts_urls,omitempty"`
-	CAFingerprint string   `json:"ca_fingerprint,omitempty"`
+	// CAFingerprint is the hex SHA-256 of the hub CA's public key: the
+	// hub's HTTPS and MQTT-over-TLS certificates chain to that CA.
+	CAFingerprint string `json:"ca_fingerprint,omitempty"`
 }
 
 // noBrokerDetail explains an empty BrokerURLs answer.
@@ -199,11 +199,7 @@ func (s *server) bootstrap(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusServiceUnavailable, noBrokerDetail)
 		return
 	}
-	b := Bootstrap{HubID: s.cfg.HubID, ProtocolVersion: protocol.Version, MQTTURLs: urls, CAFingerprint: s.cfg.CAFingerprint}
-	if s.cfg.TLSBrokerURLs != nil {
-		b.MQTTSURLs = s.cfg.TLSBrokerURLs(r)
-	}
-	writeJSON(w, http.StatusOK, b)
+	writeJSON(w, http.StatusOK, Bootstrap{HubID: s.cfg.HubID, ProtocolVersion: protocol.Version, MQTTURLs: urls, CAFingerprint: s.cfg.CAFingerprint})
 }
 
 // EnrollRequest is the body of POST /api/v1/enroll.
@@ -229,6 +225,10 @@ type MQTTAccess struct {
 }
 
 func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
+	if !secure(r) {
+		writeProblem(w, http.StatusForbidden, insecureDetail)
+		return
+	}
 	var req EnrollRequest
 	if !decodeBody(w, r, &req) {
 		return
@@ -251,10 +251,19 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	secret, fp, err := identity.ParseJoinToken(req.Token)
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, "token: "+err.Error())
+		return
+	}
+	if fp != "" && fp != s.cfg.CAFingerprint {
+		writeProblem(w, http.StatusForbidden, "this join token was made by another hub (its CA fingerprint differs)")
+		return
+	}
 	// The proof is checked first and the token is only checked here; it is
 	// used up once the broker account exists, so neither a malformed request
 	// nor a broker hiccup burns a use.
-	if err := s.cfg.Tokens.CheckJoin(req.Token); err != nil {
+	if err := s.cfg.Tokens.CheckJoin(secret); err != nil {
 		s.joinTokenError(w, r, err)
 		return
 	}
@@ -270,9 +279,9 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusServiceUnavailable, noBrokerDetail)
 		return
 	}
-	var secret [32]byte
-	_, _ = rand.Read(secret[:])
-	password := base64.RawURLEncoding.EncodeToString(secret[:])
+	var pw [32]byte
+	_, _ = rand.Read(pw[:])
+	password := base64.RawURLEncoding.EncodeToString(pw[:])
 	if err := s.cfg.Accounts.Provision(r.Context(), id, password); err != nil {
 		s.log.Error("provision broker account", "device", id, "err", err)
 		writeProblem(w, http.StatusBadGateway, "could not create the device's broker account: "+err.Error())
@@ -301,7 +310,7 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The token is used up last, so that no failure above burns a use.
-	if err := s.cfg.Tokens.ConsumeJoin(req.Token); err != nil {
+	if err := s.cfg.Tokens.ConsumeJoin(secret); err != nil {
 		// Another request used the last use meanwhile: undo.
 		if derr := s.cfg.Devices.Delete(id); derr != nil {
 			s.log.Error("undo enrolment", "device", id, "err", derr)
@@ -387,7 +396,7 @@ func (s *server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusInternalServerError, "could not save the join token: "+err.Error())
 		return
 	}
-	writeJSON(w, http.StatusCreated, JoinTokenResponse{Token: tok, Uses: j.UsesLeft, ExpiresAt: j.ExpiresAt})
+	writeJSON(w, http.StatusCreated, JoinTokenResponse{Token: identity.FormatJoinToken(tok, s.cfg.CAFingerprint), Uses: j.UsesLeft, ExpiresAt: j.ExpiresAt})
 }
 
 // Device is the API view of a registry device (without credentials).
@@ -522,6 +531,23 @@ func (s *server) deleteDevice(w http.ResponseWriter, r *http.Request) {
 	}
 	w.WriteHeader(http.StatusNoContent)
 }
+
+// IsLoopback reports whether a request's remote address is on this machine.
+func IsLoopback(remoteAddr string) bool {
+	host, _, err := net.SplitHostPort(remoteAddr)
+	if err != nil {
+		host = remoteAddr
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
+// secure reports whether a secret (the admin token, a join token) may
+// travel on this request: over TLS, or from this machine.
+func secure(r *http.Request) bool { return r.TLS != nil || IsLoopback(r.RemoteAddr) }
+
+// insecureDetail explains the refusal of a secret over plain HTTP.
+const insecureDetail = "use HTTPS: secrets must not cross the network in clear (the hub's CA is in <data-dir>/pki/ca.crt, e.g. curl --cacert ca.crt --resolve hub.alicia.invalid:8470:HUB-IP https://hub.alicia.invalid:8470/...)"
 
 // HostOf returns the host part of the request's Host header, for building
 // broker URLs on the same host the agent reached the API on.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -175,6 +176,8 @@ type request struct {
 	body           any    // nil: none; string or []byte: sent as is; else JSON-encoded
 	contentType    string // of the body; default application/json
 	host           string // default testHost
+	remote         string // RemoteAddr; default a loopback address
+	tls            bool   // as if it came over HTTPS
 }
 
 // response is what the handler answered.
@@ -209,6 +212,13 @@ func (h *harness) send(t *testing.T, r request) response {
 			r.contentType = "application/json"
 		}
 		req.Header.Set("Content-Type", r.contentType)
+	}
+	req.RemoteAddr = "127.0.0.1:41000"
+	if r.remote != "" {
+		req.RemoteAddr = r.remote
+	}
+	if r.tls {
+		req.TLS = &tls.ConnectionState{}
 	}
 	req.Host = testHost
 	if r.host != "" {
@@ -1154,4 +1164,44 @@ func TestNoReachableBroker(t *testing.T) {
 	}
 	h.noBroker.Store(false)
 	h.enrollWith(t, enrolment(key, token, "remote")).mustStatus(t, http.StatusCreated)
+}
+
+func TestIsLoopback(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:5000":   true,
+		"[::1]:5000":       true,
+		"127.8.9.1:1":      true,
+		"198.18.0.11:5000": false,
+		"[fd00::1]:5000":   false,
+		"not an address":   false,
+	} {
+		if got := IsLoopback(addr); got != want {
+			t.Errorf("IsLoopback(%q) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
+// TestSecretsNeedTLSFromTheNetwork: the admin token and join tokens are
+// refused over plain HTTP from another machine, and accepted over HTTPS or
+// from this machine.
+func TestSecretsNeedTLSFromTheNetwork(t *testing.T) {
+	h := newHarness(t)
+	const lan = "198.18.0.11:40000"
+	devices := func(remote string, tls bool) response {
+		return h.send(t, request{method: "GET", target: "/api/v1/devices", auth: "Bearer " + h.admin, remote: remote, tls: tls})
+	}
+	if detail := devices(lan, false).mustProblem(t, http.StatusForbidden); !strings.Contains(detail, "use HTTPS") {
+		t.Errorf("plain admin request from the LAN: detail %q", detail)
+	}
+	devices(lan, true).mustStatus(t, http.StatusOK)
+	devices("", false).mustStatus(t, http.StatusOK)
+
+	token := h.joinToken(t, "")
+	key := newKey(t)
+	req := request{method: "POST", target: "/api/v1/enroll", body: enrolment(key, token, "lan"), remote: lan}
+	if detail := h.send(t, req).mustProblem(t, http.StatusForbidden); !strings.Contains(detail, "use HTTPS") {
+		t.Errorf("plain enrolment from the LAN: detail %q", detail)
+	}
+	req.tls = true
+	h.send(t, req).mustStatus(t, http.StatusCreated)
 }

@@ -210,21 +210,26 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 			mqttsAddr = tln.Addr().String()
 		}
 		busCfg = bus.Config{URL: "mqtt://" + net.JoinHostPort(loopbackFor(ln.Addr()), strconv.Itoa(port)), ClientID: hubID, Username: hubID, Password: secret}
+		plainOff := cfg.MQTTAddr == "off"
 		loopbackOnly := ln.Addr().(*net.TCPAddr).IP.IsLoopback()
 		switch {
-		case cfg.MQTTAddr == "off":
-			h.log.Warn("the plain MQTT listener is off: no device can connect until another listener is configured")
-			brokerURLs = func(*http.Request) []string { return nil }
-		default:
-			if loopbackOnly {
-				h.log.Info("the MQTT listener is loopback-only: only agents on this machine can connect (use --mqtt-addr to serve the LAN)", "mqtt", mqttAddr)
+		case plainOff && mqttsPort == 0:
+			h.log.Warn("both MQTT listeners are off: no device can connect")
+		case mqttsPort == 0 && loopbackOnly:
+			h.log.Info("the only MQTT listener is loopback-only: only agents on this machine can connect (use --mqtts-addr or --mqtt-addr to serve the LAN)", "mqtt", mqttAddr)
+		}
+		// Agents get the TLS listener first, then the plain one where they
+		// can reach it, on the host they reached the API on.
+		brokerURLs = func(r *http.Request) []string {
+			var urls []string
+			host := api.HostOf(r)
+			if mqttsPort != 0 {
+				urls = append(urls, "mqtts://"+net.JoinHostPort(host, strconv.Itoa(mqttsPort)))
 			}
-			brokerURLs = func(r *http.Request) []string {
-				if loopbackOnly && !isLoopback(r.RemoteAddr) {
-					return nil // this agent could not reach it
-				}
-				return []string{"mqtt://" + net.JoinHostPort(api.HostOf(r), strconv.Itoa(port))}
+			if !plainOff && (!loopbackOnly || api.IsLoopback(r.RemoteAddr)) {
+				urls = append(urls, "mqtt://"+net.JoinHostPort(host, strconv.Itoa(port)))
 			}
+			return urls
 		}
 	} else {
 		bu, _ := parseBrokerURL(cfg.Broker) // validated in New
@@ -284,12 +289,6 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	handler, err := api.New(api.Config{
 		HubID: hubID, Devices: reg, Tokens: toks, Accounts: accounts, BrokerURLs: brokerURLs,
 		CAFingerprint: ca.Fingerprint(),
-		TLSBrokerURLs: func(r *http.Request) []string {
-			if mqttsPort == 0 {
-				return nil
-			}
-			return []string{"mqtts://" + net.JoinHostPort(api.HostOf(r), strconv.Itoa(mqttsPort))}
-		},
 		Disconnect: func(id string) {
 			if brk != nil {
 				brk.Disconnect(id)
@@ -344,16 +343,6 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	close(h.ready)
 	h.log.Info("hub serving", "hub_id", hubID, "http", httpLn.Addr().String(), "mqtt", mqttAddr, "mqtts", mqttsAddr, "ca_fingerprint", ca.Fingerprint(), "external_broker", cfg.Broker != "", "data_dir", cfg.DataDir)
 	return g.Wait()
-}
-
-// isLoopback reports whether a request's remote address is on this machine.
-func isLoopback(remoteAddr string) bool {
-	host, _, err := net.SplitHostPort(remoteAddr)
-	if err != nil {
-		host = remoteAddr
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // loopbackFor returns the address the hub itself dials to reach a listener

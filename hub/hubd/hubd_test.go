@@ -13,21 +13,6 @@ import (
 	"github.com/alicia-home/alicia/internal/pki"
 )
 
-func TestIsLoopback(t *testing.T) {
-	for addr, want := range map[string]bool{
-		"127.0.0.1:5000":   true,
-		"[::1]:5000":       true,
-		"127.8.9.1:1":      true,
-		"198.18.0.11:5000": false,
-		"[fd00::1]:5000":   false,
-		"not an address":   false,
-	} {
-		if got := isLoopback(addr); got != want {
-			t.Errorf("isLoopback(%q) = %v, want %v", addr, got, want)
-		}
-	}
-}
-
 func TestParseBrokerURL(t *testing.T) {
 	b, err := parseBrokerURL("mqtt://hub:s3cret@10.0.0.5:1883")
 	if err != nil {

@@ -45,13 +45,13 @@ func TestHubTLS(t *testing.T) {
 		defer resp.Body.Close()
 		var b struct {
 			CAFingerprint string   `json:"ca_fingerprint"`
-			MQTTSURLs     []string `json:"mqtts_urls"`
+			MQTTURLs      []string `json:"mqtt_urls"`
 		}
 		if err := json.NewDecoder(resp.Body).Decode(&b); err != nil || resp.TLS == nil {
 			t.Fatalf("decode: %v (TLS %v)", err, resp.TLS != nil)
 		}
-		if b.CAFingerprint != fp || len(b.MQTTSURLs) != 1 || !strings.HasSuffix(b.MQTTSURLs[0], ":"+strings.Split(mqttsAddr, ":")[1]) {
-			t.Errorf("bootstrap over HTTPS = %+v, want fingerprint %s and the mqtts port of %s", b, fp, mqttsAddr)
+		if b.CAFingerprint != fp || len(b.MQTTURLs) != 2 || !strings.HasPrefix(b.MQTTURLs[0], "mqtts://") || !strings.HasSuffix(b.MQTTURLs[0], ":"+strings.Split(mqttsAddr, ":")[1]) {
+			t.Errorf("bootstrap over HTTPS = %+v, want fingerprint %s and first the mqtts URL of %s", b, fp, mqttsAddr)
 		}
 	})
 	t.Run("https with another pin is refused", func(t *testing.T) {
@@ -66,6 +66,11 @@ func TestHubTLS(t *testing.T) {
 		state := filepath.Join(dir, "agent")
 		id, stop := startAgent(t, h.httpAddr, state, "tls-agent", api.joinToken(1), "", testHeartbeat, logs)
 		api.waitStatus(id, "online", "", 5*time.Second)
+		// The agent enrolled over pinned HTTPS (its token carries the CA
+		// fingerprint) and chose MQTT over TLS.
+		if !strings.Contains(logs.String(), "mqtt=mqtts://") {
+			t.Error("the agent did not connect over MQTT-over-TLS")
+		}
 		stop()
 		api.waitStatus(id, "offline", "shutdown", 3*time.Second)
 		var creds struct {

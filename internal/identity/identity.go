@@ -98,3 +98,31 @@ func SignEnrolment(key ed25519.PrivateKey, token string) []byte {
 func VerifyEnrolment(pub ed25519.PublicKey, token string, sig []byte) bool {
 	return len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, enrolmentMessage(token, pub), sig)
 }
+
+// A join token as handed to a user is "<secret>.<fingerprint>": the
+// secret the hub checks (it keeps only its hash) and the hex SHA-256
+// fingerprint of the hub CA's public key, which the agent pins before it
+// sends anything, so a rogue host answering on the LAN never learns the
+// secret.
+
+// FormatJoinToken joins a join-token secret and the hub CA fingerprint.
+func FormatJoinToken(secret, fingerprint string) string {
+	if fingerprint == "" {
+		return secret
+	}
+	return secret + "." + fingerprint
+}
+
+// ParseJoinToken splits a join token into its secret and fingerprint. The
+// fingerprint is empty for a token without one (the hub accepts those; an
+// agent refuses them).
+func ParseJoinToken(token string) (secret, fingerprint string, err error) {
+	secret, fingerprint, found := strings.Cut(token, ".")
+	if !found {
+		return token, "", nil
+	}
+	if len(fingerprint) != 64 || strings.Trim(fingerprint, "0123456789abcdef") != "" {
+		return "", "", errors.New("join token: malformed hub fingerprint after the '.'")
+	}
+	return secret, fingerprint, nil
+}

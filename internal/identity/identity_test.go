@@ -83,3 +83,23 @@ func TestEnrolmentProof(t *testing.T) {
 		t.Error("a short public key verified")
 	}
 }
+
+func TestJoinToken(t *testing.T) {
+	fp := strings.Repeat("ab", 32)
+	tok := FormatJoinToken("alicia_join_secret", fp)
+	secret, got, err := ParseJoinToken(tok)
+	if err != nil || secret != "alicia_join_secret" || got != fp {
+		t.Fatalf("ParseJoinToken(%q) = %q, %q, %v", tok, secret, got, err)
+	}
+	if secret, got, err := ParseJoinToken("alicia_join_secret"); err != nil || secret != "alicia_join_secret" || got != "" {
+		t.Errorf("token without fingerprint: %q, %q, %v", secret, got, err)
+	}
+	if FormatJoinToken("s", "") != "s" {
+		t.Error("FormatJoinToken without fingerprint changed the secret")
+	}
+	for _, bad := range []string{"s.abc", "s." + strings.Repeat("AB", 32), "s." + strings.Repeat("zz", 32)} {
+		if _, _, err := ParseJoinToken(bad); err == nil {
+			t.Errorf("ParseJoinToken(%q) accepted", bad)
+		}
+	}
+}

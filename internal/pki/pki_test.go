@@ -218,3 +218,28 @@ func TestVerifyPinnedEmpty(t *testing.T) {
 		t.Fatalf("VerifyPinned(nil) = %v", err)
 	}
 }
+
+// TestVerifyPinnedClock: a device whose clock is behind (no RTC, before NTP)
+// still accepts the pinned hub; an expired certificate is reported as
+// expired, not as another hub.
+func TestVerifyPinnedClock(t *testing.T) {
+	ca, _, err := LoadOrCreateCA(t.TempDir(), "hub-1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	future, err := ca.IssueServer("hub-1", nil, nil, time.Now().Add(48*time.Hour)) // as seen by a device stuck in the past
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := VerifyPinned([]*x509.Certificate{future.Leaf, ca.Cert}, ca.Fingerprint(), ServerName); err != nil {
+		t.Errorf("a certificate from the pinned CA, valid from the future: %v", err)
+	}
+	expired, err := ca.IssueServer("hub-1", nil, nil, time.Now().Add(-2*ServerValidity))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = VerifyPinned([]*x509.Certificate{expired.Leaf, ca.Cert}, ca.Fingerprint(), ServerName)
+	if err == nil || errors.Is(err, ErrWrongHub) || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("expired certificate: %v, want an expiry error that is not ErrWrongHub", err)
+	}
+}
