@@ -165,7 +165,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	var brokerTLS *tls.Config
 	if u, _ := url.Parse(brokerURL); u != nil && u.Scheme != "mqtt" && u.Scheme != "tcp" {
-		brokerTLS = pki.PinnedClientConfig(creds.CAFingerprint, nil)
+		var certs []tls.Certificate
+		if creds.Certificate != "" {
+			c, err := clientCertificate(creds.Certificate, key)
+			if err != nil {
+				return fmt.Errorf("agent: credentials: %w (delete them and enrol again)", err)
+			}
+			certs = []tls.Certificate{c}
+		} else {
+			a.log.Warn("no client certificate saved: the hub's broker refuses devices without one over TLS; enrol again")
+		}
+		brokerTLS = pki.PinnedClientConfig(creds.CAFingerprint, certs)
 	}
 	a.log.Info("agent identity", "device", id, "hub_id", creds.HubID, "mqtt", brokerURL)
 

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -33,6 +36,8 @@ type credentials struct {
 	// CAFingerprint pins the hub: its HTTPS and MQTT-over-TLS certificates
 	// must chain to the CA with this public-key fingerprint.
 	CAFingerprint string `json:"ca_fingerprint"`
+	// Certificate is the device's client certificate (PEM) from the hub CA.
+	Certificate string `json:"certificate,omitempty"`
 }
 
 func loadCredentials(path string) (*credentials, error) {
@@ -100,9 +105,10 @@ type enrollResponse struct {
 	DeviceID string `json:"device_id"`
 	HubID    string `json:"hub_id"`
 	MQTT     struct {
-		URLs     []string `json:"urls"`
-		Username string   `json:"username"`
-		Password string   `json:"password"`
+		URLs        []string `json:"urls"`
+		Username    string   `json:"username"`
+		Password    string   `json:"password"`
+		Certificate string   `json:"certificate"`
 	} `json:"mqtt"`
 }
 
@@ -139,7 +145,12 @@ func (a *Agent) enrol(ctx context.Context, client *http.Client, base string, key
 	if len(resp.MQTT.URLs) == 0 || resp.MQTT.Password == "" {
 		return nil, errPermanent{errors.New("hub answered without broker access")}
 	}
-	return &credentials{DeviceID: resp.DeviceID, HubID: resp.HubID, MQTTURLs: resp.MQTT.URLs, Password: resp.MQTT.Password}, nil
+	if resp.MQTT.Certificate != "" {
+		if _, err := clientCertificate(resp.MQTT.Certificate, key); err != nil {
+			return nil, errPermanent{fmt.Errorf("hub answered with an unusable certificate: %w", err)}
+		}
+	}
+	return &credentials{DeviceID: resp.DeviceID, HubID: resp.HubID, MQTTURLs: resp.MQTT.URLs, Password: resp.MQTT.Password, Certificate: resp.MQTT.Certificate}, nil
 }
 
 // pinnedClient returns an HTTP client that talks only to the hub whose CA
@@ -198,4 +209,21 @@ func do(ctx context.Context, client *http.Client, method, url string, body []byt
 		return resp.StatusCode, fmt.Errorf("%s %s: bad answer: %w", method, url, err)
 	}
 	return resp.StatusCode, nil
+}
+
+// clientCertificate pairs the device's certificate (PEM) with its key, and
+// checks that the certificate is for this key.
+func clientCertificate(certPEM string, key ed25519.PrivateKey) (tls.Certificate, error) {
+	blk, _ := pem.Decode([]byte(certPEM))
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return tls.Certificate{}, errors.New("certificate: not PEM")
+	}
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return tls.Certificate{}, fmt.Errorf("certificate: %w", err)
+	}
+	if pub, ok := cert.PublicKey.(ed25519.PublicKey); !ok || !pub.Equal(key.Public()) {
+		return tls.Certificate{}, errors.New("certificate: not for this device's key")
+	}
+	return tls.Certificate{Certificate: [][]byte{cert.Raw}, PrivateKey: key, Leaf: cert}, nil
 }

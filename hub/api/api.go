@@ -9,6 +9,7 @@ import (
 	_ "embed"
 	"encoding/base64"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -66,6 +67,9 @@ type Config struct {
 	// CAFingerprint is the SHA-256 of the hub CA's public key (hex), told to
 	// agents so that they can pin it; empty if the hub has no CA.
 	CAFingerprint string
+	// IssueCertificate, if set, issues the device's client certificate
+	// (DER) for its public key; it is returned at enrolment.
+	IssueCertificate func(deviceID string, pub ed25519.PublicKey) ([]byte, error)
 	// Disconnect closes the live broker session of a deleted device.
 	Disconnect func(deviceID string)
 	Logger     *slog.Logger
@@ -222,6 +226,9 @@ type MQTTAccess struct {
 	URLs     []string `json:"urls"`
 	Username string   `json:"username"`
 	Password string   `json:"password"`
+	// Certificate is the device's client certificate (PEM) for its own key,
+	// from the hub CA; devices present it on MQTT over TLS.
+	Certificate string `json:"certificate,omitempty"`
 }
 
 func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
@@ -279,6 +286,16 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusServiceUnavailable, noBrokerDetail)
 		return
 	}
+	var certPEM string
+	if s.cfg.IssueCertificate != nil {
+		der, err := s.cfg.IssueCertificate(id, pub)
+		if err != nil {
+			s.log.Error("issue client certificate", "device", id, "err", err)
+			writeProblem(w, http.StatusInternalServerError, "could not issue the device's certificate")
+			return
+		}
+		certPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	}
 	var pw [32]byte
 	_, _ = rand.Read(pw[:])
 	password := base64.RawURLEncoding.EncodeToString(pw[:])
@@ -321,7 +338,7 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("agent enrolled", "device", id, "name", name, "remote", r.RemoteAddr)
 	writeJSON(w, http.StatusCreated, EnrollResponse{DeviceID: id, HubID: s.cfg.HubID,
-		MQTT: MQTTAccess{URLs: urls, Username: id, Password: password}})
+		MQTT: MQTTAccess{URLs: urls, Username: id, Password: password, Certificate: certPEM}})
 }
 
 // removeAccount undoes Accounts.Provision for an enrolment that failed.

@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -195,6 +196,17 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	id, ok := h.auth.Authenticate(user, pk.Connect.Password)
 	if !ok {
 		return refuse("unknown client or wrong password")
+	}
+	// On a TLS listener a device must present its client certificate (the
+	// listener has verified it against the hub CA), issued for its own ID.
+	if tc, isTLS := cl.Net.Conn.(*tls.Conn); isTLS {
+		certs := tc.ConnectionState().PeerCertificates
+		switch {
+		case len(certs) > 0 && certs[0].Subject.CommonName != user:
+			return refuse("client certificate is for " + certs[0].Subject.CommonName)
+		case len(certs) == 0 && id.Role == RoleDevice:
+			return refuse("a device must present its client certificate over TLS")
+		}
 	}
 	if pk.Connect.WillFlag && !id.mayPublish(pk.Connect.WillTopic) {
 		return refuse("last will topic " + pk.Connect.WillTopic + " not allowed")

@@ -2,6 +2,7 @@ package hubd
 
 import (
 	"context"
+	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
@@ -289,6 +290,13 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	handler, err := api.New(api.Config{
 		HubID: hubID, Devices: reg, Tokens: toks, Accounts: accounts, BrokerURLs: brokerURLs,
 		CAFingerprint: ca.Fingerprint(),
+		IssueCertificate: func(id string, pub ed25519.PublicKey) ([]byte, error) {
+			c, err := ca.IssueClient(id, pub, time.Now())
+			if err != nil {
+				return nil, err
+			}
+			return c.Raw, nil
+		},
 		Disconnect: func(id string) {
 			if brk != nil {
 				brk.Disconnect(id)

@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"net/http"
 	"os"
@@ -12,6 +14,7 @@ import (
 	"time"
 
 	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/identity"
 	"github.com/alicia-home/alicia/internal/pki"
 	"github.com/alicia-home/alicia/internal/protocol"
 )
@@ -74,26 +77,75 @@ func TestHubTLS(t *testing.T) {
 		stop()
 		api.waitStatus(id, "offline", "shutdown", 3*time.Second)
 		var creds struct {
-			Password string `json:"password"`
+			Password    string `json:"password"`
+			Certificate string `json:"certificate"`
 		}
-		if b, err := os.ReadFile(filepath.Join(state, "credentials.json")); err != nil || json.Unmarshal(b, &creds) != nil {
-			t.Fatalf("read credentials: %v", err)
+		if b, err := os.ReadFile(filepath.Join(state, "credentials.json")); err != nil || json.Unmarshal(b, &creds) != nil || creds.Certificate == "" {
+			t.Fatalf("read credentials (with a certificate): %v", err)
 		}
-		c, err := bus.New(bus.Config{URL: "mqtts://" + mqttsAddr, ClientID: id, Username: id, Password: creds.Password,
-			TLS: pki.PinnedClientConfig(fp, nil)})
+		key, _, err := identity.LoadOrCreate(filepath.Join(state, "identity.key"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		runUntil(t, "tls client", c.Run)
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := c.WaitConnected(ctx); err != nil {
+		blk, _ := pem.Decode([]byte(creds.Certificate))
+		own := tls.Certificate{Certificate: [][]byte{blk.Bytes}, PrivateKey: key}
+		// A certificate from the hub CA for this key but another device ID.
+		ca, _, err := pki.LoadOrCreateCA(filepath.Join(h.dir, "pki"), "", time.Now())
+		if err != nil {
 			t.Fatal(err)
 		}
+		otherCert, err := ca.IssueClient("dsomeoneelse000000000", key.Public(), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := tls.Certificate{Certificate: [][]byte{otherCert.Raw}, PrivateKey: key}
+
+		connect := func(certs []tls.Certificate) (*bus.Client, error) {
+			c, err := bus.New(bus.Config{URL: "mqtts://" + mqttsAddr, ClientID: id, Username: id, Password: creds.Password,
+				TLS: pki.PinnedClientConfig(fp, certs)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- c.Run(ctx) }()
+			t.Cleanup(func() { cancel(); <-done })
+			wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+			defer wcancel()
+			select {
+			case err := <-done:
+				done <- err
+				return nil, err
+			case <-waitConnected(wctx, c):
+				return c, nil
+			}
+		}
+		for name, certs := range map[string][]tls.Certificate{"no certificate": nil, "another device's certificate": {other}} {
+			if _, err := connect(certs); !errors.Is(err, bus.ErrNotAuthorized) {
+				t.Errorf("%s: %v, want the broker to refuse it", name, err)
+			}
+		}
+		c, err := connect([]tls.Certificate{own})
+		if err != nil {
+			t.Fatalf("with its own certificate: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
 		hb := must(protocol.Encode(id, time.Now(), &protocol.Heartbeat{Seq: 1}))
 		if err := c.Publish(ctx, bus.Message{Topic: protocol.DeviceTopic(id, protocol.KindHeartbeat), Payload: hb, QoS: 1}); err != nil {
 			t.Fatal(err)
 		}
 		api.waitStatus(id, "online", "heartbeat", 5*time.Second)
 	})
+}
+
+// waitConnected closes the returned channel once c is connected.
+func waitConnected(ctx context.Context, c *bus.Client) <-chan struct{} {
+	ch := make(chan struct{})
+	go func() {
+		if c.WaitConnected(ctx) == nil {
+			close(ch)
+		}
+	}()
+	return ch
 }
