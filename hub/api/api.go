@@ -35,6 +35,7 @@ type Devices interface {
 	Update(id string, p registry.Patch) (registry.Device, error)
 	Delete(id string) error
 	Enroll(id, name string, publicKey, secretHash []byte) (registry.Device, error)
+	Revoke(id string) (registry.Device, error)
 }
 
 // Tokens checks the admin token and creates and consumes join tokens.
@@ -107,6 +108,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle("GET /api/v1/devices/{id}", s.admin(s.getDevice))
 	mux.Handle("PATCH /api/v1/devices/{id}", s.admin(s.patchDevice))
 	mux.Handle("DELETE /api/v1/devices/{id}", s.admin(s.deleteDevice))
+	mux.Handle("POST /api/v1/devices/{id}/revoke", s.admin(s.revokeDevice))
 	mux.Handle("POST /api/v1/join-tokens", s.admin(s.createJoinToken))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
@@ -528,6 +530,29 @@ func (s *server) patchDevice(w http.ResponseWriter, r *http.Request) {
 		s.deviceError(w, err)
 		return
 	}
+	writeJSON(w, http.StatusOK, deviceView(d))
+}
+
+// revokeDevice makes the device's credentials stop working, closes its live
+// session and removes its external broker account; the device stays listed
+// as revoked until it is deleted.
+func (s *server) revokeDevice(w http.ResponseWriter, r *http.Request) {
+	id, ok := deviceID(w, r)
+	if !ok {
+		return
+	}
+	d, err := s.cfg.Devices.Revoke(id)
+	if err != nil {
+		s.deviceError(w, err)
+		return
+	}
+	s.cfg.Disconnect(id)
+	if err := s.cfg.Accounts.Remove(r.Context(), id); err != nil {
+		s.log.Error("remove broker account of a revoked device", "device", id, "err", err)
+		writeProblem(w, http.StatusBadGateway, "the device is revoked at the hub, but its account on the external broker could not be removed: "+err.Error()+" (retry the revoke)")
+		return
+	}
+	s.log.Info("device revoked", "device", id)
 	writeJSON(w, http.StatusOK, deviceView(d))
 }
 

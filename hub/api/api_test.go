@@ -1205,3 +1205,32 @@ func TestSecretsNeedTLSFromTheNetwork(t *testing.T) {
 	req.tls = true
 	h.send(t, req).mustStatus(t, http.StatusCreated)
 }
+
+// TestRevokeDevice: revoking stops the credentials, closes the live
+// session, removes the broker account, keeps the device listed as revoked,
+// and is idempotent; unknown and invalid IDs are refused.
+func TestRevokeDevice(t *testing.T) {
+	h := newHarness(t)
+	enr := h.enroll(t, "garage")
+	resp := h.adminDo(t, "POST", "/api/v1/devices/"+enr.DeviceID+"/revoke", nil)
+	resp.mustStatus(t, http.StatusOK)
+	if d := decode[Device](t, resp); d.Status != "revoked" || d.StatusReason != "revoked" {
+		t.Errorf("revoked device = %+v", d)
+	}
+	if h.reg.Authenticate(enr.DeviceID, []byte(enr.MQTT.Password)) {
+		t.Error("the revoked device's password still works")
+	}
+	h.mu.Lock()
+	disconnected := slices.Clone(h.disconnected)
+	h.mu.Unlock()
+	if !slices.Equal(disconnected, []string{enr.DeviceID}) || !slices.Contains(h.accounts.removed, enr.DeviceID) {
+		t.Errorf("disconnected %v, removed accounts %v; want the device in both", disconnected, h.accounts.removed)
+	}
+	h.adminDo(t, "POST", "/api/v1/devices/"+enr.DeviceID+"/revoke", nil).mustStatus(t, http.StatusOK)
+	if d := h.device(t, enr.DeviceID); d.Status != "revoked" {
+		t.Errorf("listed as %q, want revoked", d.Status)
+	}
+	h.adminDo(t, "POST", "/api/v1/devices/dnosuchdevice0000000/revoke", nil).mustProblem(t, http.StatusNotFound)
+	h.adminDo(t, "POST", "/api/v1/devices/a+b/revoke", nil).mustProblem(t, http.StatusBadRequest)
+	h.send(t, request{method: "POST", target: "/api/v1/devices/" + enr.DeviceID + "/revoke"}).mustProblem(t, http.StatusUnauthorized)
+}

@@ -25,6 +25,10 @@ type Authenticator interface {
 	// username and password is password, or false if the credentials are
 	// unknown or wrong.
 	Authenticate(username string, password []byte) (Identity, bool)
+	// Allowed reports whether an identity authenticated earlier may still
+	// act (a device revoked since then may not). Called on every publish,
+	// subscription and delivery: it must be cheap.
+	Allowed(id Identity) bool
 }
 
 // Config configures a Broker. The zero value works.
@@ -224,6 +228,10 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 		return false
 	}
 	id := v.(session).id
+	if !h.auth.Allowed(id) {
+		h.denied.Add(1)
+		return false
+	}
 	var allowed bool
 	switch {
 	case write:

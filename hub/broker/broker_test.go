@@ -55,6 +55,14 @@ func (a *fakeAuth) Authenticate(username string, password []byte) (broker.Identi
 	return u.id, true
 }
 
+// Allowed: a revoked (removed) user may no longer act.
+func (a *fakeAuth) Allowed(id broker.Identity) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	_, ok := a.users[id.ID]
+	return ok
+}
+
 func (a *fakeAuth) revoke(username string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

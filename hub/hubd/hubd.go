@@ -399,6 +399,10 @@ type hubAuth struct {
 	reg    *registry.Registry
 }
 
+func (a *hubAuth) Allowed(id broker.Identity) bool {
+	return id.Role == broker.RoleHub || a.reg.Allowed(id.ID)
+}
+
 func (a *hubAuth) Authenticate(username string, password []byte) (broker.Identity, bool) {
 	if username == a.hubID {
 		return broker.Identity{Role: broker.RoleHub, ID: a.hubID}, len(password) == len(a.secret) && constantTimeEqual(password, []byte(a.secret))

@@ -21,6 +21,10 @@ const (
 	StatusOffline Status = "offline"
 	// StatusOnline: connected and sending heartbeats.
 	StatusOnline Status = "online"
+	// StatusRevoked: an administrator revoked the device; its credentials
+	// no longer work and its messages are ignored. Final: delete the device
+	// to enrol its key again.
+	StatusRevoked Status = "revoked"
 )
 
 // Reasons for the last status change.
@@ -31,7 +35,11 @@ const (
 	ReasonLost             = "connection_lost"   // the broker published its Last Will
 	ReasonHeartbeatTimeout = "heartbeat_timeout" // three heartbeat intervals passed in silence
 	ReasonHeartbeat        = "heartbeat"         // a heartbeat arrived while it was offline
+	ReasonRevoked          = "revoked"           // an administrator revoked it
 )
+
+// ErrRevoked is returned by Handle for messages from a revoked device.
+var ErrRevoked = errors.New("device revoked")
 
 // Device is one enrolled device.
 type Device struct {

@@ -154,11 +154,45 @@ func (r *Registry) Authenticate(id string, secret []byte) bool {
 	r.mu.Lock()
 	e, ok := r.devices[id]
 	var hash []byte
-	if ok {
+	if ok && e.Status != StatusRevoked {
 		hash = e.SecretHash // replaced, never modified in place
 	}
 	r.mu.Unlock()
-	return ok && (&Device{SecretHash: hash}).checkSecret(secret)
+	return hash != nil && (&Device{SecretHash: hash}).checkSecret(secret)
+}
+
+// Allowed reports whether device id is enrolled and not revoked. The
+// broker asks on every publish and subscription, so a session that slipped
+// through while the device was being revoked can do nothing.
+func (r *Registry) Allowed(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.devices[id]
+	return ok && e.Status != StatusRevoked
+}
+
+// Revoke marks the device revoked, with a synced write: from then on its
+// credentials fail and its messages are ignored. The caller closes its live
+// broker session. Revoking a revoked device changes nothing.
+func (r *Registry) Revoke(id string) (Device, error) {
+	r.mu.Lock()
+	e, ok := r.devices[id]
+	if !ok {
+		r.mu.Unlock()
+		return Device{}, fmt.Errorf("registry: %s: %w", id, ErrNotFound)
+	}
+	before := e.Status
+	err := r.setStatusLocked(e, StatusRevoked, ReasonRevoked, r.cfg.Now())
+	if err == nil && before != StatusRevoked {
+		r.queueLocked(e)
+	}
+	d := e.clone()
+	r.mu.Unlock()
+	r.notifyChanges()
+	if err != nil {
+		return Device{}, err
+	}
+	return d, nil
 }
 
 // Get returns the device with the given ID or ErrNotFound.
@@ -272,6 +306,10 @@ func (r *Registry) Handle(id string, m *protocol.Message) error {
 	if !ok {
 		r.mu.Unlock()
 		return fmt.Errorf("registry: %s: %w", id, ErrUnknownDevice)
+	}
+	if e.Status == StatusRevoked {
+		r.mu.Unlock()
+		return fmt.Errorf("registry: %s: %w", id, ErrRevoked)
 	}
 	now := r.cfg.Now()
 	before := e.Status

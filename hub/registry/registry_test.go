@@ -929,3 +929,43 @@ func TestOnChangeOrderTickRacesHeartbeats(t *testing.T) {
 		}
 	}
 }
+
+// TestRevoke: a revoked device cannot authenticate, its messages change
+// nothing, it stays revoked across a restart, and revoking is idempotent.
+func TestRevoke(t *testing.T) {
+	var rec recorder
+	e := newEnv(t, registry.Config{OnChange: rec.onChange})
+	e.enroll("dev-a", "a")
+	e.online("dev-a")
+	if !e.reg.Allowed("dev-a") || e.reg.Allowed("dev-x") {
+		t.Fatal("Allowed before revoking")
+	}
+	now := e.clk.Advance(time.Second)
+	d, err := e.reg.Revoke("dev-a")
+	if err != nil || d.Status != registry.StatusRevoked || d.StatusReason != registry.ReasonRevoked {
+		t.Fatalf("Revoke = %+v, %v", d, err)
+	}
+	if e.reg.Authenticate("dev-a", []byte("secret-dev-a")) || e.reg.Allowed("dev-a") {
+		t.Error("a revoked device still authenticates or is allowed")
+	}
+	if err := e.reg.Handle("dev-a", message(t, "dev-a", e.clk.Now(), online())); !errors.Is(err, registry.ErrRevoked) {
+		t.Errorf("Handle from a revoked device = %v, want ErrRevoked", err)
+	}
+	e.reg.Tick(e.clk.Advance(time.Hour))
+	e.wantStatus("dev-a", registry.StatusRevoked, registry.ReasonRevoked, now)
+	if _, err := e.reg.Revoke("dev-a"); err != nil {
+		t.Errorf("second Revoke: %v", err)
+	}
+	e.reopen()
+	e.wantStatus("dev-a", registry.StatusRevoked, registry.ReasonRevoked, now)
+	if e.reg.Authenticate("dev-a", []byte("secret-dev-a")) {
+		t.Error("a revoked device authenticates after a restart")
+	}
+	if _, err := e.reg.Revoke("dev-x"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Revoke(unknown) = %v, want ErrNotFound", err)
+	}
+	got := rec.changes()
+	if n := len(got); n != 2 || got[1].Status != registry.StatusRevoked {
+		t.Errorf("OnChange calls %+v, want online then one revoked", got)
+	}
+}
