@@ -34,6 +34,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&cfg.Hub, "hub", "", "the hub's API `address` HOST[:PORT] (default port 8470)")
 	fs.StringVar(&cfg.JoinToken, "join-token", "", "join `token` for the first enrolment (from POST /api/v1/join-tokens)")
 	fs.StringVar(&cfg.Name, "name", "", "device display `name` (default: the hostname)")
+	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not look for the hub on the LAN with mDNS (needs --hub)")
 	fs.StringVar(&hal, "hal", "none", "hardware `backend`: none (periph and sim arrive with hardware support)")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 10*time.Second, "heartbeat `interval`")
 	fs.DurationVar(&cfg.KeepAlive, "keepalive", 30*time.Second, "MQTT keep-alive `interval`")

@@ -36,9 +36,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&cfg.MQTTSAddr, "mqtts-addr", ":8883", "embedded broker's MQTT-over-TLS listen `address` (hub CA; \"off\" to disable)")
 	fs.StringVar(&cfg.Broker, "broker", "", "external broker `url` (mqtt://user:pass@host:port) instead of the embedded broker")
 	fs.StringVar(&advertise, "advertise-mqtt", "", "comma-separated broker `urls` given to agents (default: derived)")
-	// Public contract: scripts may pass --no-mdns. The hub does not announce
-	// itself over mDNS yet, so the flag changes nothing today.
-	fs.Bool("no-mdns", false, "do not announce the hub over mDNS (the hub does not announce itself yet)")
+	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not announce the hub on the LAN with mDNS (agents then need --hub)")
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&version, "version", false, "print the version and exit")
 	if err := cliconfig.Parse(fs, args, getenv); err != nil {

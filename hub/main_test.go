@@ -149,7 +149,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	var stderr syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0"},
+		done <- run(ctx, []string{"--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0", "--no-mdns"},
 			env(map[string]string{"ALICIA_DATA_DIR": dataDir, "ALICIA_LOG_LEVEL": "debug"}), &stdout, &stderr)
 	}()
 

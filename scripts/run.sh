@@ -37,10 +37,12 @@ stop() {
 trap 'stop; exit 0' INT TERM
 trap stop EXIT
 
+# Everything binds to loopback and the local agent is given --hub, so the
+# hub does not announce itself on the LAN (--no-mdns).
 # setsid keeps Ctrl-C away from the binaries: the trap stops the agent
 # first (so the hub records it offline), then the hub.
 setsid bin/alicia-hub --data-dir "$data/hub" --http-addr "127.0.0.1:${http_port}" --mqtt-addr "127.0.0.1:${mqtt_port}" \
-  --mqtts-addr "127.0.0.1:${mqtts_port}" \
+  --mqtts-addr "127.0.0.1:${mqtts_port}" --no-mdns \
   2> >(sed -u 's/^/[hub]   /' >&2) &
 hub_pid=$!
 

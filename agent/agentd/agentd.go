@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/alicia-home/alicia/agent/facts"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/discovery"
 	"github.com/alicia-home/alicia/internal/identity"
 	"github.com/alicia-home/alicia/internal/pki"
 	"github.com/alicia-home/alicia/internal/protocol"
@@ -46,6 +48,9 @@ type Config struct {
 	// KeepAlive is the MQTT keep-alive; a dead link is noticed by the
 	// broker within 1.5 times this. Default 30s.
 	KeepAlive time.Duration
+	// NoMDNS forbids looking for the hub on the LAN: without Hub (or a
+	// saved address) the agent then fails with a clear error.
+	NoMDNS bool
 	// BrokerURL, if set, replaces the broker URL the hub gives the agent
 	// (for networks where the hub cannot know how devices reach it, and for
 	// tests that put a fault-injecting proxy in between).
@@ -295,13 +300,6 @@ func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, nam
 	if hub == "" && creds != nil {
 		hub = creds.Hub
 	}
-	if hub == "" {
-		return nil, errors.New("agent: no hub address: pass --hub HOST[:PORT] (finding the hub by mDNS is not built yet)")
-	}
-	base, err := hubURL(hub)
-	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
-	}
 	if creds == nil {
 		if cfg.JoinToken == "" {
 			return nil, errors.New("agent: not enrolled: start once with --join-token TOKEN (an admin creates one with POST /api/v1/join-tokens on the hub)")
@@ -312,6 +310,23 @@ func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, nam
 		}
 		if fp == "" {
 			return nil, errors.New("agent: the join token does not name the hub's CA (it lacks the '.<fingerprint>' part): create a new one with POST /api/v1/join-tokens")
+		}
+		if hub == "" && cfg.NoMDNS {
+			return nil, errors.New("agent: no hub address: pass --hub HOST[:PORT] (looking for the hub with mDNS is turned off)")
+		}
+		if hub == "" {
+			// No address given: find the hub on the LAN. mDNS is only a
+			// hint: the candidate must announce the pinned fingerprint,
+			// and the TLS handshake proves it before anything is sent.
+			a.log.Info("looking for the hub on the LAN (mDNS); pass --hub HOST[:PORT] where multicast does not pass")
+			hub, err = a.discover(ctx, fp, 0)
+			if err != nil {
+				return nil, fmt.Errorf("agent: finding the hub: %w", err)
+			}
+		}
+		base, err := hubURL(hub)
+		if err != nil {
+			return nil, fmt.Errorf("agent: %w", err)
 		}
 		client := pinnedClient(fp)
 		defer client.CloseIdleConnections()
@@ -328,11 +343,18 @@ func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, nam
 	}
 	// Already enrolled: learn the current broker address, but do not wait
 	// for the hub: a device keeps working with what it knows.
-	bctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
 	client := pinnedClient(creds.CAFingerprint)
 	defer client.CloseIdleConnections()
-	b, err := fetchBootstrap(bctx, client, base)
+	b, err := a.bootstrapAt(ctx, client, hub)
+	if err != nil && cfg.Hub == "" && !cfg.NoMDNS {
+		// The hub may have moved: look for it on the LAN for a moment.
+		if found, derr := a.discover(ctx, creds.CAFingerprint, 5*time.Second); derr == nil && found != hub {
+			a.log.Info("found the hub at a new address", "old", hub, "new", found)
+			if nb, nerr := a.bootstrapAt(ctx, client, found); nerr == nil {
+				hub, b, err = found, nb, nil
+			}
+		}
+	}
 	var perm errPermanent
 	switch {
 	case errors.As(err, &perm) && errors.Is(err, pki.ErrWrongHub):
@@ -342,10 +364,7 @@ func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, nam
 	case b.HubID != creds.HubID:
 		return nil, fmt.Errorf("agent: the hub at %s is %s, but this device is enrolled with %s: refusing a different hub (delete %s to enrol again)", hub, b.HubID, creds.HubID, path)
 	case !slices.Equal(b.MQTTURLs, creds.MQTTURLs) || creds.Hub != hub:
-		if err := knownHosts(b.MQTTURLs, hub, creds.MQTTURLs); err != nil {
-			// Even from the pinned hub, a broker on a host this device was
-			// not enrolled with is refused: its password goes only where
-			// it went before.
+		if err := usableBrokers(b.MQTTURLs); err != nil {
 			a.log.Warn("ignoring broker addresses from the hub's bootstrap answer; using the saved ones", "err", err)
 			break
 		}
@@ -407,28 +426,22 @@ func (a *Agent) heartbeats(ctx context.Context, client *bus.Client, id string) {
 	}
 }
 
-// knownHosts accepts broker URLs only on hosts the device already trusts:
-// the hub's own host and the hosts of the broker URLs it got at enrolment.
-// Ports may change.
-func knownHosts(urls []string, hub string, saved []string) error {
-	trusted := map[string]bool{}
-	if h, _, err := net.SplitHostPort(hub); err == nil {
-		trusted[h] = true
-	} else {
-		trusted[strings.Trim(hub, "[]")] = true
-	}
-	for _, s := range saved {
-		if u, err := url.Parse(s); err == nil {
-			trusted[u.Hostname()] = true
-		}
-	}
+// usableBrokers accepts broker URLs from the hub only if each is MQTT over
+// TLS (verified against the pinned CA wherever it is, so the hub may move)
+// or plain MQTT on this machine: the device's password never goes in clear
+// over the network.
+func usableBrokers(urls []string) error {
 	for _, s := range urls {
 		u, err := url.Parse(s)
 		if err != nil {
 			return fmt.Errorf("broker url %q: %w", s, err)
 		}
-		if !trusted[u.Hostname()] {
-			return fmt.Errorf("broker url %q is on a host this device was not enrolled with", s)
+		switch u.Scheme {
+		case "mqtts", "ssl", "tls":
+			continue
+		}
+		if ip := net.ParseIP(u.Hostname()); (ip == nil || !ip.IsLoopback()) && !strings.EqualFold(u.Hostname(), "localhost") {
+			return fmt.Errorf("broker url %q: plain MQTT to another machine", s)
 		}
 	}
 	return nil
@@ -462,4 +475,47 @@ func pickBroker(urls []string, override string) (string, error) {
 		}
 	}
 	return "", fmt.Errorf("no usable broker address in %q: plain MQTT is used only on this machine, and none is MQTT over TLS", candidates)
+}
+
+// bootstrapAt asks the hub at HOST:PORT for its current broker URLs,
+// waiting at most a few seconds.
+func (a *Agent) bootstrapAt(ctx context.Context, client *http.Client, hub string) (*bootstrap, error) {
+	base, err := hubURL(hub)
+	if err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	defer cancel()
+	return fetchBootstrap(ctx, client, base)
+}
+
+// discover finds on the LAN the hub that announces the pinned CA
+// fingerprint and returns its API address, HOST:PORT. timeout 0 waits until
+// ctx is done.
+func (a *Agent) discover(ctx context.Context, fingerprint string, timeout time.Duration) (string, error) {
+	if timeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, timeout)
+		defer cancel()
+	}
+	c, err := discovery.Lookup(ctx, discovery.ServiceType, func(c discovery.Candidate) bool {
+		if c.TXT["fp"] != fingerprint {
+			a.log.Debug("ignoring a hub with another CA", "instance", c.Instance, "fp", c.TXT["fp"])
+			return false
+		}
+		return len(c.Addrs) > 0 && c.Port > 0
+	})
+	if err != nil {
+		return "", err
+	}
+	addr := c.Addrs[0]
+	for _, ip := range c.Addrs {
+		if ip.To4() != nil {
+			addr = ip
+			break
+		}
+	}
+	hub := net.JoinHostPort(addr.String(), strconv.Itoa(c.Port))
+	a.log.Info("found the hub on the LAN", "instance", c.Instance, "hub", hub)
+	return hub, nil
 }

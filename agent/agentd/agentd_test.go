@@ -220,6 +220,9 @@ func start(t *testing.T, cfg agentd.Config) *started {
 	if cfg.Facts == nil {
 		cfg.Facts = fixedFacts
 	}
+	// Unit tests run in the machine's own network: never send mDNS there
+	// (the LAN tests in internal/e2e use network namespaces).
+	cfg.NoMDNS = true
 	a, err := agentd.New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)

@@ -31,6 +31,8 @@ type Config struct {
 	// agents get the embedded broker on the host they reached the API on,
 	// or the external broker's URL without its credentials.
 	AdvertiseMQTT []string
+	// NoMDNS turns off the mDNS announcement of the hub on the LAN.
+	NoMDNS bool
 	// HeartbeatTimeoutCheck is how often the registry checks heartbeat
 	// deadlines. Default 500ms.
 	HeartbeatTimeoutCheck time.Duration

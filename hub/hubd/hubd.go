@@ -26,6 +26,7 @@ import (
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/discovery"
 	"github.com/alicia-home/alicia/internal/pki"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
@@ -344,6 +345,25 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		return srv.Shutdown(sctx)
 	})
 
+	if !cfg.NoMDNS {
+		ann, err := discovery.NewAnnouncer(discovery.Announcement{
+			Instance: "Alicia " + hubID,
+			Port:     httpLn.Addr().(*net.TCPAddr).Port,
+			TXT:      announcementTXT(hubID, ca.Fingerprint(), mqttsPort),
+		}, h.log.With("component", "mdns"))
+		if err != nil {
+			return fmt.Errorf("hub: mdns: %w", err)
+		}
+		g.Go(func() error {
+			// mDNS is a convenience: without it agents need --hub. Its
+			// failure is logged loudly by the announcer, not fatal.
+			if err := ann.Run(gctx); err != nil && gctx.Err() == nil {
+				h.log.Error("mDNS announcement stopped; agents must be given --hub", "err", err)
+			}
+			return nil
+		})
+	}
+
 	h.mu.Lock()
 	h.httpAddr, h.mqttAddr, h.mqttsAddr, h.hubID, h.adminPath = httpLn.Addr().String(), mqttAddr, mqttsAddr, hubID, adminPath
 	h.caFingerprint = ca.Fingerprint()
@@ -411,4 +431,15 @@ func (a *hubAuth) Authenticate(username string, password []byte) (broker.Identit
 		return broker.Identity{Role: broker.RoleDevice, ID: username}, true
 	}
 	return broker.Identity{}, false
+}
+
+// announcementTXT is the TXT record of the hub's mDNS announcement: the
+// protocol version, the hub ID, the CA fingerprint agents pin, and the
+// MQTT-over-TLS port when there is one. The SRV port is the REST API's.
+func announcementTXT(hubID, fingerprint string, mqttsPort int) map[string]string {
+	txt := map[string]string{"v": strconv.Itoa(protocol.Version), "id": hubID, "fp": fingerprint}
+	if mqttsPort != 0 {
+		txt["mqtts"] = strconv.Itoa(mqttsPort)
+	}
+	return txt
 }

@@ -18,7 +18,7 @@ func TestCrossArchAgents(t *testing.T) {
 	dir := t.TempDir()
 	httpAddr, mqttAddr := freeAddr(t), freeAddr(t)
 	hubDir := filepath.Join(dir, "hub")
-	hub := startProc(t, "hub", filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir, "--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--mqtts-addr", "127.0.0.1:0")
+	hub := startProc(t, "hub", filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir, "--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--mqtts-addr", "127.0.0.1:0", "--no-mdns")
 	waitHealthy(t, httpAddr, hub)
 	api := newAPIClient(t, httpAddr, hubDir)
 

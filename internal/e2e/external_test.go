@@ -53,7 +53,7 @@ func TestExternalMosquitto(t *testing.T) {
 	logs := &logBuffer{}
 	hubDir := filepath.Join(dir, "hub")
 	httpAddr := freeAddr(t)
-	hub, err := hubd.New(hubd.Config{DataDir: hubDir, HTTPAddr: httpAddr, Broker: "mqtt://hubadmin:hubadmin-secret@" + brokerHostPort,
+	hub, err := hubd.New(hubd.Config{DataDir: hubDir, HTTPAddr: httpAddr, NoMDNS: true, Broker: "mqtt://hubadmin:hubadmin-secret@" + brokerHostPort,
 		HeartbeatTimeoutCheck: 100 * time.Millisecond, Logger: logs.logger()})
 	if err != nil {
 		t.Fatal(err)

@@ -24,7 +24,9 @@ type inprocHub struct {
 func (h *inprocHub) start() *hubd.Hub {
 	h.t.Helper()
 	hub, err := hubd.New(hubd.Config{DataDir: h.dir, HTTPAddr: h.httpAddr, MQTTAddr: h.mqttAddr, MQTTSAddr: h.mqttsAddr,
-		HeartbeatTimeoutCheck: 100 * time.Millisecond, Logger: h.logs.logger()})
+		// These tests run in the machine's own network namespace: no mDNS
+		// on its real interfaces (the LAN tests use namespaces).
+		NoMDNS: true, HeartbeatTimeoutCheck: 100 * time.Millisecond, Logger: h.logs.logger()})
 	if err != nil {
 		h.t.Fatal(err)
 	}

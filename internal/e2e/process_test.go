@@ -143,7 +143,7 @@ func TestProcesses(t *testing.T) {
 	dir := t.TempDir()
 	httpAddr, mqttAddr := freeAddr(t), freeAddr(t)
 	hubDir := filepath.Join(dir, "hub")
-	hubArgs := []string{"--data-dir", hubDir, "--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--mqtts-addr", freeAddr(t), "--log-level", "debug"}
+	hubArgs := []string{"--data-dir", hubDir, "--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--mqtts-addr", freeAddr(t), "--no-mdns", "--log-level", "debug"}
 	hub := startProc(t, "hub", filepath.Join(bin, "alicia-hub"), hubArgs...)
 	waitHealthy(t, httpAddr, hub)
 	api := newAPIClient(t, httpAddr, hubDir)

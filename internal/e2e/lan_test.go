@@ -1,0 +1,123 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicia-home/alicia/internal/netnstest"
+)
+
+// TestLANDiscovery runs the hub and two agents on a LAN of network
+// namespaces: the agents get a join token and no hub address, find the hub
+// by mDNS (pinning the CA fingerprint the token carries), enrol over pinned
+// HTTPS and go online over MQTT-over-TLS.
+func TestLANDiscovery(t *testing.T) {
+	bin := binaries(t)
+	if _, err := exec.LookPath("curl"); err != nil {
+		missing(t, "curl")
+	}
+	lan := netnstest.New(t)
+	hubHost := lan.AddHost("hub", "198.18.0.1/24")
+	agents := []*netnstest.Host{lan.AddHost("a1", "198.18.0.11/24"), lan.AddHost("a2", "198.18.0.12/24")}
+	dir := t.TempDir()
+	hubDir := filepath.Join(dir, "hub")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	hubOut := &logBuffer{}
+	hub := hubHost.Command(ctx, filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir, "--log-level", "debug")
+	hub.Stdout, hub.Stderr = hubOut, hubOut
+	if err := hub.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- hub ---\n%s", hubOut)
+		}
+	})
+
+	// The test talks to the hub's API from inside the hub's namespace, on
+	// its loopback (plain HTTP is fine there).
+	apiCall := func(method, path, body string) ([]byte, error) {
+		tok, err := os.ReadFile(filepath.Join(hubDir, "admin.token"))
+		if err != nil {
+			return nil, err
+		}
+		args := []string{"-sf", "-X", method, "-H", "Authorization: Bearer " + strings.TrimSpace(string(tok))}
+		if body != "" {
+			args = append(args, "-d", body)
+		}
+		return hubHost.Command(ctx, "curl", append(args, "http://127.0.0.1:8470"+path)...).Output()
+	}
+	var token string
+	deadline := time.Now().Add(20 * time.Second)
+	for token == "" && time.Now().Before(deadline) {
+		if out, err := apiCall("POST", "/api/v1/join-tokens", `{"uses":2}`); err == nil {
+			var j struct {
+				Token string `json:"token"`
+			}
+			if json.Unmarshal(out, &j) == nil {
+				token = j.Token
+			}
+		}
+		time.Sleep(50 * time.Millisecond) // polling for the hub to come up
+	}
+	if token == "" {
+		t.Fatal("no join token from the hub within 20s")
+	}
+
+	start := time.Now()
+	var outs []*logBuffer
+	for _, a := range agents {
+		o := &logBuffer{}
+		outs = append(outs, o)
+		cmd := a.Command(ctx, filepath.Join(bin, "alicia-agent"), "--state-dir", filepath.Join(dir, a.Name()),
+			"--join-token", token, "--name", a.Name(), "--heartbeat", "1s", "--log-level", "debug")
+		cmd.Stdout, cmd.Stderr = o, o
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i, o := range outs {
+				t.Logf("--- %s ---\n%s", agents[i].Name(), o)
+			}
+		}
+	})
+
+	online := map[string]bool{}
+	deadline = time.Now().Add(30 * time.Second)
+	for len(online) < len(agents) && time.Now().Before(deadline) {
+		out, err := apiCall("GET", "/api/v1/devices", "")
+		if err == nil {
+			var ds []device
+			if json.Unmarshal(out, &ds) == nil {
+				for _, d := range ds {
+					if d.Status == "online" {
+						online[d.Name] = true
+					}
+				}
+			}
+		}
+		time.Sleep(100 * time.Millisecond) // polling the registry
+	}
+	if len(online) != len(agents) {
+		t.Fatalf("online after 30s: %v, want a1 and a2", online)
+	}
+	t.Logf("both agents online %s after start, with no hub address", time.Since(start).Round(time.Millisecond))
+	for i, o := range outs {
+		if !strings.Contains(o.String(), "found the hub on the LAN") || !strings.Contains(o.String(), "mqtt=mqtts://198.18.0.1:") {
+			t.Errorf("%s did not find the hub by mDNS and connect over TLS", agents[i].Name())
+		}
+	}
+	if strings.Contains(hubOut.String(), "mDNS announcement stopped") {
+		t.Error("the hub could not announce")
+	}
+}
