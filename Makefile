@@ -11,6 +11,7 @@ DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -s -w -X $(PKG)/internal/buildinfo.Version=$(VERSION) \
            -X $(PKG)/internal/buildinfo.Commit=$(COMMIT) -X $(PKG)/internal/buildinfo.Date=$(DATE)
 GOBUILD := $(GO) build -trimpath -ldflags '$(LDFLAGS)'
+FUZZTIME ?= 10s
 
 # Cross targets: os-arch[-variant]. The hub needs a 64-bit platform (badger).
 HUB_TARGETS   := linux-amd64 linux-arm64 linux-riscv64
@@ -39,9 +40,12 @@ cross: ## build both binaries for every target into bin/<os>-<arch>/ (agent also
 run: build ## run the hub (data in .run/) and one local agent; prints the REST URL and a curl
 	@scripts/run.sh
 
-test: lint ## run every test: unit tests with -race, end-to-end tests, Mosquitto tests
+test: lint ## run every test: unit (-race), end-to-end, Mosquitto, namespaces LAN, qemu, brief fuzzing
 	@# The race detector needs cgo in the test binaries; everything shipped is built with CGO_ENABLED=0.
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m ./...
+	@# Brief fuzzing of the parsers that take input from the network.
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/protocol
+	$(GO) test -run '^$$' -fuzz '^FuzzEnroll$$' -fuzztime $(FUZZTIME) ./hub/api
 
 test-unit: ## run only the fast unit tests (-short)
 	$(GO) test -short -count=1 ./...

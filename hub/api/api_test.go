@@ -111,13 +111,13 @@ type harness struct {
 	disconnected []string
 }
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t testing.TB) *harness {
 	t.Helper()
 	return openHarness(t, t.TempDir(), store.Options{})
 }
 
 // openHarness opens (or reopens) the hub state in dir; opts.Dir is set.
-func openHarness(t *testing.T, dir string, opts store.Options) *harness {
+func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	t.Helper()
 	opts.Dir = filepath.Join(dir, "store")
 	db, err := store.Open(opts)
