@@ -500,7 +500,8 @@ func (a *Agent) discover(ctx context.Context, fingerprint string, timeout time.D
 	}
 	c, err := discovery.Lookup(ctx, discovery.ServiceType, func(c discovery.Candidate) bool {
 		if c.TXT["fp"] != fingerprint {
-			a.log.Debug("ignoring a hub with another CA", "instance", c.Instance, "fp", c.TXT["fp"])
+			a.log.Warn("ignoring a hub that announces another CA: not the hub this device trusts (another installation, or a rogue)",
+				"instance", c.Instance, "addrs", c.Addrs, "fp", c.TXT["fp"])
 			return false
 		}
 		return len(c.Addrs) > 0 && c.Port > 0

@@ -121,3 +121,111 @@ func TestLANDiscovery(t *testing.T) {
 		t.Error("the hub could not announce")
 	}
 }
+
+// TestLANRogueHub: a rogue host announcing _alicia-hub._tcp with its own
+// CA never receives the join token of an enrolling agent, nor a connection
+// from an enrolled one, and the agent says so in its log.
+func TestLANRogueHub(t *testing.T) {
+	bin := binaries(t)
+	if _, err := exec.LookPath("curl"); err != nil {
+		missing(t, "curl")
+	}
+	lan := netnstest.New(t)
+	hubHost := lan.AddHost("hub", "198.18.0.1/24")
+	rogueHost := lan.AddHost("rogue", "198.18.0.66/24")
+	agentHost := lan.AddHost("a1", "198.18.0.11/24")
+	dir := t.TempDir()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+
+	type proc struct {
+		cmd *exec.Cmd
+		out *logBuffer
+	}
+	run := func(h *netnstest.Host, name string, args ...string) *proc {
+		p := &proc{cmd: h.Command(ctx, filepath.Join(bin, name), args...), out: &logBuffer{}}
+		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+		if err := p.cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if t.Failed() {
+				t.Logf("--- %s in %s ---\n%s", name, h.Name(), p.out)
+			}
+		})
+		return p
+	}
+	stop := func(p *proc) {
+		_ = p.cmd.Process.Kill()
+		_ = p.cmd.Wait()
+	}
+	hubDir := filepath.Join(dir, "hub")
+	curl := func(h *netnstest.Host, dataDir, method, path, body string) ([]byte, error) {
+		tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+		if err != nil {
+			return nil, err
+		}
+		args := []string{"-sf", "-X", method, "-H", "Authorization: Bearer " + strings.TrimSpace(string(tok))}
+		if body != "" {
+			args = append(args, "-d", body)
+		}
+		return h.Command(ctx, "curl", append(args, "http://127.0.0.1:8470"+path)...).Output()
+	}
+	waitFor := func(what string, timeout time.Duration, ok func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(timeout)
+		for !ok() {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: not within %s", what, timeout)
+			}
+			time.Sleep(50 * time.Millisecond) // polling
+		}
+	}
+
+	// The real hub, silent on the LAN for now, makes the token.
+	real := run(hubHost, "alicia-hub", "--data-dir", hubDir, "--no-mdns")
+	var token string
+	waitFor("a join token from the real hub", 20*time.Second, func() bool {
+		out, err := curl(hubHost, hubDir, "POST", "/api/v1/join-tokens", "")
+		var j struct {
+			Token string `json:"token"`
+		}
+		if err == nil && json.Unmarshal(out, &j) == nil {
+			token = j.Token
+		}
+		return token != ""
+	})
+
+	rogueDir := filepath.Join(dir, "rogue")
+	rogue := run(rogueHost, "alicia-hub", "--data-dir", rogueDir, "--log-level", "debug")
+	agent := run(agentHost, "alicia-agent", "--state-dir", filepath.Join(dir, "a1"), "--join-token", token, "--name", "a1", "--heartbeat", "1s")
+
+	waitFor("the agent noticing the rogue", 15*time.Second, func() bool {
+		return strings.Contains(agent.out.String(), "ignoring a hub that announces another CA")
+	})
+	time.Sleep(2 * time.Second) // giving the agent time to (wrongly) contact the rogue
+	if s := rogue.out.String(); strings.Contains(s, "enrol") || strings.Contains(s, "198.18.0.11") {
+		t.Fatalf("the rogue heard from the agent:\n%s", s)
+	}
+
+	// The real hub starts announcing: the agent enrols there.
+	stop(real)
+	real = run(hubHost, "alicia-hub", "--data-dir", hubDir)
+	waitFor("the agent online at the real hub", 20*time.Second, func() bool {
+		out, err := curl(hubHost, hubDir, "GET", "/api/v1/devices", "")
+		return err == nil && strings.Contains(string(out), `"status":"online"`)
+	})
+
+	// An enrolled agent whose hub is gone, with only the rogue on the LAN,
+	// keeps refusing it.
+	stop(real)
+	stop(agent)
+	agent = run(agentHost, "alicia-agent", "--state-dir", filepath.Join(dir, "a1"), "--heartbeat", "1s")
+	waitFor("the restarted agent noticing the rogue", 20*time.Second, func() bool {
+		return strings.Contains(agent.out.String(), "ignoring a hub that announces another CA")
+	})
+	time.Sleep(2 * time.Second) // giving it time to (wrongly) connect
+	if s := rogue.out.String(); strings.Contains(s, "198.18.0.11") {
+		t.Fatalf("the rogue got a connection from the enrolled agent:\n%s", s)
+	}
+}
