@@ -48,6 +48,10 @@ type Config struct {
 	// KeepAlive is the MQTT keep-alive; a dead link is noticed by the
 	// broker within 1.5 times this. Default 30s.
 	KeepAlive time.Duration
+	// RediscoverAfter is how long the broker may be unreachable before the
+	// agent looks for the hub on the LAN at a new address (without Hub and
+	// NoMDNS only). Default 15s.
+	RediscoverAfter time.Duration
 	// NoMDNS forbids looking for the hub on the LAN: without Hub (or a
 	// saved address) the agent then fails with a clear error.
 	NoMDNS bool
@@ -67,6 +71,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = 30 * time.Second
+	}
+	if c.RediscoverAfter <= 0 {
+		c.RediscoverAfter = 15 * time.Second
 	}
 	if c.Facts == nil {
 		c.Facts = facts.Source{}.Gather
@@ -164,9 +171,26 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	for {
+		moved, err := a.session(ctx, key, id, reg, creds)
+		if err != nil || moved == nil {
+			return err
+		}
+		creds = moved
+	}
+}
+
+// errMoved ends a session when the hub was found at a new address.
+var errMoved = errors.New("the hub moved")
+
+// session connects to the broker with creds and keeps the device visible
+// until ctx is done (nil, nil) or the hub is found at a new address while
+// the broker was unreachable (the updated credentials, nil).
+func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, reg *protocol.Register, creds *credentials) (*credentials, error) {
+	cfg := a.cfg
 	brokerURL, err := pickBroker(creds.MQTTURLs, cfg.BrokerURL)
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 	var brokerTLS *tls.Config
 	if u, _ := url.Parse(brokerURL); u != nil && u.Scheme != "mqtt" && u.Scheme != "tcp" {
@@ -174,7 +198,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if creds.Certificate != "" {
 			c, err := clientCertificate(creds.Certificate, key)
 			if err != nil {
-				return fmt.Errorf("agent: credentials: %w (delete them and enrol again)", err)
+				return nil, fmt.Errorf("agent: credentials: %w (delete them and enrol again)", err)
 			}
 			certs = []tls.Certificate{c}
 		} else {
@@ -199,7 +223,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	bye, err := statusMsg(protocol.StateOffline, protocol.ReasonShutdown, "")
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 
 	var client *bus.Client
@@ -242,7 +266,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		Logger:    a.log,
 	})
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 
 	// A late Will of a replaced connection overwrites the retained status
@@ -272,16 +296,77 @@ func (a *Agent) Run(ctx context.Context) error {
 		a.log.Info("restored the online status over a stale last will", "will_session", st.Session)
 	})
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return nil, fmt.Errorf("agent: %w", err)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return client.Run(gctx) })
 	g.Go(func() error { a.heartbeats(gctx, client, id); return nil })
-	if err := g.Wait(); err != nil {
-		return fmt.Errorf("agent: %w", err)
+	var moved *credentials
+	if cfg.Hub == "" && !cfg.NoMDNS && cfg.BrokerURL == "" {
+		g.Go(func() error {
+			moved = a.watchHub(gctx, client, creds)
+			if moved != nil {
+				return errMoved
+			}
+			return nil
+		})
 	}
-	return nil
+	err = g.Wait()
+	if moved != nil {
+		return moved, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return nil, nil
+}
+
+// watchHub looks for the hub on the LAN whenever the broker has been
+// unreachable for RediscoverAfter. If the pinned hub answers at a new
+// address, it saves and returns the updated credentials, which makes the
+// agent reconnect there. It returns nil when ctx is done.
+func (a *Agent) watchHub(ctx context.Context, client *bus.Client, creds *credentials) *credentials {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	var downSince time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if client.Connected() {
+			downSince = time.Time{}
+			continue
+		}
+		if downSince.IsZero() {
+			downSince = time.Now()
+		}
+		if time.Since(downSince) < a.cfg.RediscoverAfter {
+			continue
+		}
+		downSince = time.Now() // at most one search per RediscoverAfter
+		found, err := a.discover(ctx, creds.CAFingerprint, 5*time.Second)
+		if err != nil || found == creds.Hub {
+			continue
+		}
+		client := pinnedClient(creds.CAFingerprint)
+		b, err := a.bootstrapAt(ctx, client, found)
+		client.CloseIdleConnections()
+		if err != nil || b.HubID != creds.HubID || usableBrokers(b.MQTTURLs) != nil {
+			a.log.Warn("a hub answered at a new address but could not be used", "hub", found, "err", err)
+			continue
+		}
+		moved := *creds
+		moved.Hub, moved.MQTTURLs = found, b.MQTTURLs
+		if err := saveCredentials(filepath.Join(a.cfg.StateDir, "credentials.json"), &moved); err != nil {
+			a.log.Error("save credentials", "err", err)
+			continue
+		}
+		a.log.Info("the hub moved: reconnecting at its new address", "old", creds.Hub, "new", found)
+		return &moved
+	}
 }
 
 // credentials returns the saved credentials, enrolling first if there are

@@ -78,7 +78,7 @@ func TestLANDiscovery(t *testing.T) {
 		o := &logBuffer{}
 		outs = append(outs, o)
 		cmd := a.Command(ctx, filepath.Join(bin, "alicia-agent"), "--state-dir", filepath.Join(dir, a.Name()),
-			"--join-token", token, "--name", a.Name(), "--heartbeat", "1s", "--log-level", "debug")
+			"--join-token", token, "--name", a.Name(), "--heartbeat", "1s", "--keepalive", "2s", "--log-level", "debug")
 		cmd.Stdout, cmd.Stderr = o, o
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -119,6 +119,39 @@ func TestLANDiscovery(t *testing.T) {
 	}
 	if strings.Contains(hubOut.String(), "mDNS announcement stopped") {
 		t.Error("the hub could not announce")
+	}
+
+	// The hub moves to another address: the agents lose it, find it again
+	// on the LAN by themselves and come back online.
+	statuses := func() map[string]string {
+		m := map[string]string{}
+		out, err := apiCall("GET", "/api/v1/devices", "")
+		var ds []device
+		if err == nil && json.Unmarshal(out, &ds) == nil {
+			for _, d := range ds {
+				m[d.Name] = d.Status
+			}
+		}
+		return m
+	}
+	moved := time.Now()
+	hubHost.SetAddr("198.18.0.2/24")
+	deadline = time.Now().Add(20 * time.Second)
+	for st := statuses(); (st["a1"] != "offline" || st["a2"] != "offline") && time.Now().Before(deadline); st = statuses() {
+		time.Sleep(100 * time.Millisecond) // polling the registry
+	}
+	deadline = time.Now().Add(60 * time.Second)
+	for st := statuses(); (st["a1"] != "online" || st["a2"] != "online") && time.Now().Before(deadline); st = statuses() {
+		time.Sleep(200 * time.Millisecond) // polling the registry
+	}
+	if st := statuses(); st["a1"] != "online" || st["a2"] != "online" {
+		t.Fatalf("after the hub moved: %v, want both online again", st)
+	}
+	t.Logf("both agents online again %s after the hub moved", time.Since(moved).Round(time.Millisecond))
+	for i, o := range outs {
+		if !strings.Contains(o.String(), "the hub moved") || !strings.Contains(o.String(), "mqtt=mqtts://198.18.0.2:") {
+			t.Errorf("%s did not reconnect at the hub's new address", agents[i].Name())
+		}
 	}
 }
 
