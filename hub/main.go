@@ -36,7 +36,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&cfg.MQTTSAddr, "mqtts-addr", ":8883", "embedded broker's MQTT-over-TLS listen `address` (hub CA; \"off\" to disable)")
 	fs.StringVar(&cfg.Broker, "broker", "", "external broker `url` (mqtt://user:pass@host:port) instead of the embedded broker")
 	fs.StringVar(&advertise, "advertise-mqtt", "", "comma-separated broker `urls` given to agents (default: derived)")
-	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not announce the hub on the LAN with mDNS (agents then need --hub)")
+	var discoverTypes string
+	fs.StringVar(&discoverTypes, "discover-types", "", "comma-separated DNS-SD `types` of household services to watch for (default: a list of common ones)")
+	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "no mDNS: do not announce the hub (agents then need --hub) nor watch the LAN for household services")
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&version, "version", false, "print the version and exit")
 	if err := cliconfig.Parse(fs, args, getenv); err != nil {
@@ -45,6 +47,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	if version {
 		fmt.Fprintln(stdout, "alicia-hub", buildinfo.String())
 		return nil
+	}
+	if discoverTypes != "" {
+		cfg.DiscoverTypes = strings.Split(discoverTypes, ",")
 	}
 	if advertise != "" {
 		cfg.AdvertiseMQTT = strings.Split(advertise, ",")

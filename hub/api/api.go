@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alicia-home/alicia/hub/household"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/identity"
@@ -71,6 +72,9 @@ type Config struct {
 	// IssueCertificate, if set, issues the device's client certificate
 	// (DER) for its public key; it is returned at enrolment.
 	IssueCertificate func(deviceID string, pub ed25519.PublicKey) ([]byte, error)
+	// Discovered lists the household services seen on the LAN; nil when
+	// LAN discovery is off.
+	Discovered func() []household.Service
 	// Disconnect closes the live broker session of a deleted device.
 	Disconnect func(deviceID string)
 	Logger     *slog.Logger
@@ -110,6 +114,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle("DELETE /api/v1/devices/{id}", s.admin(s.deleteDevice))
 	mux.Handle("POST /api/v1/devices/{id}/revoke", s.admin(s.revokeDevice))
 	mux.Handle("POST /api/v1/join-tokens", s.admin(s.createJoinToken))
+	mux.Handle("GET /api/v1/discovered", s.admin(s.discovered))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -531,6 +536,23 @@ func (s *server) patchDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, deviceView(d))
+}
+
+// discovered lists the other services seen on the LAN.
+func (s *server) discovered(w http.ResponseWriter, _ *http.Request) {
+	list := []household.Service{}
+	if s.cfg.Discovered != nil {
+		list = s.cfg.Discovered()
+	}
+	for i := range list {
+		if list[i].Addrs == nil {
+			list[i].Addrs = []string{}
+		}
+		if list[i].TXT == nil {
+			list[i].TXT = map[string]string{}
+		}
+	}
+	writeJSON(w, http.StatusOK, list)
 }
 
 // revokeDevice makes the device's credentials stop working, closes its live

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"regexp"
 	"time"
 )
 
@@ -31,8 +32,11 @@ type Config struct {
 	// agents get the embedded broker on the host they reached the API on,
 	// or the external broker's URL without its credentials.
 	AdvertiseMQTT []string
-	// NoMDNS turns off the mDNS announcement of the hub on the LAN.
+	// NoMDNS turns off mDNS: the hub's announcement and LAN discovery.
 	NoMDNS bool
+	// DiscoverTypes are the DNS-SD service types of household devices the
+	// hub watches for (GET /api/v1/discovered); default household.DefaultTypes.
+	DiscoverTypes []string
 	// HeartbeatTimeoutCheck is how often the registry checks heartbeat
 	// deadlines. Default 500ms.
 	HeartbeatTimeoutCheck time.Duration
@@ -92,6 +96,11 @@ func (c *Config) Validate() error {
 			return err
 		}
 	}
+	for _, t := range c.DiscoverTypes {
+		if !serviceType.MatchString(t) {
+			return fmt.Errorf("discover types: %q is not a DNS-SD service type such as _http._tcp", t)
+		}
+	}
 	for _, u := range c.AdvertiseMQTT {
 		if _, err := parseBrokerURL(u); err != nil {
 			return fmt.Errorf("advertise mqtt: %w", err)
@@ -99,6 +108,9 @@ func (c *Config) Validate() error {
 	}
 	return nil
 }
+
+// serviceType matches a DNS-SD service type such as "_http._tcp".
+var serviceType = regexp.MustCompile(`^_[A-Za-z0-9][A-Za-z0-9-]{0,14}\._(tcp|udp)$`)
 
 // brokerURL is a parsed external broker URL.
 type brokerURL struct {

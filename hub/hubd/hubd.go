@@ -23,6 +23,7 @@ import (
 
 	"github.com/alicia-home/alicia/hub/api"
 	"github.com/alicia-home/alicia/hub/broker"
+	"github.com/alicia-home/alicia/hub/household"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/bus"
@@ -288,9 +289,19 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		}
 	}
 
+	var lanWatch *household.Watcher
+	if !cfg.NoMDNS {
+		lanWatch = household.New(household.Config{Types: cfg.DiscoverTypes, Logger: h.log.With("component", "household")})
+	}
 	handler, err := api.New(api.Config{
 		HubID: hubID, Devices: reg, Tokens: toks, Accounts: accounts, BrokerURLs: brokerURLs,
 		CAFingerprint: ca.Fingerprint(),
+		Discovered: func() []household.Service {
+			if lanWatch == nil {
+				return nil
+			}
+			return lanWatch.List()
+		},
 		IssueCertificate: func(id string, pub ed25519.PublicKey) ([]byte, error) {
 			c, err := ca.IssueClient(id, pub, time.Now())
 			if err != nil {
@@ -354,6 +365,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		if err != nil {
 			return fmt.Errorf("hub: mdns: %w", err)
 		}
+		g.Go(func() error { return lanWatch.Run(gctx) })
 		g.Go(func() error {
 			// mDNS is a convenience: without it agents need --hub. Its
 			// failure is logged loudly by the announcer, not fatal.

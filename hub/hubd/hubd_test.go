@@ -85,3 +85,13 @@ func TestSniffListener(t *testing.T) {
 		t.Errorf("TLS request saw TLS = %s", got)
 	}
 }
+
+func TestValidateDiscoverTypes(t *testing.T) {
+	for typ, ok := range map[string]bool{"_http._tcp": true, "_googlecast._tcp": true, "_x._udp": true, "http": false, "_http._sctp": false, "_a b._tcp": false, "": false} {
+		cfg := Config{DataDir: "/x", DiscoverTypes: []string{typ}}
+		cfg.setDefaults()
+		if err := cfg.Validate(); (err == nil) != ok {
+			t.Errorf("Validate(discover type %q) = %v, want ok=%v", typ, err, ok)
+		}
+	}
+}

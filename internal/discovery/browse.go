@@ -60,8 +60,19 @@ func Browse(ctx context.Context, service string, found func(Candidate), log *slo
 	return browse(ctx, service, found, log, browseSession)
 }
 
+// Watch is Browse that reports every sighting, changed or not: each
+// instance still announced is reported again in every session (about every
+// 30 s), so a caller can expire what is no longer seen.
+func Watch(ctx context.Context, service string, seen func(Candidate), log *slog.Logger) error {
+	return browseWith(ctx, service, seen, log, browseSession, true)
+}
+
 // browse is Browse with the session length as a parameter, for tests.
 func browse(ctx context.Context, service string, found func(Candidate), log *slog.Logger, session time.Duration) error {
+	return browseWith(ctx, service, found, log, session, false)
+}
+
+func browseWith(ctx context.Context, service string, found func(Candidate), log *slog.Logger, session time.Duration, every bool) error {
 	if err := validateService(service); err != nil {
 		return err
 	}
@@ -73,6 +84,7 @@ func browse(ctx context.Context, service string, found func(Candidate), log *slo
 		session: session,
 		found:   found,
 		known:   make(map[string]Candidate),
+		every:   every,
 		log:     log.With("component", "discovery", "service", service),
 	}
 	backoff := minBackoff
@@ -105,6 +117,7 @@ type browser struct {
 	session  time.Duration
 	found    func(Candidate)
 	known    map[string]Candidate // last reported, by instance
+	every    bool                 // report every sighting, not only changes
 	log      *slog.Logger
 	reported string // last problem logged
 	degraded bool   // the last browser runs over IPv6 only
@@ -144,7 +157,7 @@ func (b *browser) run(ctx context.Context) error {
 	// until then its main loop blocks on this channel, so always drain it.
 	for e := range entries {
 		c := candidateFrom(e, time.Now())
-		if old, ok := b.known[c.Instance]; ok && old.same(c) {
+		if old, ok := b.known[c.Instance]; ok && old.same(c) && !b.every {
 			continue
 		}
 		b.known[c.Instance] = c

@@ -243,10 +243,16 @@ func TestLANRogueHub(t *testing.T) {
 
 	// The real hub starts announcing: the agent enrols there.
 	stop(real)
-	real = run(hubHost, "alicia-hub", "--data-dir", hubDir)
+	real = run(hubHost, "alicia-hub", "--data-dir", hubDir, "--discover-types", "_alicia-hub._tcp,_http._tcp")
 	waitFor("the agent online at the real hub", 20*time.Second, func() bool {
 		out, err := curl(hubHost, hubDir, "GET", "/api/v1/devices", "")
 		return err == nil && strings.Contains(string(out), `"status":"online"`)
+	})
+	// LAN discovery for the household: the real hub lists what else
+	// announces itself, here the rogue, with its address.
+	waitFor("the rogue listed by GET /api/v1/discovered", 20*time.Second, func() bool {
+		out, err := curl(hubHost, hubDir, "GET", "/api/v1/discovered", "")
+		return err == nil && strings.Contains(string(out), `"type":"_alicia-hub._tcp"`) && strings.Contains(string(out), `"198.18.0.66"`)
 	})
 
 	// An enrolled agent whose hub is gone, with only the rogue on the LAN,
