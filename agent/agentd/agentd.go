@@ -583,25 +583,35 @@ func (a *Agent) discover(ctx context.Context, fingerprint string, timeout time.D
 		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	c, err := discovery.Lookup(ctx, discovery.ServiceType, func(c discovery.Candidate) bool {
+	client := pinnedClient(fingerprint)
+	defer client.CloseIdleConnections()
+	var hub string
+	_, err := discovery.Lookup(ctx, discovery.ServiceType, func(c discovery.Candidate) bool {
 		if c.TXT["fp"] != fingerprint {
 			a.log.Warn("ignoring a hub that announces another CA: not the hub this device trusts (another installation, or a rogue)",
 				"instance", c.Instance, "addrs", c.Addrs, "fp", c.TXT["fp"])
 			return false
 		}
-		return len(c.Addrs) > 0 && c.Port > 0
+		// The fingerprint is public, so anyone can announce it: take the
+		// candidate only once it proves the pinned key over TLS (which
+		// sends nothing secret), and otherwise keep browsing.
+		for _, ip := range c.Addrs {
+			if c.Port <= 0 {
+				break
+			}
+			h := net.JoinHostPort(ip.String(), strconv.Itoa(c.Port))
+			if _, err := a.bootstrapAt(ctx, client, h); err != nil {
+				a.log.Warn("a candidate announcing our hub's fingerprint failed to prove it", "instance", c.Instance, "hub", h, "err", err)
+				continue
+			}
+			hub = h
+			return true
+		}
+		return false
 	})
 	if err != nil {
 		return "", err
 	}
-	addr := c.Addrs[0]
-	for _, ip := range c.Addrs {
-		if ip.To4() != nil {
-			addr = ip
-			break
-		}
-	}
-	hub := net.JoinHostPort(addr.String(), strconv.Itoa(c.Port))
-	a.log.Info("found the hub on the LAN", "instance", c.Instance, "hub", hub)
+	a.log.Info("found the hub on the LAN", "hub", hub)
 	return hub, nil
 }

@@ -156,7 +156,11 @@ func (a *Agent) enrol(ctx context.Context, client *http.Client, base string, key
 // pinnedClient returns an HTTP client that talks only to the hub whose CA
 // has the given fingerprint.
 func pinnedClient(fingerprint string) *http.Client {
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: pki.PinnedClientConfig(fingerprint, nil)}}
+	return &http.Client{
+		Transport: &http.Transport{TLSClientConfig: pki.PinnedClientConfig(fingerprint, nil)},
+		// Never follow a redirect: it could resend the join token elsewhere.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
 }
 
 // fetchBootstrap asks the hub for its ID and current broker URLs.

@@ -328,6 +328,20 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
 
+	// Everything that can fail is built before the first goroutine starts,
+	// so an error return never leaves goroutines behind.
+	var ann *discovery.Announcer
+	if !cfg.NoMDNS {
+		ann, err = discovery.NewAnnouncer(discovery.Announcement{
+			Instance: "Alicia " + hubID,
+			Port:     httpLn.Addr().(*net.TCPAddr).Port,
+			TXT:      announcementTXT(hubID, ca.Fingerprint(), mqttsPort),
+		}, h.log.With("component", "mdns"))
+		if err != nil {
+			return fmt.Errorf("hub: mdns: %w", err)
+		}
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return db.Run(gctx) })
 	g.Go(func() error { return reg.Run(gctx) })
@@ -356,15 +370,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		return srv.Shutdown(sctx)
 	})
 
-	if !cfg.NoMDNS {
-		ann, err := discovery.NewAnnouncer(discovery.Announcement{
-			Instance: "Alicia " + hubID,
-			Port:     httpLn.Addr().(*net.TCPAddr).Port,
-			TXT:      announcementTXT(hubID, ca.Fingerprint(), mqttsPort),
-		}, h.log.With("component", "mdns"))
-		if err != nil {
-			return fmt.Errorf("hub: mdns: %w", err)
-		}
+	if ann != nil {
 		g.Go(func() error { return lanWatch.Run(gctx) })
 		g.Go(func() error {
 			// mDNS is a convenience: without it agents need --hub. Its

@@ -3,6 +3,7 @@ package hubd
 import (
 	"bufio"
 	"crypto/tls"
+	"errors"
 	"net"
 	"sync"
 	"time"
@@ -43,12 +44,21 @@ func (l *sniffListener) Accept() (net.Conn, error) {
 }
 
 func (l *sniffListener) acceptLoop() {
+	var delay time.Duration
 	for {
 		c, err := l.Listener.Accept()
 		if err != nil {
-			l.errc <- err
-			return
+			if errors.Is(err, net.ErrClosed) {
+				l.errc <- err
+				return
+			}
+			// Temporary (out of file descriptors, aborted connection):
+			// back off and keep serving, as net/http does.
+			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
+			time.Sleep(delay)
+			continue
 		}
+		delay = 0
 		go l.sniff(c)
 	}
 }

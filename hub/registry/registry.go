@@ -70,6 +70,11 @@ type Registry struct {
 	// notify serialises OnChange calls so they keep the order of changes.
 	notify sync.Mutex
 
+	// allowed holds the IDs of enrolled, unrevoked devices. It is kept
+	// apart from mu so that the broker's per-message check never waits for
+	// a synced write.
+	allowed sync.Map // string → true
+
 	mu      sync.Mutex // guards the fields below
 	devices map[string]*entry
 	// pending holds status changes not yet passed to OnChange, in the order
@@ -106,6 +111,9 @@ func Open(cfg Config, db *store.DB) (*Registry, error) {
 			e.deadline = now.Add(r.timeout(&e.Device))
 		}
 		r.devices[d.ID] = e
+		if d.Status != StatusRevoked {
+			r.allowed.Store(d.ID, true)
+		}
 		return nil
 	})
 	if err != nil {
@@ -145,6 +153,7 @@ func (r *Registry) Enroll(id, name string, publicKey, secretHash []byte) (Device
 		return Device{}, err
 	}
 	r.devices[id] = &entry{Device: d}
+	r.allowed.Store(id, true)
 	r.log.Info("device enrolled", "device", id, "name", d.Name)
 	return d.clone(), nil
 }
@@ -165,10 +174,8 @@ func (r *Registry) Authenticate(id string, secret []byte) bool {
 // broker asks on every publish and subscription, so a session that slipped
 // through while the device was being revoked can do nothing.
 func (r *Registry) Allowed(id string) bool {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	e, ok := r.devices[id]
-	return ok && e.Status != StatusRevoked
+	_, ok := r.allowed.Load(id)
+	return ok
 }
 
 // Revoke marks the device revoked, with a synced write: from then on its
@@ -182,6 +189,9 @@ func (r *Registry) Revoke(id string) (Device, error) {
 		return Device{}, fmt.Errorf("registry: %s: %w", id, ErrNotFound)
 	}
 	before := e.Status
+	// Refused from now on, even before the write below is on disk: the
+	// broker asks Allowed without waiting for r.mu.
+	r.allowed.Delete(id)
 	err := r.setStatusLocked(e, StatusRevoked, ReasonRevoked, r.cfg.Now())
 	if err == nil && before != StatusRevoked {
 		r.queueLocked(e)
@@ -275,6 +285,7 @@ func (r *Registry) Delete(id string) error {
 		return fmt.Errorf("registry: delete %s: %w", id, err)
 	}
 	delete(r.devices, id)
+	r.allowed.Delete(id)
 	r.log.Info("device deleted", "device", id)
 	return nil
 }

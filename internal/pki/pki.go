@@ -36,7 +36,11 @@ import (
 const (
 	CAValidity     = 20 * 365 * 24 * time.Hour
 	ServerValidity = 397 * 24 * time.Hour
-	ClientValidity = 90 * 24 * time.Hour
+	// ClientValidity is long on purpose: a device is cut off by revoking
+	// it at the hub (its password and every publish are checked against the
+	// registry), not by letting its certificate lapse, which would take
+	// every device offline on the same day with no renewal in place.
+	ClientValidity = 10 * 365 * 24 * time.Hour
 )
 
 // ServerName is the TLS server name agents expect from every hub. The hub's
