@@ -42,19 +42,7 @@ func TestLANDiscovery(t *testing.T) {
 		}
 	})
 
-	// The test talks to the hub's API from inside the hub's namespace, on
-	// its loopback (plain HTTP is fine there).
-	apiCall := func(method, path, body string) ([]byte, error) {
-		tok, err := os.ReadFile(filepath.Join(hubDir, "admin.token"))
-		if err != nil {
-			return nil, err
-		}
-		args := []string{"-sf", "-X", method, "-H", "Authorization: Bearer " + strings.TrimSpace(string(tok))}
-		if body != "" {
-			args = append(args, "-d", body)
-		}
-		return hubHost.Command(ctx, "curl", append(args, "http://127.0.0.1:8470"+path)...).Output()
-	}
+	apiCall := lanAPI(ctx, hubHost, hubDir)
 	var token string
 	deadline := time.Now().Add(20 * time.Second)
 	for token == "" && time.Now().Before(deadline) {
@@ -194,15 +182,7 @@ func TestLANRogueHub(t *testing.T) {
 	}
 	hubDir := filepath.Join(dir, "hub")
 	curl := func(h *netnstest.Host, dataDir, method, path, body string) ([]byte, error) {
-		tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
-		if err != nil {
-			return nil, err
-		}
-		args := []string{"-sf", "-X", method, "-H", "Authorization: Bearer " + strings.TrimSpace(string(tok))}
-		if body != "" {
-			args = append(args, "-d", body)
-		}
-		return h.Command(ctx, "curl", append(args, "http://127.0.0.1:8470"+path)...).Output()
+		return lanAPI(ctx, h, dataDir)(method, path, body)
 	}
 	waitFor := func(what string, timeout time.Duration, ok func() bool) {
 		t.Helper()
@@ -266,5 +246,22 @@ func TestLANRogueHub(t *testing.T) {
 	time.Sleep(2 * time.Second) // giving it time to (wrongly) connect
 	if s := rogue.out.String(); strings.Contains(s, "198.18.0.11") {
 		t.Fatalf("the rogue got a connection from the enrolled agent:\n%s", s)
+	}
+}
+
+// lanAPI returns a caller of the REST API of the hub with dataDir that runs
+// in host's namespace: curl from inside that namespace to its loopback, where
+// plain HTTP with the admin token is allowed.
+func lanAPI(ctx context.Context, host *netnstest.Host, dataDir string) func(method, path, body string) ([]byte, error) {
+	return func(method, path, body string) ([]byte, error) {
+		tok, err := os.ReadFile(filepath.Join(dataDir, "admin.token"))
+		if err != nil {
+			return nil, err
+		}
+		args := []string{"-sf", "-X", method, "-H", "Authorization: Bearer " + strings.TrimSpace(string(tok))}
+		if body != "" {
+			args = append(args, "-d", body)
+		}
+		return host.Command(ctx, "curl", append(args, "http://127.0.0.1:8470"+path)...).Output()
 	}
 }
