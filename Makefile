@@ -17,7 +17,7 @@ FUZZTIME ?= 10s
 HUB_TARGETS   := linux-amd64 linux-arm64 linux-riscv64
 AGENT_TARGETS := $(HUB_TARGETS) linux-armv7 linux-armv6 linux-386
 
-.PHONY: help build cross run test test-unit lint clean
+.PHONY: help build cross run test test-unit bench lint clean
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -49,6 +49,9 @@ test: lint ## run every test: unit (-race), end-to-end, Mosquitto, namespaces LA
 
 test-unit: ## run only the fast unit tests (-short)
 	$(GO) test -short -count=1 ./...
+
+bench: ## run the benchmarks and print their figures (as root: uses network namespaces)
+	$(GO) test -run '^$$' -bench . -benchtime 7x ./internal/e2e
 
 lint: ## gofmt and go vet
 	@# gofmt -l with no file arguments would read stdin and pass: name the source trees.

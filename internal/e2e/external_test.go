@@ -130,7 +130,7 @@ func TestExternalMosquitto(t *testing.T) {
 
 // missing fails under CI (where .ci/run installs everything) and skips on
 // a developer's machine.
-func missing(t *testing.T, what string) {
+func missing(t testing.TB, what string) {
 	t.Helper()
 	if os.Getenv("CI") != "" {
 		t.Fatalf("%s is not installed; .ci/run installs it", what)

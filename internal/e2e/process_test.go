@@ -23,7 +23,7 @@ var (
 
 // binaries builds both binaries (CGO_ENABLED=0, as shipped) into a
 // temporary directory shared by the tests of this run.
-func binaries(t *testing.T) string {
+func binaries(t testing.TB) string {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("builds and runs the binaries; skipped with -short")
