@@ -40,21 +40,7 @@ func BenchmarkAgentStartToOnline(b *testing.B) {
 		b.Fatal(err)
 	}
 	api := lanAPI(ctx, hubHost, hubDir)
-	var token string
-	for deadline := time.Now().Add(20 * time.Second); token == "" && time.Now().Before(deadline); {
-		if out, err := api("POST", "/api/v1/join-tokens", `{"uses":1000}`); err == nil {
-			var j struct {
-				Token string `json:"token"`
-			}
-			if json.Unmarshal(out, &j) == nil {
-				token = j.Token
-			}
-		}
-		time.Sleep(50 * time.Millisecond) // polling for the hub to come up
-	}
-	if token == "" {
-		b.Fatal("no join token from the hub")
-	}
+	token := lanJoinToken(b, api, 1000)
 	online := func(name string) bool {
 		out, err := api("GET", "/api/v1/devices", "")
 		var ds []device

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -43,22 +44,7 @@ func TestLANDiscovery(t *testing.T) {
 	})
 
 	apiCall := lanAPI(ctx, hubHost, hubDir)
-	var token string
-	deadline := time.Now().Add(20 * time.Second)
-	for token == "" && time.Now().Before(deadline) {
-		if out, err := apiCall("POST", "/api/v1/join-tokens", `{"uses":2}`); err == nil {
-			var j struct {
-				Token string `json:"token"`
-			}
-			if json.Unmarshal(out, &j) == nil {
-				token = j.Token
-			}
-		}
-		time.Sleep(50 * time.Millisecond) // polling for the hub to come up
-	}
-	if token == "" {
-		t.Fatal("no join token from the hub within 20s")
-	}
+	token := lanJoinToken(t, apiCall, 2)
 
 	start := time.Now()
 	var outs []*logBuffer
@@ -81,7 +67,7 @@ func TestLANDiscovery(t *testing.T) {
 	})
 
 	online := map[string]bool{}
-	deadline = time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(30 * time.Second)
 	for len(online) < len(agents) && time.Now().Before(deadline) {
 		out, err := apiCall("GET", "/api/v1/devices", "")
 		if err == nil {
@@ -181,9 +167,7 @@ func TestLANRogueHub(t *testing.T) {
 		_ = p.cmd.Wait()
 	}
 	hubDir := filepath.Join(dir, "hub")
-	curl := func(h *netnstest.Host, dataDir, method, path, body string) ([]byte, error) {
-		return lanAPI(ctx, h, dataDir)(method, path, body)
-	}
+	api := lanAPI(ctx, hubHost, hubDir)
 	waitFor := func(what string, timeout time.Duration, ok func() bool) {
 		t.Helper()
 		deadline := time.Now().Add(timeout)
@@ -197,17 +181,7 @@ func TestLANRogueHub(t *testing.T) {
 
 	// The real hub, silent on the LAN for now, makes the token.
 	real := run(hubHost, "alicia-hub", "--data-dir", hubDir, "--no-mdns")
-	var token string
-	waitFor("a join token from the real hub", 20*time.Second, func() bool {
-		out, err := curl(hubHost, hubDir, "POST", "/api/v1/join-tokens", "")
-		var j struct {
-			Token string `json:"token"`
-		}
-		if err == nil && json.Unmarshal(out, &j) == nil {
-			token = j.Token
-		}
-		return token != ""
-	})
+	token := lanJoinToken(t, api, 1)
 
 	rogueDir := filepath.Join(dir, "rogue")
 	rogue := run(rogueHost, "alicia-hub", "--data-dir", rogueDir, "--log-level", "debug")
@@ -225,13 +199,13 @@ func TestLANRogueHub(t *testing.T) {
 	stop(real)
 	real = run(hubHost, "alicia-hub", "--data-dir", hubDir, "--discover-types", "_alicia-hub._tcp,_http._tcp")
 	waitFor("the agent online at the real hub", 20*time.Second, func() bool {
-		out, err := curl(hubHost, hubDir, "GET", "/api/v1/devices", "")
+		out, err := api("GET", "/api/v1/devices", "")
 		return err == nil && strings.Contains(string(out), `"status":"online"`)
 	})
 	// LAN discovery for the household: the real hub lists what else
 	// announces itself, here the rogue, with its address.
 	waitFor("the rogue listed by GET /api/v1/discovered", 20*time.Second, func() bool {
-		out, err := curl(hubHost, hubDir, "GET", "/api/v1/discovered", "")
+		out, err := api("GET", "/api/v1/discovered", "")
 		return err == nil && strings.Contains(string(out), `"type":"_alicia-hub._tcp"`) && strings.Contains(string(out), `"198.18.0.66"`)
 	})
 
@@ -264,4 +238,22 @@ func lanAPI(ctx context.Context, host *netnstest.Host, dataDir string) func(meth
 		}
 		return host.Command(ctx, "curl", append(args, "http://127.0.0.1:8470"+path)...).Output()
 	}
+}
+
+// lanJoinToken waits up to 20 s for the hub behind api to answer and
+// returns a new join token with the given number of uses.
+func lanJoinToken(tb testing.TB, api func(method, path, body string) ([]byte, error), uses int) string {
+	tb.Helper()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		out, err := api("POST", "/api/v1/join-tokens", fmt.Sprintf(`{"uses":%d}`, uses))
+		var j struct {
+			Token string `json:"token"`
+		}
+		if err == nil && json.Unmarshal(out, &j) == nil && j.Token != "" {
+			return j.Token
+		}
+		time.Sleep(50 * time.Millisecond) // polling for the hub to come up
+	}
+	tb.Fatal("no join token from the hub within 20s")
+	return ""
 }
