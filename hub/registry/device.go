@@ -12,11 +12,24 @@ import (
 	"github.com/alicia-home/alicia/internal/protocol"
 )
 
-// Status is a device's availability.
+// Status is where a device is in its lifecycle and, once accepted, whether
+// it is connected:
+//
+//	pending ──approve──▶ offline ⇄ online ──revoke──▶ revoked
+//	   └─────reject────▶ rejected
+//
+// A device enrolled with a join token starts offline (accepted). Pending,
+// rejected and revoked devices have no working credentials.
 type Status string
 
 // Statuses.
 const (
+	// StatusPending: the device asked to pair during a pairing window and
+	// waits for an administrator to approve or reject it.
+	StatusPending Status = "pending"
+	// StatusRejected: an administrator rejected the pairing request. Final:
+	// delete the device to let its key ask again.
+	StatusRejected Status = "rejected"
 	// StatusOffline: enrolled, but not connected (or not heard from).
 	StatusOffline Status = "offline"
 	// StatusOnline: connected and sending heartbeats.
@@ -27,8 +40,37 @@ const (
 	StatusRevoked Status = "revoked"
 )
 
+// Accepted reports whether the device was accepted (enrolled with a join
+// token, or approved) and not revoked: only then may it use the broker.
+func (s Status) Accepted() bool { return s == StatusOnline || s == StatusOffline }
+
+// Lifecycle states, as the API reports them next to the status.
+const (
+	StatePending  = "pending"
+	StateAccepted = "accepted"
+	StateRejected = "rejected"
+	StateRevoked  = "revoked"
+)
+
+// State returns the lifecycle state of a status: pending, accepted,
+// rejected or revoked.
+func (s Status) State() string {
+	switch s {
+	case StatusPending:
+		return StatePending
+	case StatusRejected:
+		return StateRejected
+	case StatusRevoked:
+		return StateRevoked
+	}
+	return StateAccepted
+}
+
 // Reasons for the last status change.
 const (
+	ReasonPairing          = "pairing_requested" // asked to pair; waits for approval
+	ReasonApproved         = "approved"          // an administrator approved the pairing request
+	ReasonRejected         = "rejected"          // an administrator rejected the pairing request
 	ReasonEnrolled         = "enrolled"          // enrolled, not yet connected
 	ReasonStartup          = "startup"           // the agent announced itself
 	ReasonShutdown         = "shutdown"          // the agent stopped cleanly
@@ -41,6 +83,19 @@ const (
 // ErrRevoked is returned by Handle for messages from a revoked device.
 var ErrRevoked = errors.New("device revoked")
 
+// ErrNotAccepted is returned by Handle for messages from a pending or
+// rejected device, and by Approve, Reject and SetSecret for a device in the
+// wrong state.
+var ErrNotAccepted = errors.New("device not accepted")
+
+// ErrTooManyPending is returned by AddPending when MaxPending devices
+// already wait for approval.
+var ErrTooManyPending = errors.New("too many devices waiting for approval")
+
+// MaxPending bounds the devices waiting for approval, so that a flood of
+// pairing requests during an open window cannot fill the store.
+const MaxPending = 32
+
 // Device is one enrolled device.
 type Device struct {
 	ID     string            `json:"id"`
@@ -51,7 +106,8 @@ type Device struct {
 	NameSet bool `json:"name_set,omitempty"`
 	// PublicKey is the device's Ed25519 public key; the ID is derived from it.
 	PublicKey []byte `json:"public_key"`
-	// SecretHash is the SHA-256 of the device's broker password.
+	// SecretHash is the SHA-256 of the device's broker password; empty
+	// until the device has collected its credentials.
 	SecretHash []byte `json:"secret_hash"`
 
 	Status       Status    `json:"status"`

@@ -111,7 +111,7 @@ func Open(cfg Config, db *store.DB) (*Registry, error) {
 			e.deadline = now.Add(r.timeout(&e.Device))
 		}
 		r.devices[d.ID] = e
-		if d.Status != StatusRevoked {
+		if d.Status.Accepted() {
 			r.allowed.Store(d.ID, true)
 		}
 		return nil
@@ -158,12 +158,120 @@ func (r *Registry) Enroll(id, name string, publicKey, secretHash []byte) (Device
 	return d.clone(), nil
 }
 
+// AddPending records a device that asks to pair during a pairing window:
+// it is listed as pending, with no credentials, until an administrator
+// approves or rejects it. A known ID is refused with ErrExists.
+func (r *Registry) AddPending(id, name string, publicKey []byte) (Device, error) {
+	if err := protocol.ValidateID(id); err != nil {
+		return Device{}, fmt.Errorf("registry: pair: %w: %w", ErrInvalid, err)
+	}
+	if err := validateName(name); err != nil {
+		return Device{}, fmt.Errorf("registry: pair %s: %w", id, err)
+	}
+	r.mu.Lock()
+	if _, ok := r.devices[id]; ok {
+		r.mu.Unlock()
+		return Device{}, fmt.Errorf("registry: pair %s: %w", id, ErrExists)
+	}
+	n := 0
+	for _, e := range r.devices {
+		if e.Status == StatusPending {
+			n++
+		}
+	}
+	if n >= MaxPending {
+		r.mu.Unlock()
+		return Device{}, fmt.Errorf("registry: pair %s: %w (%d): approve, reject or delete some", id, ErrTooManyPending, MaxPending)
+	}
+	now := r.cfg.Now()
+	d := Device{ID: id, Name: name, Status: StatusPending, StatusReason: ReasonPairing, StatusSince: now, PublicKey: slices.Clone(publicKey)}
+	if err := r.putLocked(&d); err != nil {
+		r.mu.Unlock()
+		return Device{}, err
+	}
+	e := &entry{Device: d}
+	r.devices[id] = e
+	r.queueLocked(e)
+	r.mu.Unlock()
+	r.notifyChanges()
+	r.log.Info("device asks to pair", "device", id, "name", name)
+	return d.clone(), nil
+}
+
+// Approve accepts a pending device: it becomes offline (enrolled) and may
+// collect its credentials once (see SetSecret).
+func (r *Registry) Approve(id string) (Device, error) {
+	return r.decide(id, StatusOffline, ReasonApproved)
+}
+
+// Reject refuses a pending device for good (until it is deleted).
+func (r *Registry) Reject(id string) (Device, error) {
+	return r.decide(id, StatusRejected, ReasonRejected)
+}
+
+func (r *Registry) decide(id string, s Status, reason string) (Device, error) {
+	r.mu.Lock()
+	e, ok := r.devices[id]
+	if !ok {
+		r.mu.Unlock()
+		return Device{}, fmt.Errorf("registry: %s: %w", id, ErrNotFound)
+	}
+	if e.Status != StatusPending {
+		st := e.Status
+		r.mu.Unlock()
+		return Device{}, fmt.Errorf("registry: %s is %s, not pending: %w", id, st, ErrNotAccepted)
+	}
+	now := r.cfg.Now()
+	if s.Accepted() {
+		e.EnrolledAt = now
+	}
+	err := r.setStatusLocked(e, s, reason, now)
+	if err == nil {
+		if s.Accepted() {
+			r.allowed.Store(id, true)
+		}
+		r.queueLocked(e)
+	}
+	d := e.clone()
+	r.mu.Unlock()
+	r.notifyChanges()
+	if err != nil {
+		return Device{}, err
+	}
+	return d, nil
+}
+
+// SetSecret stores the hash of the broker password of an approved device
+// that has none yet. It refuses with ErrExists if the device already has
+// credentials (they are handed out once), and with ErrNotAccepted if it is
+// not accepted.
+func (r *Registry) SetSecret(id string, secretHash []byte) (Device, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.devices[id]
+	switch {
+	case !ok:
+		return Device{}, fmt.Errorf("registry: %s: %w", id, ErrNotFound)
+	case !e.Status.Accepted():
+		return Device{}, fmt.Errorf("registry: %s is %s: %w", id, e.Status, ErrNotAccepted)
+	case len(e.SecretHash) != 0:
+		return Device{}, fmt.Errorf("registry: %s: credentials already issued: %w", id, ErrExists)
+	}
+	d := e.clone()
+	d.SecretHash = slices.Clone(secretHash)
+	if err := r.putLocked(&d); err != nil {
+		return Device{}, err
+	}
+	e.Device = d
+	return d.clone(), nil
+}
+
 // Authenticate reports whether secret is the broker password of device id.
 func (r *Registry) Authenticate(id string, secret []byte) bool {
 	r.mu.Lock()
 	e, ok := r.devices[id]
 	var hash []byte
-	if ok && e.Status != StatusRevoked {
+	if ok && e.Status.Accepted() {
 		hash = e.SecretHash // replaced, never modified in place
 	}
 	r.mu.Unlock()
@@ -321,6 +429,10 @@ func (r *Registry) Handle(id string, m *protocol.Message) error {
 	if e.Status == StatusRevoked {
 		r.mu.Unlock()
 		return fmt.Errorf("registry: %s: %w", id, ErrRevoked)
+	}
+	if !e.Status.Accepted() {
+		r.mu.Unlock()
+		return fmt.Errorf("registry: %s: %w", id, ErrNotAccepted)
 	}
 	now := r.cfg.Now()
 	before := e.Status

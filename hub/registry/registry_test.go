@@ -969,3 +969,119 @@ func TestRevoke(t *testing.T) {
 		t.Errorf("OnChange calls %+v, want online then one revoked", got)
 	}
 }
+
+func TestPairingLifecycle(t *testing.T) {
+	var rec recorder
+	e := newEnv(t, registry.Config{OnChange: rec.onChange})
+	asked := e.clk.Now()
+	d, err := e.reg.AddPending("dev-p", "kitchen", []byte("pk-p"))
+	if err != nil || d.Status != registry.StatusPending || d.Status.State() != registry.StatePending {
+		t.Fatalf("AddPending = %+v, %v", d, err)
+	}
+	if _, err := e.reg.AddPending("dev-p", "kitchen", []byte("pk-p")); !errors.Is(err, registry.ErrExists) {
+		t.Errorf("second AddPending = %v, want ErrExists", err)
+	}
+	if _, err := e.reg.Enroll("dev-p", "kitchen", []byte("pk-p"), secretHash("s")); !errors.Is(err, registry.ErrExists) {
+		t.Errorf("Enroll of a pending device = %v, want ErrExists", err)
+	}
+	// Pending: no broker access, messages refused, no secret can be set.
+	if e.reg.Allowed("dev-p") {
+		t.Error("a pending device is allowed on the broker")
+	}
+	if err := e.reg.Handle("dev-p", message(t, "dev-p", e.clk.Now(), online())); !errors.Is(err, registry.ErrNotAccepted) {
+		t.Errorf("Handle from a pending device = %v, want ErrNotAccepted", err)
+	}
+	if _, err := e.reg.SetSecret("dev-p", secretHash("s")); !errors.Is(err, registry.ErrNotAccepted) {
+		t.Errorf("SetSecret of a pending device = %v, want ErrNotAccepted", err)
+	}
+	e.reopen() // pending survives a restart, still without access
+	e.wantStatus("dev-p", registry.StatusPending, registry.ReasonPairing, asked)
+	if e.reg.Allowed("dev-p") {
+		t.Error("a pending device is allowed after a restart")
+	}
+
+	approved := e.clk.Advance(time.Minute)
+	d, err = e.reg.Approve("dev-p")
+	if err != nil || d.Status != registry.StatusOffline || d.StatusReason != registry.ReasonApproved ||
+		d.Status.State() != registry.StateAccepted || !d.EnrolledAt.Equal(approved) {
+		t.Fatalf("Approve = %+v, %v", d, err)
+	}
+	if _, err := e.reg.Approve("dev-p"); !errors.Is(err, registry.ErrNotAccepted) {
+		t.Errorf("second Approve = %v, want ErrNotAccepted", err)
+	}
+	if _, err := e.reg.Reject("dev-p"); !errors.Is(err, registry.ErrNotAccepted) {
+		t.Errorf("Reject of an approved device = %v, want ErrNotAccepted", err)
+	}
+	if e.reg.Authenticate("dev-p", []byte("s")) {
+		t.Error("an approved device authenticates before it has a secret")
+	}
+	if _, err := e.reg.SetSecret("dev-p", secretHash("s")); err != nil {
+		t.Fatalf("SetSecret: %v", err)
+	}
+	if _, err := e.reg.SetSecret("dev-p", secretHash("other")); !errors.Is(err, registry.ErrExists) {
+		t.Errorf("second SetSecret = %v, want ErrExists (credentials are handed out once)", err)
+	}
+	e.reopen()
+	if !e.reg.Authenticate("dev-p", []byte("s")) || !e.reg.Allowed("dev-p") {
+		t.Error("an approved device with its secret cannot use the broker after a restart")
+	}
+	e.online("dev-p")
+
+	// Reject: final, survives a restart.
+	if _, err := e.reg.AddPending("dev-r", "intruder", []byte("pk-r")); err != nil {
+		t.Fatal(err)
+	}
+	rejected := e.clk.Advance(time.Second)
+	if d, err := e.reg.Reject("dev-r"); err != nil || d.Status != registry.StatusRejected || d.Status.State() != registry.StateRejected {
+		t.Fatalf("Reject = %+v, %v", d, err)
+	}
+	if _, err := e.reg.Approve("dev-r"); !errors.Is(err, registry.ErrNotAccepted) {
+		t.Errorf("Approve of a rejected device = %v, want ErrNotAccepted", err)
+	}
+	e.reopen()
+	e.wantStatus("dev-r", registry.StatusRejected, registry.ReasonRejected, rejected)
+	if e.reg.Allowed("dev-r") {
+		t.Error("a rejected device is allowed")
+	}
+	for _, id := range []string{"dev-x"} {
+		if _, err := e.reg.Approve(id); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("Approve(unknown) = %v, want ErrNotFound", err)
+		}
+		if _, err := e.reg.SetSecret(id, secretHash("s")); !errors.Is(err, registry.ErrNotFound) {
+			t.Errorf("SetSecret(unknown) = %v, want ErrNotFound", err)
+		}
+	}
+	var statuses []registry.Status
+	for _, c := range rec.changes() {
+		statuses = append(statuses, c.Status)
+	}
+	// reopen reuses e.cfg, so the recorder saw every registry's changes.
+	want := []registry.Status{registry.StatusPending, registry.StatusOffline, registry.StatusOnline, registry.StatusPending, registry.StatusRejected}
+	if fmt.Sprint(statuses) != fmt.Sprint(want) {
+		t.Errorf("OnChange statuses %v, want %v", statuses, want)
+	}
+}
+
+func TestAddPendingLimits(t *testing.T) {
+	e := newEnv(t, registry.Config{})
+	for i := range registry.MaxPending {
+		if _, err := e.reg.AddPending(fmt.Sprintf("dev-%d", i), "x", []byte{byte(i)}); err != nil {
+			t.Fatalf("AddPending %d: %v", i, err)
+		}
+	}
+	if _, err := e.reg.AddPending("dev-over", "x", []byte("o")); !errors.Is(err, registry.ErrTooManyPending) {
+		t.Fatalf("AddPending beyond MaxPending = %v, want ErrTooManyPending", err)
+	}
+	// Deciding one makes room.
+	if _, err := e.reg.Reject("dev-0"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.reg.AddPending("dev-over", "x", []byte("o")); err != nil {
+		t.Errorf("AddPending after a reject: %v", err)
+	}
+	for _, tc := range []struct{ id, name string }{{"bad/id", "x"}, {"", "x"}, {"dev-ok", " "}, {"dev-ok", "a\x00b"}} {
+		if _, err := e.reg.AddPending(tc.id, tc.name, []byte("k")); !errors.Is(err, registry.ErrInvalid) {
+			t.Errorf("AddPending(%q, %q) = %v, want ErrInvalid", tc.id, tc.name, err)
+		}
+	}
+}
