@@ -1,7 +1,8 @@
 // Package identity is a device's cryptographic identity: the Ed25519 key the
 // agent generates once and keeps in its state directory, the device ID
-// derived from the public key, and the enrolment proof that binds a join
-// token to that key. The agent and the hub both import it; it imports only
+// derived from the public key, the enrolment proof that binds a join token
+// to that key, and the pairing proof and code for pairing without a token.
+// The agent and the hub both import it; it imports only
 // the standard library and internal/atomicfile.
 package identity
 
@@ -97,6 +98,63 @@ func SignEnrolment(key ed25519.PrivateKey, token string) []byte {
 // VerifyEnrolment checks a proof made by SignEnrolment.
 func VerifyEnrolment(pub ed25519.PublicKey, token string, sig []byte) bool {
 	return len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, enrolmentMessage(token, pub), sig)
+}
+
+// pairingMessage is what the agent signs to ask to pair without a join
+// token: a domain separator, the fingerprint of the hub CA it saw and its
+// public key. Bound to the fingerprint, the request is useless to a rogue
+// hub that would relay it to the real one.
+func pairingMessage(fingerprint string, pub ed25519.PublicKey) []byte {
+	var b strings.Builder
+	b.WriteString("alicia-pair-v1\x00")
+	b.WriteString(fingerprint)
+	b.WriteByte(0)
+	b.Write(pub)
+	return []byte(b.String())
+}
+
+// SignPairing returns the proof that the holder of key asks to pair with
+// the hub whose CA has the given fingerprint.
+func SignPairing(key ed25519.PrivateKey, fingerprint string) []byte {
+	return ed25519.Sign(key, pairingMessage(fingerprint, key.Public().(ed25519.PublicKey)))
+}
+
+// VerifyPairing checks a proof made by SignPairing.
+func VerifyPairing(pub ed25519.PublicKey, fingerprint string, sig []byte) bool {
+	return len(pub) == ed25519.PublicKeySize && ed25519.Verify(pub, pairingMessage(fingerprint, pub), sig)
+}
+
+// codeEncoding is uppercase base32 (A–Z, 2–7): no 0/O or 1/I to confuse.
+var codeEncoding = base32.StdEncoding.WithPadding(base32.NoPadding)
+
+// PairingCode is the short code that both the agent (in its log) and the
+// hub (in the pending device) show for a pairing request, "XXXX-XXXX": 40
+// bits of SHA-256 over the hub CA fingerprint and the device's public key.
+// An administrator approves a device only by typing the code the device
+// shows: a different code means another device, or an agent that reached
+// another hub.
+func PairingCode(fingerprint string, pub ed25519.PublicKey) string {
+	h := sha256.New()
+	h.Write([]byte("alicia-pair-code-v1\x00"))
+	h.Write([]byte(fingerprint))
+	h.Write([]byte{0})
+	h.Write(pub)
+	c := codeEncoding.EncodeToString(h.Sum(nil)[:5])
+	return c[:4] + "-" + c[4:]
+}
+
+// NormalizePairingCode uppercases a typed code and drops spaces and dashes,
+// so "abcd efgh" and "ABCD-EFGH" compare equal.
+func NormalizePairingCode(code string) string {
+	return strings.Map(func(r rune) rune {
+		switch {
+		case r == '-' || r == ' ':
+			return -1
+		case 'a' <= r && r <= 'z':
+			return r - 'a' + 'A'
+		}
+		return r
+	}, code)
 }
 
 // A join token as handed to a user is "<secret>.<fingerprint>": the

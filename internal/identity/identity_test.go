@@ -103,3 +103,44 @@ func TestJoinToken(t *testing.T) {
 		}
 	}
 }
+
+func TestPairingProofAndCode(t *testing.T) {
+	_, key, _ := ed25519.GenerateKey(nil)
+	_, other, _ := ed25519.GenerateKey(nil)
+	pub := key.Public().(ed25519.PublicKey)
+	fp := strings.Repeat("ab", 32)
+	rogue := strings.Repeat("cd", 32)
+	sig := SignPairing(key, fp)
+	if !VerifyPairing(pub, fp, sig) {
+		t.Fatal("a valid pairing proof does not verify")
+	}
+	if VerifyPairing(pub, rogue, sig) {
+		t.Error("a proof made for one hub verifies for another (a rogue could relay it)")
+	}
+	if VerifyPairing(other.Public().(ed25519.PublicKey), fp, sig) {
+		t.Error("a proof verifies for another key")
+	}
+	if VerifyPairing(pub[:5], fp, sig) {
+		t.Error("a short public key verifies")
+	}
+	// An enrolment proof is not a pairing proof (domain separation).
+	if VerifyPairing(pub, fp, SignEnrolment(key, fp)) {
+		t.Error("an enrolment proof verifies as a pairing proof")
+	}
+
+	code := PairingCode(fp, pub)
+	if len(code) != 9 || code[4] != '-' || strings.Trim(code, "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567-") != "" {
+		t.Fatalf("PairingCode = %q, want XXXX-XXXX in A-Z2-7", code)
+	}
+	if PairingCode(fp, pub) != code {
+		t.Error("PairingCode is not stable")
+	}
+	if PairingCode(rogue, pub) == code || PairingCode(fp, other.Public().(ed25519.PublicKey)) == code {
+		t.Error("PairingCode does not depend on both the hub fingerprint and the key")
+	}
+	for _, typed := range []string{code, strings.ToLower(code), strings.ReplaceAll(code, "-", " "), strings.ReplaceAll(code, "-", "")} {
+		if NormalizePairingCode(typed) != NormalizePairingCode(code) {
+			t.Errorf("NormalizePairingCode(%q) = %q, want %q", typed, NormalizePairingCode(typed), NormalizePairingCode(code))
+		}
+	}
+}
