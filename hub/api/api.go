@@ -37,6 +37,17 @@ type Devices interface {
 	Delete(id string) error
 	Enroll(id, name string, publicKey, secretHash []byte) (registry.Device, error)
 	Revoke(id string) (registry.Device, error)
+	AddPending(id, name string, publicKey []byte) (registry.Device, error)
+	Approve(id string) (registry.Device, error)
+	Reject(id string) (registry.Device, error)
+	SetSecret(id string, secretHash []byte) (registry.Device, error)
+}
+
+// PairingWindow is the hub's pairing window (see hub/pairing).
+type PairingWindow interface {
+	Open(d time.Duration) (time.Time, error)
+	Close()
+	ClosesAt() (time.Time, bool)
 }
 
 // Tokens checks the admin token and creates and consumes join tokens.
@@ -77,7 +88,10 @@ type Config struct {
 	Discovered func() []household.Service
 	// Disconnect closes the live broker session of a deleted device.
 	Disconnect func(deviceID string)
-	Logger     *slog.Logger
+	// Pairing is the pairing window; nil means a window that never opens
+	// (pairing without a join token is then refused).
+	Pairing PairingWindow
+	Logger  *slog.Logger
 }
 
 // maxBody is the largest request body accepted.
@@ -99,6 +113,9 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Disconnect == nil {
 		cfg.Disconnect = func(string) {}
 	}
+	if cfg.Pairing == nil {
+		cfg.Pairing = noPairing{}
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -108,6 +125,12 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /api/v1/openapi.yaml", s.openapi)
 	mux.HandleFunc("GET /api/v1/bootstrap", s.bootstrap)
 	mux.HandleFunc("POST /api/v1/enroll", s.enroll)
+	mux.HandleFunc("POST /api/v1/pair", s.pair)
+	mux.Handle("GET /api/v1/pairing", s.admin(s.getPairing))
+	mux.Handle("POST /api/v1/pairing", s.admin(s.openPairing))
+	mux.Handle("DELETE /api/v1/pairing", s.admin(s.closePairing))
+	mux.Handle("POST /api/v1/devices/{id}/approve", s.admin(s.approveDevice))
+	mux.Handle("POST /api/v1/devices/{id}/reject", s.admin(s.rejectDevice))
 	mux.Handle("GET /api/v1/devices", s.admin(s.listDevices))
 	mux.Handle("GET /api/v1/devices/{id}", s.admin(s.getDevice))
 	mux.Handle("PATCH /api/v1/devices/{id}", s.admin(s.patchDevice))
@@ -293,30 +316,15 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusServiceUnavailable, noBrokerDetail)
 		return
 	}
-	var certPEM string
-	if s.cfg.IssueCertificate != nil {
-		der, err := s.cfg.IssueCertificate(id, pub)
-		if err != nil {
-			s.log.Error("issue client certificate", "device", id, "err", err)
-			writeProblem(w, http.StatusInternalServerError, "could not issue the device's certificate")
-			return
-		}
-		certPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	}
-	var pw [32]byte
-	_, _ = rand.Read(pw[:])
-	password := base64.RawURLEncoding.EncodeToString(pw[:])
-	if err := s.cfg.Accounts.Provision(r.Context(), id, password); err != nil {
-		s.log.Error("provision broker account", "device", id, "err", err)
-		writeProblem(w, http.StatusBadGateway, "could not create the device's broker account: "+err.Error())
+	access, hash, ok := s.newCredentials(w, r, id, pub, urls)
+	if !ok {
 		return
 	}
-	h := sha256.Sum256([]byte(password))
 	name := req.Name
 	if name == "" {
 		name = id
 	}
-	if _, err := s.cfg.Devices.Enroll(id, name, pub, h[:]); err != nil {
+	if _, err := s.cfg.Devices.Enroll(id, name, pub, hash); err != nil {
 		if !errors.Is(err, registry.ErrExists) {
 			// (With ErrExists a concurrent enrolment of the same key won:
 			// the account is the winner's.)
@@ -344,8 +352,33 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("agent enrolled", "device", id, "name", name, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusCreated, EnrollResponse{DeviceID: id, HubID: s.cfg.HubID,
-		MQTT: MQTTAccess{URLs: urls, Username: id, Password: password, Certificate: certPEM}})
+	writeJSON(w, http.StatusCreated, EnrollResponse{DeviceID: id, HubID: s.cfg.HubID, MQTT: access})
+}
+
+// newCredentials issues device id its client certificate and a new broker
+// password, and creates its broker account. It returns the access to hand
+// out once and the password's hash to store; on failure it has answered.
+func (s *server) newCredentials(w http.ResponseWriter, r *http.Request, id string, pub ed25519.PublicKey, urls []string) (MQTTAccess, []byte, bool) {
+	var certPEM string
+	if s.cfg.IssueCertificate != nil {
+		der, err := s.cfg.IssueCertificate(id, pub)
+		if err != nil {
+			s.log.Error("issue client certificate", "device", id, "err", err)
+			writeProblem(w, http.StatusInternalServerError, "could not issue the device's certificate")
+			return MQTTAccess{}, nil, false
+		}
+		certPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	}
+	var pw [32]byte
+	_, _ = rand.Read(pw[:])
+	password := base64.RawURLEncoding.EncodeToString(pw[:])
+	if err := s.cfg.Accounts.Provision(r.Context(), id, password); err != nil {
+		s.log.Error("provision broker account", "device", id, "err", err)
+		writeProblem(w, http.StatusBadGateway, "could not create the device's broker account: "+err.Error())
+		return MQTTAccess{}, nil, false
+	}
+	h := sha256.Sum256([]byte(password))
+	return MQTTAccess{URLs: urls, Username: id, Password: password, Certificate: certPEM}, h[:], true
 }
 
 // removeAccount undoes Accounts.Provision for an enrolment that failed.
@@ -425,27 +458,38 @@ func (s *server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 
 // Device is the API view of a registry device (without credentials).
 type Device struct {
-	ID           string            `json:"id"`
-	Name         string            `json:"name"`
-	Status       string            `json:"status"`
-	StatusReason string            `json:"status_reason"`
+	ID     string `json:"id"`
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	// State is the lifecycle state: pending, accepted, rejected or revoked.
+	State        string `json:"state"`
+	StatusReason string `json:"status_reason"`
+	// PairingCode, for a pending device, is the code it shows; type it to
+	// approve the device.
+	PairingCode  string            `json:"pairing_code,omitempty"`
 	StatusSince  time.Time         `json:"status_since"`
 	Labels       map[string]string `json:"labels"`
 	AgentVersion string            `json:"agent_version,omitempty"`
 	HeartbeatMS  int64             `json:"heartbeat_ms,omitempty"`
 	Facts        *protocol.Facts   `json:"facts,omitempty"`
 	PublicKey    string            `json:"public_key"`
-	EnrolledAt   time.Time         `json:"enrolled_at"`
+	EnrolledAt   *time.Time        `json:"enrolled_at,omitempty"` // unset while pending or rejected
 	FirstSeen    *time.Time        `json:"first_seen,omitempty"`
 	LastSeen     *time.Time        `json:"last_seen,omitempty"`
 }
 
-func deviceView(d registry.Device) Device {
-	v := Device{ID: d.ID, Name: d.Name, Status: string(d.Status), StatusReason: d.StatusReason, StatusSince: d.StatusSince,
+func (s *server) deviceView(d registry.Device) Device {
+	v := Device{ID: d.ID, Name: d.Name, Status: string(d.Status), State: d.Status.State(), StatusReason: d.StatusReason, StatusSince: d.StatusSince,
 		Labels: d.Labels, AgentVersion: d.AgentVersion, HeartbeatMS: d.HeartbeatMS, Facts: d.Facts,
-		PublicKey: base64.StdEncoding.EncodeToString(d.PublicKey), EnrolledAt: d.EnrolledAt}
+		PublicKey: base64.StdEncoding.EncodeToString(d.PublicKey)}
+	if !d.EnrolledAt.IsZero() {
+		v.EnrolledAt = &d.EnrolledAt
+	}
 	if v.Labels == nil {
 		v.Labels = map[string]string{}
+	}
+	if d.Status == registry.StatusPending {
+		v.PairingCode = identity.PairingCode(s.cfg.CAFingerprint, d.PublicKey)
 	}
 	if !d.FirstSeen.IsZero() {
 		v.FirstSeen = &d.FirstSeen
@@ -460,7 +504,7 @@ func (s *server) listDevices(w http.ResponseWriter, _ *http.Request) {
 	ds := s.cfg.Devices.List()
 	out := make([]Device, len(ds))
 	for i, d := range ds {
-		out[i] = deviceView(d)
+		out[i] = s.deviceView(d)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
@@ -497,7 +541,7 @@ func (s *server) getDevice(w http.ResponseWriter, r *http.Request) {
 		s.deviceError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, deviceView(d))
+	writeJSON(w, http.StatusOK, s.deviceView(d))
 }
 
 // DevicePatch is the body of PATCH /api/v1/devices/{id} (JSON merge patch:
@@ -535,7 +579,7 @@ func (s *server) patchDevice(w http.ResponseWriter, r *http.Request) {
 		s.deviceError(w, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, deviceView(d))
+	writeJSON(w, http.StatusOK, s.deviceView(d))
 }
 
 // discovered lists the other services seen on the LAN.
@@ -575,7 +619,7 @@ func (s *server) revokeDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("device revoked", "device", id)
-	writeJSON(w, http.StatusOK, deviceView(d))
+	writeJSON(w, http.StatusOK, s.deviceView(d))
 }
 
 func (s *server) deleteDevice(w http.ResponseWriter, r *http.Request) {

@@ -27,6 +27,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/identity"
@@ -38,6 +39,9 @@ const (
 	testHubID = "hub-test"
 	testHost  = "hub.local:8470"
 )
+
+// testFP is the harness hub's CA fingerprint.
+var testFP = strings.Repeat("5a", 32)
 
 // t0 is the harness clock's start.
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -101,6 +105,7 @@ type harness struct {
 	reg      *registry.Registry
 	toks     *tokens.Tokens
 	clock    *clock
+	window   *pairing.Window
 	admin    string // the admin token, read from admin.token
 	accounts *fakeAccounts
 	// noBroker makes BrokerURLs answer nothing, as a loopback-only broker
@@ -144,12 +149,15 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}}}
+	h := &harness{db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}},
+		window: &pairing.Window{Now: clk.Now}}
 	h.handler, err = New(Config{
-		HubID:    testHubID,
-		Devices:  reg,
-		Tokens:   toks,
-		Accounts: h.accounts,
+		HubID:         testHubID,
+		CAFingerprint: testFP,
+		Pairing:       h.window,
+		Devices:       reg,
+		Tokens:        toks,
+		Accounts:      h.accounts,
 		BrokerURLs: func(r *http.Request) []string {
 			if h.noBroker.Load() {
 				return nil
@@ -389,6 +397,11 @@ func TestAdminRoutesNeedToken(t *testing.T) {
 		{"DELETE", "/api/v1/devices/" + enr.DeviceID, nil},
 		{"POST", "/api/v1/join-tokens", nil},
 		{"POST", "/api/v1/join-tokens", `{"uses":1000}`},
+		{"GET", "/api/v1/pairing", nil},
+		{"POST", "/api/v1/pairing", nil},
+		{"DELETE", "/api/v1/pairing", nil},
+		{"POST", "/api/v1/devices/" + enr.DeviceID + "/approve", `{"code":"AAAA-AAAA"}`},
+		{"POST", "/api/v1/devices/" + enr.DeviceID + "/reject", nil},
 		// The token is checked before the ID is.
 		{"GET", "/api/v1/devices/unknown", nil},
 		{"DELETE", "/api/v1/devices/a%2Bb", nil},
@@ -416,6 +429,9 @@ func TestAdminRoutesNeedToken(t *testing.T) {
 	}
 	if diff := cmp.Diff(before, h.device(t, enr.DeviceID)); diff != "" {
 		t.Errorf("device changed by unauthorised requests (-before +after):\n%s", diff)
+	}
+	if _, open := h.window.ClosesAt(); open {
+		t.Error("an unauthorised request opened the pairing window")
 	}
 	if len(h.disconnected) != 0 {
 		t.Errorf("Disconnect called for %v", h.disconnected)
@@ -511,8 +527,8 @@ func TestEnroll(t *testing.T) {
 		t.Errorf("provisioned broker accounts (-want +got):\n%s", diff)
 	}
 
-	wantDev := Device{ID: id, Name: "kitchen-pi", Status: "offline", StatusReason: "enrolled", StatusSince: t0,
-		Labels: map[string]string{}, PublicKey: b64(pubKey(key)), EnrolledAt: t0}
+	wantDev := Device{ID: id, Name: "kitchen-pi", Status: "offline", State: "accepted", StatusReason: "enrolled", StatusSince: t0,
+		Labels: map[string]string{}, PublicKey: b64(pubKey(key)), EnrolledAt: &t0}
 	if diff := cmp.Diff(wantDev, h.device(t, id)); diff != "" {
 		t.Errorf("GET device (-want +got):\n%s", diff)
 	}
@@ -759,9 +775,9 @@ func TestDeviceView(t *testing.T) {
 	seen := t0.Add(time.Minute)
 	got := h.device(t, enr.DeviceID)
 	// The agent's name replaces the enrolment name until an admin renames the device.
-	want := Device{ID: enr.DeviceID, Name: "agent-name", Status: "online", StatusReason: "startup", StatusSince: seen,
+	want := Device{ID: enr.DeviceID, Name: "agent-name", Status: "online", State: "accepted", StatusReason: "startup", StatusSince: seen,
 		Labels: map[string]string{}, AgentVersion: "v0.1.0", HeartbeatMS: 5000, Facts: &facts,
-		EnrolledAt: t0, FirstSeen: &seen, LastSeen: &seen}
+		EnrolledAt: &t0, FirstSeen: &seen, LastSeen: &seen}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Device{}, "PublicKey")); diff != "" {
 		t.Errorf("device (-want +got):\n%s", diff)
 	}
@@ -996,7 +1012,7 @@ func TestBootstrap(t *testing.T) {
 			for _, auth := range []string{"", "Bearer wrong"} {
 				resp := h.send(t, request{method: "GET", target: "/api/v1/bootstrap", host: tt.host, auth: auth})
 				resp.mustStatus(t, http.StatusOK)
-				want := Bootstrap{HubID: testHubID, ProtocolVersion: protocol.Version, MQTTURLs: []string{tt.want}}
+				want := Bootstrap{HubID: testHubID, ProtocolVersion: protocol.Version, MQTTURLs: []string{tt.want}, CAFingerprint: testFP}
 				if diff := cmp.Diff(want, decode[Bootstrap](t, resp)); diff != "" {
 					t.Errorf("bootstrap (-want +got):\n%s", diff)
 				}
