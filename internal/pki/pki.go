@@ -5,8 +5,15 @@
 // the CA's public key (from the join token or a pairing code) and verify the
 // hub's chain against that CA only.
 //
+// ServerCerts keeps the hub's server certificate renewed while the hub
+// runs, so that it never expires under connected agents. ProbeCA lets an
+// agent that pairs without a join token learn the fingerprint of the CA a
+// hub presents (trust on first use, confirmed by the user with a pairing
+// code) before pinning it.
+//
 // It imports only the standard library (and internal/atomicfile); the hub
-// uses all of it, the agent only the verification side.
+// uses all of it, the agent only the verification side (PinnedClientConfig,
+// VerifyPinned, ProbeCA).
 package pki
 
 import (
