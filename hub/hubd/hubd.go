@@ -24,6 +24,7 @@ import (
 	"github.com/alicia-home/alicia/hub/api"
 	"github.com/alicia-home/alicia/hub/broker"
 	"github.com/alicia-home/alicia/hub/household"
+	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/bus"
@@ -133,11 +134,12 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	if created {
 		h.log.Info("created the hub CA", "dir", pkiDir, "fingerprint", ca.Fingerprint())
 	}
-	serverCert, err := ca.IssueServer(hubID, nil, nil, time.Now())
+	// Re-issued before it expires, so a hub that runs for years keeps its agents.
+	serverCerts, err := pki.NewServerCerts(ca, hubID, nil)
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	apiTLS := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{serverCert}}
+	apiTLS := &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: serverCerts.GetCertificate}
 
 	rawHTTPLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
@@ -190,8 +192,8 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 			clientCAs := x509.NewCertPool()
 			clientCAs.AddCert(ca.Cert)
 			tln, err := tls.Listen("tcp", cfg.MQTTSAddr, &tls.Config{
-				MinVersion:   tls.VersionTLS13,
-				Certificates: []tls.Certificate{serverCert},
+				MinVersion:     tls.VersionTLS13,
+				GetCertificate: serverCerts.GetCertificate,
 				// Devices will present certificates from this CA; until
 				// they do, username and password authenticate them.
 				ClientAuth: tls.VerifyClientCertIfGiven,
@@ -314,7 +316,8 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 				brk.Disconnect(id)
 			}
 		},
-		Logger: h.log.With("component", "api"),
+		Pairing: &pairing.Window{},
+		Logger:  h.log.With("component", "api"),
 	})
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
