@@ -33,6 +33,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&cfg.StateDir, "state-dir", "/var/lib/alicia-agent", "`dir`ectory for the identity key and credentials")
 	fs.StringVar(&cfg.Hub, "hub", "", "the hub's API `address` HOST[:PORT] (default port 8470)")
 	fs.StringVar(&cfg.JoinToken, "join-token", "", "join `token` for the first enrolment (from POST /api/v1/join-tokens)")
+	fs.BoolVar(&cfg.Pair, "pair", false, "without a join token: pair with the hub found on the LAN (or --hub) and wait for an admin to approve the code it logs")
 	fs.StringVar(&cfg.Name, "name", "", "device display `name` (default: the hostname)")
 	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not look for the hub on the LAN with mDNS (needs --hub)")
 	fs.StringVar(&hal, "hal", "none", "hardware `backend`: none (periph and sim arrive with hardware support)")

@@ -41,6 +41,14 @@ type Config struct {
 	Hub string
 	// JoinToken enrols the agent on first start. Ignored once enrolled.
 	JoinToken string
+	// Pair, without a JoinToken, asks the hub to pair on first start: the
+	// agent trusts the hub it finds (Hub, or the only one on the LAN), logs
+	// a pairing code and waits until an administrator approves it with that
+	// code during the hub's pairing window. Ignored once enrolled.
+	Pair bool
+	// PairPoll is how often a pending agent asks whether it was approved.
+	// Default 2s.
+	PairPoll time.Duration
 	// Name is the device's display name; default the hostname.
 	Name string
 	// HeartbeatInterval is how often a heartbeat is sent. Default 10s.
@@ -71,6 +79,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = 30 * time.Second
+	}
+	if c.PairPoll <= 0 {
+		c.PairPoll = 2 * time.Second
 	}
 	if c.RediscoverAfter <= 0 {
 		c.RediscoverAfter = 15 * time.Second
@@ -385,9 +396,22 @@ func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, nam
 	if hub == "" && creds != nil {
 		hub = creds.Hub
 	}
+	if creds == nil && cfg.JoinToken == "" && cfg.Pair {
+		if hub == "" && cfg.NoMDNS {
+			return nil, errors.New("agent: no hub address to pair with: pass --hub HOST[:PORT] (looking for the hub with mDNS is turned off)")
+		}
+		creds, err := a.pair(ctx, key, id, name, hub)
+		if err != nil {
+			return nil, err
+		}
+		if err := saveCredentials(path, creds); err != nil {
+			return nil, fmt.Errorf("agent: save credentials: %w", err)
+		}
+		return creds, nil
+	}
 	if creds == nil {
 		if cfg.JoinToken == "" {
-			return nil, errors.New("agent: not enrolled: start once with --join-token TOKEN (an admin creates one with POST /api/v1/join-tokens on the hub)")
+			return nil, errors.New("agent: not enrolled: start once with --join-token TOKEN (an admin creates one with POST /api/v1/join-tokens on the hub), or with --pair while the hub's pairing window is open")
 		}
 		_, fp, err := identity.ParseJoinToken(cfg.JoinToken)
 		if err != nil {

@@ -139,7 +139,13 @@ func (a *Agent) enrol(ctx context.Context, client *http.Client, base string, key
 	if status != http.StatusCreated {
 		return nil, fmt.Errorf("unexpected status %d", status)
 	}
-	if want := identity.DeviceID(pub); resp.DeviceID != want || resp.MQTT.Username != want {
+	return checkEnrolment(&resp, key)
+}
+
+// checkEnrolment checks the hub's answer to an enrolment or pairing and
+// turns it into credentials (without the hub address and fingerprint).
+func checkEnrolment(resp *enrollResponse, key ed25519.PrivateKey) (*credentials, error) {
+	if want := identity.DeviceID(key.Public().(ed25519.PublicKey)); resp.DeviceID != want || resp.MQTT.Username != want {
 		return nil, errPermanent{fmt.Errorf("hub assigned device id %q, want %q derived from our key", resp.DeviceID, want)}
 	}
 	if len(resp.MQTT.URLs) == 0 || resp.MQTT.Password == "" {
