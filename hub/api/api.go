@@ -41,6 +41,7 @@ type Devices interface {
 	Approve(id string) (registry.Device, error)
 	Reject(id string) (registry.Device, error)
 	SetSecret(id string, secretHash []byte) (registry.Device, error)
+	Authenticate(id string, secret []byte) bool
 }
 
 // PairingWindow is the hub's pairing window (see hub/pairing).
@@ -88,6 +89,8 @@ type Config struct {
 	Discovered func() []household.Service
 	// Disconnect closes the live broker session of a deleted device.
 	Disconnect func(deviceID string)
+	// Now is the hub's clock; default time.Now.
+	Now func() time.Time
 	// Pairing is the pairing window; nil means a window that never opens
 	// (pairing without a join token is then refused).
 	Pairing PairingWindow
@@ -113,6 +116,9 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Disconnect == nil {
 		cfg.Disconnect = func(string) {}
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
 	if cfg.Pairing == nil {
 		cfg.Pairing = noPairing{}
 	}
@@ -126,6 +132,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /api/v1/bootstrap", s.bootstrap)
 	mux.HandleFunc("POST /api/v1/enroll", s.enroll)
 	mux.HandleFunc("POST /api/v1/pair", s.pair)
+	mux.HandleFunc("POST /api/v1/device/certificate", s.renewCertificate)
 	mux.Handle("GET /api/v1/pairing", s.admin(s.getPairing))
 	mux.Handle("POST /api/v1/pairing", s.admin(s.openPairing))
 	mux.Handle("DELETE /api/v1/pairing", s.admin(s.closePairing))
@@ -219,6 +226,9 @@ type Bootstrap struct {
 	HubID           string   `json:"hub_id"`
 	ProtocolVersion int      `json:"protocol_version"`
 	MQTTURLs        []string `json:"mqtt_urls"`
+	// Time is the hub's clock, for devices without a real-time clock to
+	// judge their certificate's age by.
+	Time time.Time `json:"time"`
 	// CAFingerprint is the hex SHA-256 of the hub CA's public key: the
 	// hub's HTTPS and MQTT-over-TLS certificates chain to that CA.
 	CAFingerprint string `json:"ca_fingerprint,omitempty"`
@@ -233,7 +243,8 @@ func (s *server) bootstrap(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusServiceUnavailable, noBrokerDetail)
 		return
 	}
-	writeJSON(w, http.StatusOK, Bootstrap{HubID: s.cfg.HubID, ProtocolVersion: protocol.Version, MQTTURLs: urls, CAFingerprint: s.cfg.CAFingerprint})
+	writeJSON(w, http.StatusOK, Bootstrap{HubID: s.cfg.HubID, ProtocolVersion: protocol.Version, MQTTURLs: urls, CAFingerprint: s.cfg.CAFingerprint,
+		Time: s.cfg.Now().UTC()})
 }
 
 // EnrollRequest is the body of POST /api/v1/enroll.

@@ -31,6 +31,7 @@ import (
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/identity"
+	"github.com/alicia-home/alicia/internal/pki"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
 )
@@ -39,9 +40,6 @@ const (
 	testHubID = "hub-test"
 	testHost  = "hub.local:8470"
 )
-
-// testFP is the harness hub's CA fingerprint.
-var testFP = strings.Repeat("5a", 32)
 
 // t0 is the harness clock's start.
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
@@ -106,6 +104,8 @@ type harness struct {
 	toks     *tokens.Tokens
 	clock    *clock
 	window   *pairing.Window
+	ca       *pki.CA
+	fp       string // the CA's fingerprint
 	admin    string // the admin token, read from admin.token
 	accounts *fakeAccounts
 	// noBroker makes BrokerURLs answer nothing, as a loopback-only broker
@@ -149,15 +149,30 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := os.MkdirAll(filepath.Join(dir, "pki"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	ca, _, err := pki.LoadOrCreateCA(filepath.Join(dir, "pki"), testHubID, clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
 	h := &harness{db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}},
-		window: &pairing.Window{Now: clk.Now}}
+		window: &pairing.Window{Now: clk.Now}, ca: ca, fp: ca.Fingerprint()}
 	h.handler, err = New(Config{
 		HubID:         testHubID,
-		CAFingerprint: testFP,
+		CAFingerprint: h.fp,
+		Now:           clk.Now,
 		Pairing:       h.window,
-		Devices:       reg,
-		Tokens:        toks,
-		Accounts:      h.accounts,
+		IssueCertificate: func(id string, pub ed25519.PublicKey) ([]byte, error) {
+			c, err := ca.IssueClient(id, pub, clk.Now())
+			if err != nil {
+				return nil, err
+			}
+			return c.Raw, nil
+		},
+		Devices:  reg,
+		Tokens:   toks,
+		Accounts: h.accounts,
 		BrokerURLs: func(r *http.Request) []string {
 			if h.noBroker.Load() {
 				return nil
@@ -517,9 +532,10 @@ func TestEnroll(t *testing.T) {
 
 	id := identity.DeviceID(pubKey(key))
 	want := EnrollResponse{DeviceID: id, HubID: testHubID, MQTT: MQTTAccess{URLs: []string{"mqtt://hub.local:1883"}, Username: id}}
-	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(MQTTAccess{}, "Password")); diff != "" {
+	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(MQTTAccess{}, "Password", "Certificate")); diff != "" {
 		t.Errorf("enrolment (-want +got):\n%s", diff)
 	}
+	h.checkCert(t, got.MQTT.Certificate, id, pubKey(key))
 	if secret, err := base64.RawURLEncoding.DecodeString(got.MQTT.Password); err != nil || len(secret) != 32 {
 		t.Errorf("password %q: want the base64url of 32 random bytes (err %v)", got.MQTT.Password, err)
 	}
@@ -1012,7 +1028,7 @@ func TestBootstrap(t *testing.T) {
 			for _, auth := range []string{"", "Bearer wrong"} {
 				resp := h.send(t, request{method: "GET", target: "/api/v1/bootstrap", host: tt.host, auth: auth})
 				resp.mustStatus(t, http.StatusOK)
-				want := Bootstrap{HubID: testHubID, ProtocolVersion: protocol.Version, MQTTURLs: []string{tt.want}, CAFingerprint: testFP}
+				want := Bootstrap{HubID: testHubID, ProtocolVersion: protocol.Version, MQTTURLs: []string{tt.want}, CAFingerprint: h.fp, Time: t0}
 				if diff := cmp.Diff(want, decode[Bootstrap](t, resp)); diff != "" {
 					t.Errorf("bootstrap (-want +got):\n%s", diff)
 				}

@@ -35,7 +35,7 @@ func TestPairingWindowRoutes(t *testing.T) {
 		resp.mustStatus(t, http.StatusOK)
 		return decode[PairingWindowState](t, resp)
 	}
-	if w := window(h.adminDo(t, "GET", "/api/v1/pairing", nil)); w.Open || w.ClosesAt != nil || w.CAFingerprint != testFP {
+	if w := window(h.adminDo(t, "GET", "/api/v1/pairing", nil)); w.Open || w.ClosesAt != nil || w.CAFingerprint != h.fp {
 		t.Errorf("initial window = %+v, want closed with the CA fingerprint", w)
 	}
 	w := window(h.adminDo(t, "POST", "/api/v1/pairing", nil))
@@ -68,9 +68,9 @@ func TestPairApproveCollect(t *testing.T) {
 	h := newHarness(t)
 	key := newKey(t)
 	id := identity.DeviceID(pubKey(key))
-	code := identity.PairingCode(testFP, pubKey(key))
+	code := identity.PairingCode(h.fp, pubKey(key))
 
-	if d := h.pair(t, pairRequest(key, testFP, "porch")).mustProblem(t, http.StatusForbidden); !strings.Contains(d, "pairing window is closed") {
+	if d := h.pair(t, pairRequest(key, h.fp, "porch")).mustProblem(t, http.StatusForbidden); !strings.Contains(d, "pairing window is closed") {
 		t.Errorf("closed window: detail %q", d)
 	}
 	if _, err := h.reg.Get(id); err == nil {
@@ -78,7 +78,7 @@ func TestPairApproveCollect(t *testing.T) {
 	}
 	h.openWindow(t)
 	for range 2 { // asking again while pending changes nothing
-		resp := h.pair(t, pairRequest(key, testFP, "porch"))
+		resp := h.pair(t, pairRequest(key, h.fp, "porch"))
 		resp.mustStatus(t, http.StatusAccepted)
 		if got, want := decode[PairPending](t, resp), (PairPending{DeviceID: id, Status: "pending", PairingCode: code}); got != want {
 			t.Fatalf("pending answer = %+v, want %+v", got, want)
@@ -119,7 +119,7 @@ func TestPairApproveCollect(t *testing.T) {
 
 	// The window closes; the approved device still collects, once.
 	h.clock.Advance(10 * time.Minute)
-	resp = h.pair(t, pairRequest(key, testFP, "porch"))
+	resp = h.pair(t, pairRequest(key, h.fp, "porch"))
 	resp.mustStatus(t, http.StatusCreated)
 	got := decode[EnrollResponse](t, resp)
 	if got.DeviceID != id || got.HubID != testHubID || got.MQTT.Username != id || len(got.MQTT.Password) < 32 || len(got.MQTT.URLs) == 0 {
@@ -131,7 +131,7 @@ func TestPairApproveCollect(t *testing.T) {
 	if pw := h.accounts.passwords[id]; len(pw) != 1 || pw[0] != got.MQTT.Password {
 		t.Errorf("broker accounts %v, want the one password handed out", h.accounts.passwords)
 	}
-	if d := h.pair(t, pairRequest(key, testFP, "porch")).mustProblem(t, http.StatusConflict); !strings.Contains(d, "delete the device") {
+	if d := h.pair(t, pairRequest(key, h.fp, "porch")).mustProblem(t, http.StatusConflict); !strings.Contains(d, "delete the device") {
 		t.Errorf("second collection: detail %q", d)
 	}
 	// The join-token path refuses the paired key as well.
@@ -143,7 +143,7 @@ func TestPairReject(t *testing.T) {
 	h.openWindow(t)
 	key := newKey(t)
 	id := identity.DeviceID(pubKey(key))
-	h.pair(t, pairRequest(key, testFP, "")).mustStatus(t, http.StatusAccepted)
+	h.pair(t, pairRequest(key, h.fp, "")).mustStatus(t, http.StatusAccepted)
 	if d := h.device(t, id); d.Name != id {
 		t.Errorf("unnamed device is called %q, want its ID", d.Name)
 	}
@@ -152,21 +152,21 @@ func TestPairReject(t *testing.T) {
 	if d := decode[Device](t, resp); d.Status != "rejected" || d.State != "rejected" || d.StatusReason != "rejected" {
 		t.Errorf("rejected device = %+v", d)
 	}
-	if d := h.pair(t, pairRequest(key, testFP, "")).mustProblem(t, http.StatusForbidden); !strings.Contains(d, "rejected") {
+	if d := h.pair(t, pairRequest(key, h.fp, "")).mustProblem(t, http.StatusForbidden); !strings.Contains(d, "rejected") {
 		t.Errorf("rejected device asking again: detail %q", d)
 	}
-	h.adminDo(t, "POST", "/api/v1/devices/"+id+"/approve", fmt.Sprintf(`{"code":%q}`, identity.PairingCode(testFP, pubKey(key)))).mustProblem(t, http.StatusConflict)
+	h.adminDo(t, "POST", "/api/v1/devices/"+id+"/approve", fmt.Sprintf(`{"code":%q}`, identity.PairingCode(h.fp, pubKey(key)))).mustProblem(t, http.StatusConflict)
 	h.adminDo(t, "POST", "/api/v1/devices/"+id+"/reject", nil).mustProblem(t, http.StatusConflict)
 	// Re-pair: delete, then the key may ask again.
 	h.adminDo(t, "DELETE", "/api/v1/devices/"+id, nil).mustStatus(t, http.StatusNoContent)
-	h.pair(t, pairRequest(key, testFP, "")).mustStatus(t, http.StatusAccepted)
+	h.pair(t, pairRequest(key, h.fp, "")).mustStatus(t, http.StatusAccepted)
 
 	// A revoked device cannot pair its way back.
 	other := newKey(t)
 	oid := identity.DeviceID(pubKey(other))
-	h.pair(t, pairRequest(other, testFP, "")).mustStatus(t, http.StatusAccepted)
+	h.pair(t, pairRequest(other, h.fp, "")).mustStatus(t, http.StatusAccepted)
 	h.adminDo(t, "POST", "/api/v1/devices/"+oid+"/revoke", nil).mustStatus(t, http.StatusOK)
-	if d := h.pair(t, pairRequest(other, testFP, "")).mustProblem(t, http.StatusForbidden); !strings.Contains(d, "revoked") {
+	if d := h.pair(t, pairRequest(other, h.fp, "")).mustProblem(t, http.StatusForbidden); !strings.Contains(d, "revoked") {
 		t.Errorf("revoked device asking again: detail %q", d)
 	}
 	for _, path := range []string{"/api/v1/devices/dunknown/approve", "/api/v1/devices/dunknown/reject"} {
@@ -180,7 +180,7 @@ func TestPairBadRequests(t *testing.T) {
 	h.openWindow(t)
 	key := newKey(t)
 	rogueFP := strings.Repeat("0f", 32)
-	good := pairRequest(key, testFP, "ok")
+	good := pairRequest(key, h.fp, "ok")
 	tests := []struct {
 		name   string
 		body   any
@@ -189,11 +189,11 @@ func TestPairBadRequests(t *testing.T) {
 	}{
 		// A request signed for another hub's CA (made to a rogue, relayed here) is worthless.
 		{"signed for another hub", pairRequest(key, rogueFP, "ok"), http.StatusBadRequest, "another fingerprint"},
-		{"enrolment proof", PairRequest{PublicKey: good.PublicKey, Signature: b64(identity.SignEnrolment(key, testFP))}, http.StatusBadRequest, "signature"},
+		{"enrolment proof", PairRequest{PublicKey: good.PublicKey, Signature: b64(identity.SignEnrolment(key, h.fp))}, http.StatusBadRequest, "signature"},
 		{"another key's proof", PairRequest{PublicKey: b64(pubKey(newKey(t))), Signature: good.Signature}, http.StatusBadRequest, "signature"},
 		{"short key", PairRequest{PublicKey: b64([]byte("short")), Signature: good.Signature}, http.StatusBadRequest, "public_key"},
 		{"bad base64", PairRequest{PublicKey: "!!", Signature: good.Signature}, http.StatusBadRequest, "public_key"},
-		{"control character in name", pairRequest(key, testFP, "a\nb"), http.StatusBadRequest, "name"},
+		{"control character in name", pairRequest(key, h.fp, "a\nb"), http.StatusBadRequest, "name"},
 		{"unknown field", `{"public_key":"x","signature":"y","token":"z"}`, http.StatusBadRequest, "unknown field"},
 		{"not JSON", `{"public_key":`, http.StatusBadRequest, "invalid JSON"},
 		{"oversize", `{"name":"` + strings.Repeat("x", maxBody) + `"}`, http.StatusRequestEntityTooLarge, "exceeds"},
@@ -216,9 +216,9 @@ func TestPairFlood(t *testing.T) {
 	h := newHarness(t)
 	h.openWindow(t)
 	for range registry.MaxPending {
-		h.pair(t, pairRequest(newKey(t), testFP, "x")).mustStatus(t, http.StatusAccepted)
+		h.pair(t, pairRequest(newKey(t), h.fp, "x")).mustStatus(t, http.StatusAccepted)
 	}
-	h.pair(t, pairRequest(newKey(t), testFP, "x")).mustProblem(t, http.StatusTooManyRequests)
+	h.pair(t, pairRequest(newKey(t), h.fp, "x")).mustProblem(t, http.StatusTooManyRequests)
 	if n := len(h.reg.List()); n != registry.MaxPending {
 		t.Errorf("%d devices, want %d", n, registry.MaxPending)
 	}

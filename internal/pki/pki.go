@@ -43,11 +43,12 @@ import (
 const (
 	CAValidity     = 20 * 365 * 24 * time.Hour
 	ServerValidity = 397 * 24 * time.Hour
-	// ClientValidity is long on purpose: a device is cut off by revoking
-	// it at the hub (its password and every publish are checked against the
-	// registry), not by letting its certificate lapse, which would take
-	// every device offline on the same day with no renewal in place.
-	ClientValidity = 10 * 365 * 24 * time.Hour
+	// ClientValidity is a device certificate's lifetime. Agents renew
+	// theirs once RenewalDue (a third of it left); a device that was off
+	// for longer renews with its broker password over pinned HTTPS when it
+	// comes back, so an expired certificate never locks a device out. A
+	// device is cut off by revoking it at the hub, not by expiry.
+	ClientValidity = 365 * 24 * time.Hour
 )
 
 // ServerName is the TLS server name agents expect from every hub. The hub's
@@ -212,6 +213,13 @@ func (ca *CA) IssueServer(hubID string, dnsNames []string, ips []net.IP, now tim
 		return tls.Certificate{}, fmt.Errorf("pki: %w", err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der, ca.Cert.Raw}, PrivateKey: key, Leaf: leaf}, nil
+}
+
+// RenewalDue reports whether a certificate should be renewed at now: when
+// less than a third of its validity is left (or it has expired).
+func RenewalDue(cert *x509.Certificate, now time.Time) bool {
+	life := cert.NotAfter.Sub(cert.NotBefore)
+	return !now.Before(cert.NotAfter.Add(-life / 3))
 }
 
 // IssueClient issues a device's client certificate for its own public key

@@ -243,3 +243,35 @@ func TestVerifyPinnedClock(t *testing.T) {
 		t.Errorf("expired certificate: %v, want an expiry error that is not ErrWrongHub", err)
 	}
 }
+
+func TestRenewalDue(t *testing.T) {
+	ca, _, err := LoadOrCreateCA(t.TempDir(), "hub-1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	issued := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	cert, err := ca.IssueClient("dabc", pub, issued)
+	if err != nil {
+		t.Fatal(err)
+	}
+	life := cert.NotAfter.Sub(cert.NotBefore)
+	due := cert.NotAfter.Add(-life / 3)
+	for _, tt := range []struct {
+		at   time.Time
+		want bool
+	}{
+		{issued, false},
+		{due.Add(-time.Second), false},
+		{due, true},
+		{cert.NotAfter, true},
+		{cert.NotAfter.Add(365 * 24 * time.Hour), true}, // long expired: still renewable
+	} {
+		if got := RenewalDue(cert, tt.at); got != tt.want {
+			t.Errorf("RenewalDue at %s = %v, want %v (NotAfter %s)", tt.at, got, tt.want, cert.NotAfter)
+		}
+	}
+}
