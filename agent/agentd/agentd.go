@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
@@ -56,6 +57,9 @@ type Config struct {
 	// KeepAlive is the MQTT keep-alive; a dead link is noticed by the
 	// broker within 1.5 times this. Default 30s.
 	KeepAlive time.Duration
+	// RenewCheck is how often the agent checks whether its certificate is
+	// due for renewal. Default 6h.
+	RenewCheck time.Duration
 	// RediscoverAfter is how long the broker may be unreachable before the
 	// agent looks for the hub on the LAN at a new address (without Hub and
 	// NoMDNS only). Default 15s.
@@ -79,6 +83,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = 30 * time.Second
+	}
+	if c.RenewCheck <= 0 {
+		c.RenewCheck = 6 * time.Hour
 	}
 	if c.PairPoll <= 0 {
 		c.PairPoll = 2 * time.Second
@@ -120,6 +127,13 @@ type Agent struct {
 
 	mu       sync.Mutex // guards deviceID
 	deviceID string
+
+	// credsMu guards the credentials of the running session while the
+	// certificate renewal changes them.
+	credsMu sync.Mutex
+	// hubOffset is the hub's clock minus ours, in nanoseconds, from the
+	// last bootstrap answer.
+	hubOffset atomic.Int64
 }
 
 // New validates cfg and returns an Agent. It does no I/O.
@@ -203,19 +217,28 @@ func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, 
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	// The client certificate is read at each handshake, so a renewed one
+	// is used from the next connection on.
+	var cert atomic.Pointer[tls.Certificate]
+	if creds.Certificate != "" {
+		c, err := clientCertificate(creds.Certificate, key)
+		if err != nil {
+			return nil, fmt.Errorf("agent: credentials: %w (delete them and enrol again)", err)
+		}
+		cert.Store(&c)
+	}
 	var brokerTLS *tls.Config
 	if u, _ := url.Parse(brokerURL); u != nil && u.Scheme != "mqtt" && u.Scheme != "tcp" {
-		var certs []tls.Certificate
-		if creds.Certificate != "" {
-			c, err := clientCertificate(creds.Certificate, key)
-			if err != nil {
-				return nil, fmt.Errorf("agent: credentials: %w (delete them and enrol again)", err)
-			}
-			certs = []tls.Certificate{c}
-		} else {
+		if cert.Load() == nil {
 			a.log.Warn("no client certificate saved: the hub's broker refuses devices without one over TLS; enrol again")
 		}
-		brokerTLS = pki.PinnedClientConfig(creds.CAFingerprint, certs)
+		brokerTLS = pki.PinnedClientConfig(creds.CAFingerprint, nil)
+		brokerTLS.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			if c := cert.Load(); c != nil {
+				return c, nil
+			}
+			return &tls.Certificate{}, nil // none: the broker decides
+		}
 	}
 	a.log.Info("agent identity", "device", id, "hub_id", creds.HubID, "mqtt", brokerURL)
 
@@ -313,6 +336,9 @@ func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return client.Run(gctx) })
 	g.Go(func() error { a.heartbeats(gctx, client, id); return nil })
+	if cert.Load() != nil {
+		g.Go(func() error { a.renewLoop(gctx, key, creds, cert.Load, cert.Store); return nil })
+	}
 	var moved *credentials
 	if cfg.Hub == "" && !cfg.NoMDNS && cfg.BrokerURL == "" {
 		g.Go(func() error {
@@ -369,7 +395,9 @@ func (a *Agent) watchHub(ctx context.Context, client *bus.Client, creds *credent
 			a.log.Warn("a hub answered at a new address but could not be used", "hub", found, "err", err)
 			continue
 		}
+		a.credsMu.Lock()
 		moved := *creds
+		a.credsMu.Unlock()
 		moved.Hub, moved.MQTTURLs = found, b.MQTTURLs
 		if err := saveCredentials(filepath.Join(a.cfg.StateDir, "credentials.json"), &moved); err != nil {
 			a.log.Error("save credentials", "err", err)
@@ -595,7 +623,11 @@ func (a *Agent) bootstrapAt(ctx context.Context, client *http.Client, hub string
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
-	return fetchBootstrap(ctx, client, base)
+	b, err := fetchBootstrap(ctx, client, base)
+	if err == nil {
+		a.noteHubTime(b.Time)
+	}
+	return b, err
 }
 
 // discover finds on the LAN the hub that announces the pinned CA

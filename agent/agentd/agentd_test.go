@@ -44,6 +44,7 @@ type savedCreds struct {
 	Password string   `json:"password"`
 	// CAFingerprint pins the hub's CA (hex SHA-256 of its public key).
 	CAFingerprint string `json:"ca_fingerprint"`
+	Certificate   string `json:"certificate,omitempty"`
 }
 
 // enrollBody mirrors hub/api.EnrollRequest, the body of POST /api/v1/enroll.

@@ -113,9 +113,10 @@ type enrollResponse struct {
 }
 
 type bootstrap struct {
-	HubID           string   `json:"hub_id"`
-	ProtocolVersion int      `json:"protocol_version"`
-	MQTTURLs        []string `json:"mqtt_urls"`
+	HubID           string    `json:"hub_id"`
+	ProtocolVersion int       `json:"protocol_version"`
+	MQTTURLs        []string  `json:"mqtt_urls"`
+	Time            time.Time `json:"time"` // the hub's clock
 }
 
 type problem struct {
@@ -183,7 +184,9 @@ func fetchBootstrap(ctx context.Context, client *http.Client, base string) (*boo
 
 // do sends a JSON request and decodes a 2xx JSON answer into out. A 4xx
 // answer is a permanent error carrying the hub's problem detail.
-func do(ctx context.Context, client *http.Client, method, url string, body []byte, out any) (int, error) {
+// Each of opts may change the request before it is sent (e.g. add
+// credentials).
+func do(ctx context.Context, client *http.Client, method, url string, body []byte, out any, opts ...func(*http.Request)) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, url, bytes.NewReader(body))
@@ -192,6 +195,9 @@ func do(ctx context.Context, client *http.Client, method, url string, body []byt
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	for _, o := range opts {
+		o(req)
 	}
 	resp, err := client.Do(req)
 	if errors.Is(err, pki.ErrWrongHub) {
