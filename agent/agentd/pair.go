@@ -145,9 +145,11 @@ func retry[T any](ctx context.Context, a *Agent, what string, f func() (T, error
 func (a *Agent) discoverForPairing(ctx context.Context) (hub, fp string, err error) {
 	bctx, cancel := context.WithCancel(ctx)
 	defer cancel()
+	// By announced fingerprint, then instance: the fingerprint is public, so
+	// a rogue may announce the real hub's; every announcer of it is tried.
 	var (
 		mu   sync.Mutex
-		seen = map[string]discovery.Candidate{} // by announced fingerprint
+		seen = map[string]map[string]discovery.Candidate{}
 	)
 	first := make(chan struct{})
 	var once sync.Once
@@ -159,7 +161,10 @@ func (a *Agent) discoverForPairing(ctx context.Context) (hub, fp string, err err
 				return
 			}
 			mu.Lock()
-			seen[f] = c
+			if seen[f] == nil {
+				seen[f] = map[string]discovery.Candidate{}
+			}
+			seen[f][c.Instance] = c
 			mu.Unlock()
 			once.Do(func() { close(first) })
 		}, a.log)
@@ -183,22 +188,29 @@ func (a *Agent) discoverForPairing(ctx context.Context) (hub, fp string, err err
 	}
 	if len(seen) > 1 {
 		var fps []string
-		for f, c := range seen {
-			fps = append(fps, fmt.Sprintf("%s (%s…)", c.Instance, f[:min(12, len(f))]))
+		for f, byInstance := range seen {
+			var names []string
+			for name := range byInstance {
+				names = append(names, name)
+			}
+			slices.Sort(names)
+			fps = append(fps, fmt.Sprintf("%s (%s…)", strings.Join(names, " / "), f[:min(12, len(f))]))
 		}
 		slices.Sort(fps)
 		return "", "", fmt.Errorf("%d hubs answer on this LAN (%s): pairing cannot tell which is yours; use a join token, which names the hub, or --hub", len(seen), strings.Join(fps, ", "))
 	}
-	for f, c := range seen {
-		for _, ip := range c.Addrs {
-			h := net.JoinHostPort(ip.String(), strconv.Itoa(c.Port))
-			got, err := pki.ProbeCA(ctx, h)
-			if err != nil || got != f {
-				a.log.Warn("the hub candidate does not prove the CA it announces", "instance", c.Instance, "hub", h, "announced", f, "proved", got, "err", err)
-				continue
+	for f, byInstance := range seen {
+		for _, c := range byInstance {
+			for _, ip := range c.Addrs {
+				h := net.JoinHostPort(ip.String(), strconv.Itoa(c.Port))
+				got, err := pki.ProbeCA(ctx, h)
+				if err != nil || got != f {
+					a.log.Warn("the hub candidate does not prove the CA it announces", "instance", c.Instance, "hub", h, "announced", f, "proved", got, "err", err)
+					continue
+				}
+				a.log.Info("found the hub on the LAN", "hub", h, "instance", c.Instance)
+				return h, f, nil
 			}
-			a.log.Info("found the hub on the LAN", "hub", h, "instance", c.Instance)
-			return h, f, nil
 		}
 	}
 	return "", "", errors.New("the hub that answered on the LAN did not prove the CA it announces")

@@ -19,6 +19,13 @@ import (
 // code it also prints; the administrator approves it by typing that code
 // (POST /api/v1/devices/{id}/approve) or rejects it; the agent, asking
 // again, then collects its credentials once.
+//
+// The window bounds when new devices may ask, not when they may be decided:
+// a device that became pending while it was open can be approved later, and
+// stays pending until approved, rejected or deleted (at most
+// registry.MaxPending wait). The pairing proof is a signature over a fixed
+// message, sent only to the hub whose CA it names (inside TLS pinned to that
+// CA); approval needs the code from the device's own log.
 
 // noPairing is the window of a hub configured without one: never open.
 type noPairing struct{}
