@@ -135,5 +135,5 @@ func missing(t testing.TB, what string) {
 	if os.Getenv("CI") != "" {
 		t.Fatalf("%s is not installed; .ci/run installs it", what)
 	}
-	t.Skipf("%s is not installed (apt-get install -y mosquitto mosquitto-clients)", what)
+	t.Skipf("%s is not installed (.ci/run lists the Debian packages the tests need)", what)
 }
