@@ -11,10 +11,12 @@ type Type string
 
 // Message types.
 const (
-	TypeRegister  Type = "register"
-	TypeStatus    Type = "status"
-	TypeHeartbeat Type = "heartbeat"
-	TypeHubStatus Type = "hub_status"
+	TypeRegister   Type = "register"
+	TypeStatus     Type = "status"
+	TypeHeartbeat  Type = "heartbeat"
+	TypeHubStatus  Type = "hub_status"
+	TypeMetrics    Type = "metrics"
+	TypeMetricsAck Type = "metrics_ack"
 )
 
 // Payload is implemented by every message payload. MessageType names the
@@ -36,21 +38,28 @@ func newPayload(t Type) Payload {
 		return new(Heartbeat)
 	case TypeHubStatus:
 		return new(HubStatus)
+	case TypeMetrics:
+		return new(Metrics)
+	case TypeMetricsAck:
+		return new(MetricsAck)
 	}
 	return nil
 }
 
 // maxSize is the largest encoded envelope accepted for each type.
 var maxSize = map[Type]int{
-	TypeRegister:  64 << 10,
-	TypeStatus:    4 << 10,
-	TypeHeartbeat: 4 << 10,
-	TypeHubStatus: 4 << 10,
+	TypeRegister:   64 << 10,
+	TypeStatus:     4 << 10,
+	TypeHeartbeat:  4 << 10,
+	TypeHubStatus:  4 << 10,
+	TypeMetrics:    MaxMessageSize,
+	TypeMetricsAck: 16 << 10,
 }
 
-// MaxMessageSize is the largest envelope of any type; larger messages are
-// rejected before parsing.
-const MaxMessageSize = 64 << 10
+// MaxMessageSize is the largest envelope of any type (a full Metrics
+// batch); larger messages are rejected before parsing. It stays below the
+// embedded broker's packet limit (256 KiB).
+const MaxMessageSize = 192 << 10
 
 // Register is published retained on alicia/v1/devices/{id}/register by the
 // agent each time it connects. It tells the hub who the device is, what it

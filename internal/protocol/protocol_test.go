@@ -29,6 +29,13 @@ var golden = map[string]Message{
 	"status_lost":    {ID: "33333333333333333333333333333333", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Status{State: StateOffline, Reason: ReasonLost, Session: "5f1c0a9e2b7d4c38"}},
 	"heartbeat":      {ID: "44444444444444444444444444444444", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Heartbeat{Seq: 42, UptimeS: 420}},
 	"hub_status":     {ID: "55555555555555555555555555555555", Time: t0, Source: "hub-3f9a", Payload: &HubStatus{State: StateOnline}},
+	"metrics": {ID: "66666666666666666666666666666666", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Metrics{
+		Epoch: "e7c1d2a9b3f40516", Seq: 1042, Dropped: 3, Time: t0.Add(-time.Second), Points: []Point{
+			{Name: "cpu_usage_ratio", Labels: map[string]string{"cpu": "total"}, Value: 0.125},
+			{Name: "memory_used_bytes", Value: 1.5e9},
+			{Name: "filesystem_used_ratio", Labels: map[string]string{"mount": "/", "device": "mmcblk0p2"}, Value: 0.42},
+		}}},
+	"metrics_ack": {ID: "77777777777777777777777777777777", Time: t0, Source: "hub-3f9a", Payload: &MetricsAck{Epoch: "e7c1d2a9b3f40516", Seqs: []uint64{1041, 1042}}},
 }
 
 func TestGolden(t *testing.T) {
@@ -75,6 +82,17 @@ func TestEveryTypeHasGolden(t *testing.T) {
 			t.Errorf("message type %q has a size limit but no payload", typ)
 		}
 	}
+}
+
+// metricsWith replaces the points of the golden metrics message.
+func metricsWith(t *testing.T, golden, points string) string {
+	t.Helper()
+	i := strings.Index(golden, `"points":`)
+	j := strings.LastIndex(golden, "]")
+	if i < 0 || j < i {
+		t.Fatalf("golden metrics message has no points: %s", golden)
+	}
+	return golden[:i] + `"points":` + points + golden[j+1:]
 }
 
 func TestDecodeRejects(t *testing.T) {
@@ -132,6 +150,36 @@ func TestDecodeRejects(t *testing.T) {
 		{"bad session", func(t *testing.T) string {
 			return strings.Replace(valid(t, "status_lost"), `"session":"5f1c0a9e2b7d4c38"`, `"session":"a/b"`, 1)
 		}, "payload.session", "invalid id"},
+		{"metrics without points", func(t *testing.T) string {
+			return metricsWith(t, valid(t, "metrics"), `[]`)
+		}, "payload.points", "at least one point"},
+		{"metric name with a dash", func(t *testing.T) string {
+			return metricsWith(t, valid(t, "metrics"), `[{"name":"cpu-usage","value":1}]`)
+		}, "payload.points[0].name", "not allowed"},
+		{"metric name starting with a digit", func(t *testing.T) string {
+			return metricsWith(t, valid(t, "metrics"), `[{"name":"ok","value":1},{"name":"9lives","value":1}]`)
+		}, "payload.points[1].name", "not allowed"},
+		{"reserved label", func(t *testing.T) string {
+			return metricsWith(t, valid(t, "metrics"), `[{"name":"x","labels":{"__name__":"y"},"value":1}]`)
+		}, "payload.points[0].labels", "reserved"},
+		{"label value with a control character", func(t *testing.T) string {
+			return metricsWith(t, valid(t, "metrics"), `[{"name":"x","labels":{"mount":"/a\u0001"},"value":1}]`)
+		}, "payload.points[0].labels.mount", "control character"},
+		{"value not a number", func(t *testing.T) string {
+			return metricsWith(t, valid(t, "metrics"), `[{"name":"x","value":"NaN"}]`)
+		}, "payload.points.value", "cannot unmarshal"},
+		{"too many points", func(t *testing.T) string {
+			return metricsWith(t, valid(t, "metrics"), "["+strings.Repeat(`{"name":"x","value":1},`, MaxPoints)+`{"name":"x","value":1}]`)
+		}, "payload.points", "limit 2048"},
+		{"seq zero", func(t *testing.T) string {
+			return strings.Replace(valid(t, "metrics"), `"seq":1042`, `"seq":0`, 1)
+		}, "payload.seq", "at least 1"},
+		{"bad epoch", func(t *testing.T) string {
+			return strings.Replace(valid(t, "metrics"), `"epoch":"e7c1d2a9b3f40516"`, `"epoch":"a/b"`, 1)
+		}, "payload.epoch", "not allowed"},
+		{"ack without seqs", func(t *testing.T) string {
+			return strings.Replace(valid(t, "metrics_ack"), `"seqs":[1041,1042]`, `"seqs":[]`, 1)
+		}, "payload.seqs", "want 1 to"},
 		{"oversize", func(*testing.T) string { return `{"pad":"` + strings.Repeat("x", MaxMessageSize) + `"}` }, "", "too large"},
 		{"oversize for type", func(t *testing.T) string {
 			return strings.Replace(valid(t, "heartbeat"), `"v":1`, `"v":1`+strings.Repeat(" ", 5000), 1)

@@ -24,10 +24,15 @@ const (
 	KindStatus Kind = "status"
 	// KindHeartbeat carries a Heartbeat every interval while the device is up.
 	KindHeartbeat Kind = "heartbeat"
+	// KindMetrics carries Metrics batches from the device's outbox.
+	KindMetrics Kind = "metrics"
+	// KindAck carries the hub's MetricsAck to the device. The hub publishes
+	// it; ParseDeviceTopic does not accept it, so a device cannot.
+	KindAck Kind = "ack"
 )
 
-// kinds lists the valid per-device kinds for ParseDeviceTopic.
-var kinds = map[Kind]bool{KindRegister: true, KindStatus: true, KindHeartbeat: true}
+// kinds lists the per-device kinds a device publishes, for ParseDeviceTopic.
+var kinds = map[Kind]bool{KindRegister: true, KindStatus: true, KindHeartbeat: true, KindMetrics: true}
 
 // DevicesPrefix is the parent of every device's subtree.
 const DevicesPrefix = Root + "/devices/"
