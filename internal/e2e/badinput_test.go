@@ -64,7 +64,7 @@ func TestBadInput(t *testing.T) {
 		{"invalid facts", "register", []byte(strings.Replace(string(goodReg), `"hostname":"h"`, `"hostname":""`, 1)), "payload.facts.hostname"},
 		{"type does not match topic", "register", wrongType, "message of type heartbeat on a register topic"},
 		{"forged source", "heartbeat", forged, "claims source dsomeoneelse000000000"},
-		{"oversize for the protocol", "register", []byte(`{"v":1,"pad":"` + strings.Repeat("x", 100<<10) + `"}`), "too large"},
+		{"oversize for the protocol", "register", []byte(`{"v":1,"pad":"` + strings.Repeat("x", protocol.MaxMessageSize+1<<10) + `"}`), "too large"},
 	}
 	for _, tc := range cases {
 		topic := protocol.DeviceTopic(id, protocol.Kind(tc.kind))
