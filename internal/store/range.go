@@ -1,0 +1,93 @@
+package store
+
+import (
+	"bytes"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/dgraph-io/badger/v4"
+)
+
+// Time-series helpers: entries that expire by themselves, ordered range
+// scans and the last key under a prefix. Keys are ordered bytewise, so
+// callers that want time order encode times with fixed width (see
+// hub/metrics).
+
+// PutTTL is Put for an entry that expires ttl after the commit: it is no
+// longer visible then, and compaction reclaims its space. Retention of
+// time series costs no deletes.
+func (tx *Tx) PutTTL(k Keyspace, key string, val []byte, ttl time.Duration) error {
+	if err := tx.checkKeyspace(k); err != nil {
+		return fmt.Errorf("store: put %s: %w", keyName(k.prefix, key), err)
+	}
+	if ttl <= 0 {
+		return fmt.Errorf("store: put %s: ttl %s: must be positive", keyName(k.prefix, key), ttl)
+	}
+	bk, err := fullKey(k.prefix, key)
+	if err != nil {
+		return fmt.Errorf("store: put %s: %w", keyName(k.prefix, key), err)
+	}
+	if err := tx.txn.SetEntry(badger.NewEntry(bk, bytes.Clone(val)).WithTTL(ttl)); err != nil {
+		return fmt.Errorf("store: put %s: %w", keyName(k.prefix, key), err)
+	}
+	return nil
+}
+
+// ScanRange calls fn for every key of k in [start, end), in order. An
+// empty end means no upper bound. fn's error stops the scan and is
+// returned as is.
+func (tx *Tx) ScanRange(k Keyspace, start, end string, fn func(key string, val []byte) error) error {
+	if err := tx.checkKeyspace(k); err != nil {
+		return fmt.Errorf("store: scan %s: %w", keyName(k.prefix, start), err)
+	}
+	if strings.IndexByte(start, 0) >= 0 || strings.IndexByte(end, 0) >= 0 {
+		return fmt.Errorf("store: scan %s: %w: bound contains a NUL byte", keyName(k.prefix, start), ErrInvalidKey)
+	}
+	p := []byte(k.prefix)
+	it := tx.txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: p})
+	defer it.Close()
+	endKey := []byte(k.prefix + end)
+	for it.Seek([]byte(k.prefix + start)); it.ValidForPrefix(p); it.Next() {
+		item := it.Item()
+		if end != "" && bytes.Compare(item.Key(), endKey) >= 0 {
+			break
+		}
+		key := string(item.Key()[len(k.prefix):])
+		val, err := readValue(item)
+		if err != nil {
+			return fmt.Errorf("store: scan %s: read %s: %w", keyName(k.prefix, start), keyName(k.prefix, key), err)
+		}
+		if err := fn(key, val); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// Last returns the greatest key of k that starts with prefix, and its
+// value; the error wraps ErrNotFound if there is none.
+func (tx *Tx) Last(k Keyspace, prefix string) (string, []byte, error) {
+	if err := tx.checkKeyspace(k); err != nil {
+		return "", nil, fmt.Errorf("store: last %s: %w", keyName(k.prefix, prefix), err)
+	}
+	if prefix == "" || strings.IndexByte(prefix, 0) >= 0 {
+		return "", nil, fmt.Errorf("store: last %s: %w: want a non-empty prefix without NUL", keyName(k.prefix, prefix), ErrInvalidKey)
+	}
+	p := []byte(k.prefix + prefix)
+	it := tx.txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: p})
+	defer it.Close()
+	// In reverse, Seek finds the greatest key ≤ its argument: past every
+	// key with the prefix.
+	it.Seek(append(bytes.Clone(p), 0xff))
+	if !it.ValidForPrefix(p) {
+		return "", nil, fmt.Errorf("store: last %s: %w", keyName(k.prefix, prefix), ErrNotFound)
+	}
+	item := it.Item()
+	key := string(item.Key()[len(k.prefix):])
+	val, err := readValue(item)
+	if err != nil {
+		return "", nil, fmt.Errorf("store: last %s: read %s: %w", keyName(k.prefix, prefix), keyName(k.prefix, key), err)
+	}
+	return key, val, nil
+}

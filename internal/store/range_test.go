@@ -1,0 +1,115 @@
+package store
+
+import (
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestScanRangeAndLast(t *testing.T) {
+	db := open(t, Options{})
+	ts := db.Keyspace("ts")
+	other := db.Keyspace("tt") // sorts right after "ts/": must never leak in
+	err := db.Update(func(tx *Tx) error {
+		for _, k := range []string{"a/01", "a/02", "a/03", "a/10", "b/01"} {
+			if err := tx.Put(ts, k, []byte("v"+k)); err != nil {
+				return err
+			}
+		}
+		return tx.Put(other, "a/05", []byte("other"))
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	scan := func(start, end string) []kv {
+		t.Helper()
+		var got []kv
+		err := db.View(func(tx *Tx) error {
+			return tx.ScanRange(ts, start, end, func(k string, v []byte) error {
+				got = append(got, kv{k, string(v)})
+				return nil
+			})
+		})
+		if err != nil {
+			t.Fatalf("ScanRange(%q, %q): %v", start, end, err)
+		}
+		return got
+	}
+	for _, tt := range []struct {
+		start, end string
+		want       []kv
+	}{
+		{"a/02", "a/10", []kv{{"a/02", "va/02"}, {"a/03", "va/03"}}}, // end excluded
+		{"a/", "a/~", []kv{{"a/01", "va/01"}, {"a/02", "va/02"}, {"a/03", "va/03"}, {"a/10", "va/10"}}},
+		{"a/04", "a/05", nil},
+		{"a/10", "", []kv{{"a/10", "va/10"}, {"b/01", "vb/01"}}}, // no end: to the keyspace's end, not into "tt"
+	} {
+		if diff := cmp.Diff(tt.want, scan(tt.start, tt.end)); diff != "" {
+			t.Errorf("ScanRange(%q, %q) (-want +got):\n%s", tt.start, tt.end, diff)
+		}
+	}
+	stop := errors.New("stop")
+	n := 0
+	err = db.View(func(tx *Tx) error {
+		return tx.ScanRange(ts, "", "", func(string, []byte) error { n++; return stop })
+	})
+	if !errors.Is(err, stop) || n != 1 {
+		t.Errorf("ScanRange with a failing callback: %v after %d calls, want stop after 1", err, n)
+	}
+
+	last := func(prefix string) (string, string, error) {
+		var k string
+		var v []byte
+		err := db.View(func(tx *Tx) (err error) { k, v, err = tx.Last(ts, prefix); return err })
+		return k, string(v), err
+	}
+	if k, v, err := last("a/"); err != nil || k != "a/10" || v != "va/10" {
+		t.Errorf("Last(a/) = %q, %q, %v; want a/10", k, v, err)
+	}
+	if k, _, err := last("b/"); err != nil || k != "b/01" {
+		t.Errorf("Last(b/) = %q, %v; want b/01", k, err)
+	}
+	if _, _, err := last("c/"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Last(c/) = %v, want ErrNotFound", err)
+	}
+	if _, _, err := last(""); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("Last(\"\") = %v, want ErrInvalidKey", err)
+	}
+}
+
+func TestPutTTLExpires(t *testing.T) {
+	db := open(t, Options{})
+	ts := db.Keyspace("ts")
+	err := db.Update(func(tx *Tx) error {
+		if err := tx.PutTTL(ts, "short", []byte("1"), time.Second); err != nil {
+			return err
+		}
+		return tx.PutTTL(ts, "long", []byte("2"), time.Hour)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := scanAll(t, ts, ""); len(got) != 2 {
+		t.Fatalf("right after the put: %v, want both", got)
+	}
+	// Badger keeps expiry in whole seconds: poll until "short" is gone.
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		got := scanAll(t, ts, "")
+		if len(got) == 1 && got[0].Key == "long" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after 5 s: %v, want only the hour-long entry", got)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if _, err := ts.Get("short"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("Get(expired) = %v, want ErrNotFound", err)
+	}
+	if err := db.Update(func(tx *Tx) error { return tx.PutTTL(ts, "x", nil, 0) }); err == nil {
+		t.Error("PutTTL with ttl 0 succeeded")
+	}
+}
