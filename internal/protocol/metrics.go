@@ -61,6 +61,9 @@ func (m *Metrics) Validate() error {
 	if m.Time.IsZero() {
 		return fieldError("time", fmt.Errorf("required"))
 	}
+	if m.Time.Before(time.Unix(0, 0)) {
+		return fieldError("time", fmt.Errorf("%s is before 1970", m.Time.Format(time.RFC3339)))
+	}
 	if len(m.Points) == 0 {
 		return fieldError("points", fmt.Errorf("required: at least one point"))
 	}

@@ -1,0 +1,30 @@
+// Package metrics is the hub's time-series store for device telemetry, on
+// the hub's badger store (internal/store), and the ingest pipeline that
+// commits batches from the bus and only then acknowledges them to the
+// agents.
+//
+// # Guarantees
+//
+// A batch is identified by (device, epoch, seq) (protocol.Metrics). Ingest
+// commits a group of batches in one synced transaction together with a
+// "seen" mark per batch; a batch whose mark exists is a duplicate and is not
+// stored again. Acks are published only after the commit, for new batches
+// and duplicates alike, so an agent whose ack was lost is acknowledged when
+// it resends. If the store refuses writes (disk full, I/O error), nothing is
+// acknowledged and the agents keep their batches.
+//
+// # Key layout
+//
+// All keys are text (the store forbids NUL bytes); times and sequence
+// numbers are fixed-width lowercase hex so that byte order is time order.
+//
+//	mseries/<device>/<sid>             → JSON {"name","labels"}: the series catalog
+//	mraw/<device>/<sid>/<ms>           → 8 bytes, IEEE 754 float64 big-endian; TTL = raw retention
+//	mseen/<device>/<epoch>/<seq>       → empty; TTL = raw retention (dedup marks)
+//	mdrop/<device>                     → JSON {"epoch","dropped"}: the agent's latest outbox drop count
+//
+// <sid> is the first 8 bytes of SHA-256 over the series' canonical form
+// (name, then labels sorted by name), in hex; <ms> is the sample time in
+// Unix milliseconds. Retention is enforced by badger's per-entry TTL, so it
+// costs no deletes; compaction reclaims the space.
+package metrics

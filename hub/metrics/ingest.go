@@ -1,0 +1,154 @@
+package metrics
+
+import (
+	"context"
+	"log/slog"
+	"slices"
+	"sync/atomic"
+	"time"
+
+	"github.com/alicia-home/alicia/internal/protocol"
+)
+
+// IngesterConfig configures an Ingester.
+type IngesterConfig struct {
+	// Ack publishes an acknowledgement to a device, after the commit.
+	Ack func(ctx context.Context, device string, ack *protocol.MetricsAck) error
+	// QueueLen bounds the batches waiting for a commit; when it is full,
+	// Submit refuses (the agent resends, as for a lost ack). Default 1024.
+	QueueLen int
+	// MaxGroupPoints bounds the points committed in one transaction.
+	// Default 20000.
+	MaxGroupPoints int
+	Logger         *slog.Logger
+}
+
+// Ingester commits batches from the bus in groups (one synced transaction
+// per group) and then acknowledges them. Create it with NewIngester and
+// call Run once.
+type Ingester struct {
+	store *Store
+	cfg   IngesterConfig
+	queue chan Batch
+	log   *slog.Logger
+
+	stats IngestStats
+}
+
+// IngestStats are the Ingester's counters.
+type IngestStats struct {
+	Batches    atomic.Uint64 // committed new batches
+	Points     atomic.Uint64 // points of new batches
+	Duplicates atomic.Uint64 // batches already stored
+	Refused    atomic.Uint64 // batches refused because the queue was full
+	Failed     atomic.Uint64 // batches whose commit failed (not acknowledged)
+	Commits    atomic.Uint64 // transactions
+}
+
+// NewIngester returns an Ingester for s.
+func NewIngester(s *Store, cfg IngesterConfig) *Ingester {
+	if cfg.QueueLen <= 0 {
+		cfg.QueueLen = 1024
+	}
+	if cfg.MaxGroupPoints <= 0 {
+		cfg.MaxGroupPoints = 20000
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Ingester{store: s, cfg: cfg, queue: make(chan Batch, cfg.QueueLen), log: cfg.Logger}
+}
+
+// Stats returns the Ingester's counters.
+func (in *Ingester) Stats() *IngestStats { return &in.stats }
+
+// QueueDepth is the number of batches waiting for a commit.
+func (in *Ingester) QueueDepth() int { return len(in.queue) }
+
+// Submit queues a validated batch of device dev. It reports false when the
+// queue is full: the batch is not acknowledged and its agent resends it.
+func (in *Ingester) Submit(dev string, m *protocol.Metrics) bool {
+	select {
+	case in.queue <- Batch{Device: dev, Metrics: m}:
+		return true
+	default:
+		in.stats.Refused.Add(1)
+		return false
+	}
+}
+
+// Run commits and acknowledges queued batches until ctx is done.
+func (in *Ingester) Run(ctx context.Context) error {
+	var group []Batch
+	lastErr := time.Time{}
+	for {
+		group = group[:0]
+		select {
+		case <-ctx.Done():
+			return nil
+		case b := <-in.queue:
+			group = append(group, b)
+		}
+		// Take what else is waiting, without waiting for more: under load
+		// groups grow by themselves, and a lone batch is not delayed.
+		points := len(group[0].Metrics.Points)
+	drain:
+		for points < in.cfg.MaxGroupPoints {
+			select {
+			case b := <-in.queue:
+				group = append(group, b)
+				points += len(b.Metrics.Points)
+			default:
+				break drain
+			}
+		}
+		fresh, err := in.store.Ingest(group)
+		if err != nil {
+			in.stats.Failed.Add(uint64(len(group)))
+			// Not acknowledged: the agents keep these batches and resend.
+			if time.Since(lastErr) > 10*time.Second {
+				in.log.Error("metrics not stored (the agents keep them and resend)", "batches", len(group), "err", err)
+				lastErr = time.Now()
+			}
+			continue
+		}
+		in.stats.Commits.Add(1)
+		for i, b := range group {
+			if fresh[i] {
+				in.stats.Batches.Add(1)
+				in.stats.Points.Add(uint64(len(b.Metrics.Points)))
+			} else {
+				in.stats.Duplicates.Add(1)
+			}
+		}
+		in.ack(ctx, group)
+	}
+}
+
+// ack publishes the group's acknowledgements: one per device and epoch
+// (split at protocol.MaxAckSeqs).
+func (in *Ingester) ack(ctx context.Context, group []Batch) {
+	type key struct{ dev, epoch string }
+	seqs := map[key][]uint64{}
+	var order []key
+	for _, b := range group {
+		k := key{b.Device, b.Metrics.Epoch}
+		if _, ok := seqs[k]; !ok {
+			order = append(order, k)
+		}
+		seqs[k] = append(seqs[k], b.Metrics.Seq)
+	}
+	for _, k := range order {
+		for c := range slices.Chunk(seqs[k], protocol.MaxAckSeqs) {
+			in.publish(ctx, k.dev, &protocol.MetricsAck{Epoch: k.epoch, Seqs: c})
+		}
+	}
+}
+
+func (in *Ingester) publish(ctx context.Context, dev string, a *protocol.MetricsAck) {
+	if err := in.cfg.Ack(ctx, dev, a); err != nil && ctx.Err() == nil {
+		// The batches are stored; the agent resends and is acknowledged
+		// as for a duplicate.
+		in.log.Debug("metrics ack not sent", "device", dev, "err", err)
+	}
+}

@@ -1,0 +1,497 @@
+package metrics
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/alicia-home/alicia/internal/protocol"
+	"github.com/alicia-home/alicia/internal/store"
+)
+
+// DefaultRetention is how long raw samples are kept.
+const DefaultRetention = 7 * 24 * time.Hour
+
+// MaxQueryPoints bounds the points of one series a query returns; ask for
+// a step to get more time in fewer points.
+const MaxQueryPoints = 20000
+
+// Config configures a Store.
+type Config struct {
+	// Retention of raw samples and dedup marks. Default DefaultRetention.
+	Retention time.Duration
+}
+
+// Store holds device samples. It is safe for concurrent use.
+type Store struct {
+	db        *store.DB
+	series    store.Keyspace
+	raw       store.Keyspace
+	seen      store.Keyspace
+	drop      store.Keyspace
+	retention time.Duration
+
+	mu      sync.RWMutex
+	devices map[string]*device // by device ID
+}
+
+// device is the in-memory catalog and latest values of one device.
+type device struct {
+	series  map[string]*series // by sid
+	dropped Dropped
+}
+
+type series struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels,omitempty"`
+	// latest sample, zero Time if none
+	t time.Time
+	v float64
+}
+
+// Dropped is the latest outbox drop count an agent reported.
+type Dropped struct {
+	Epoch   string `json:"epoch"`
+	Dropped uint64 `json:"dropped"`
+}
+
+// Open loads the series catalog and the latest values from db.
+func Open(db *store.DB, cfg Config) (*Store, error) {
+	if cfg.Retention <= 0 {
+		cfg.Retention = DefaultRetention
+	}
+	s := &Store{db: db, series: db.Keyspace("mseries"), raw: db.Keyspace("mraw"), seen: db.Keyspace("mseen"), drop: db.Keyspace("mdrop"),
+		retention: cfg.Retention, devices: map[string]*device{}}
+	err := s.series.Scan(func(key string, val []byte) error {
+		dev, sid, ok := strings.Cut(key, "/")
+		if !ok {
+			return fmt.Errorf("series key %q: want <device>/<sid>", key)
+		}
+		var sr series
+		if err := json.Unmarshal(val, &sr); err != nil {
+			return fmt.Errorf("series %q: %w", key, err)
+		}
+		s.device(dev).series[sid] = &sr
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("metrics: load series: %w", err)
+	}
+	err = s.drop.Scan(func(key string, val []byte) error {
+		var d Dropped
+		if err := json.Unmarshal(val, &d); err != nil {
+			return fmt.Errorf("drop count %q: %w", key, err)
+		}
+		s.device(key).dropped = d
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("metrics: load drop counts: %w", err)
+	}
+	// The latest value of each series is its last raw key.
+	err = db.View(func(tx *store.Tx) error {
+		for id, d := range s.devices {
+			for sid, sr := range d.series {
+				k, v, err := tx.Last(s.raw, id+"/"+sid+"/")
+				if errors.Is(err, store.ErrNotFound) {
+					continue // expired
+				}
+				if err != nil {
+					return err
+				}
+				t, val, err := decodePoint(k, v)
+				if err != nil {
+					return err
+				}
+				sr.t, sr.v = t, val
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("metrics: load latest values: %w", err)
+	}
+	return s, nil
+}
+
+// device returns the entry of id, creating it. s.mu must be held for
+// writing (or Open must be running).
+func (s *Store) device(id string) *device {
+	d := s.devices[id]
+	if d == nil {
+		d = &device{series: map[string]*series{}}
+		s.devices[id] = d
+	}
+	return d
+}
+
+// seriesID is the sid of a series: 16 hex digits of SHA-256 over its
+// canonical form.
+func seriesID(name string, labels map[string]string) string {
+	h := sha256.New()
+	h.Write([]byte(name))
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		h.Write([]byte{0})
+		h.Write([]byte(k))
+		h.Write([]byte{0})
+		h.Write([]byte(labels[k]))
+	}
+	return hex.EncodeToString(h.Sum(nil)[:8])
+}
+
+// hex16 encodes v as 16 lowercase hex digits, so that byte order is numeric order.
+func hex16(v uint64) string {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], v)
+	return hex.EncodeToString(b[:])
+}
+
+func msKey(t time.Time) string { return hex16(uint64(t.UnixMilli())) }
+
+func encodeValue(v float64) []byte {
+	var b [8]byte
+	binary.BigEndian.PutUint64(b[:], math.Float64bits(v))
+	return b[:]
+}
+
+// decodePoint decodes a raw key's time and its value.
+func decodePoint(key string, val []byte) (time.Time, float64, error) {
+	i := strings.LastIndexByte(key, '/')
+	ms, err := strconv.ParseUint(key[i+1:], 16, 64)
+	if err != nil || len(val) != 8 {
+		return time.Time{}, 0, fmt.Errorf("metrics: corrupt sample %q (%d bytes)", key, len(val))
+	}
+	return time.UnixMilli(int64(ms)).UTC(), math.Float64frombits(binary.BigEndian.Uint64(val)), nil
+}
+
+// Batch is one device's metrics batch to ingest.
+type Batch struct {
+	Device  string
+	Metrics *protocol.Metrics
+}
+
+// newSeries is a catalog entry written by an ingest, applied to memory
+// after the commit.
+type newSeries struct {
+	dev, sid string
+	s        *series
+}
+
+// Ingest commits batches in one synced transaction and reports, for each,
+// whether it was new (false: a duplicate, already stored). Batches must
+// have passed protocol validation. On error nothing was stored.
+func (s *Store) Ingest(batches []Batch) ([]bool, error) {
+	fresh := make([]bool, len(batches))
+	var added []newSeries
+	type latest struct {
+		dev, sid string
+		t        time.Time
+		v        float64
+	}
+	var lat []latest
+	s.mu.RLock()
+	known := func(dev, sid string) bool {
+		d := s.devices[dev]
+		return d != nil && d.series[sid] != nil
+	}
+	err := s.db.Update(func(tx *store.Tx) error {
+		added, lat = added[:0], lat[:0]
+		inTx := map[string]bool{} // dev/sid added by this transaction
+		batchKeys := map[string]bool{}
+		for i, b := range batches {
+			m := b.Metrics
+			seenKey := b.Device + "/" + m.Epoch + "/" + hex16(m.Seq)
+			fresh[i] = false
+			if batchKeys[seenKey] {
+				continue // the same batch twice in one group
+			}
+			_, err := tx.Get(s.seen, seenKey)
+			if err == nil {
+				continue
+			}
+			if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
+			batchKeys[seenKey] = true
+			fresh[i] = true
+			if err := tx.PutTTL(s.seen, seenKey, nil, s.retention); err != nil {
+				return err
+			}
+			ts := msKey(m.Time)
+			for _, p := range m.Points {
+				sid := seriesID(p.Name, p.Labels)
+				ds := b.Device + "/" + sid
+				if !known(b.Device, sid) && !inTx[ds] {
+					sr := &series{Name: p.Name, Labels: maps.Clone(p.Labels)}
+					v, err := json.Marshal(sr)
+					if err != nil {
+						return err
+					}
+					if err := tx.Put(s.series, ds, v); err != nil {
+						return err
+					}
+					inTx[ds] = true
+					added = append(added, newSeries{b.Device, sid, sr})
+				}
+				if err := tx.PutTTL(s.raw, ds+"/"+ts, encodeValue(p.Value), s.retention); err != nil {
+					return err
+				}
+				lat = append(lat, latest{b.Device, sid, m.Time, p.Value})
+			}
+			if m.Dropped > 0 {
+				v, err := json.Marshal(Dropped{Epoch: m.Epoch, Dropped: m.Dropped})
+				if err != nil {
+					return err
+				}
+				if err := tx.Put(s.drop, b.Device, v); err != nil {
+					return err
+				}
+			}
+		}
+		return nil
+	})
+	s.mu.RUnlock()
+	if err != nil {
+		return nil, fmt.Errorf("metrics: ingest: %w", err)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range added {
+		d := s.device(a.dev)
+		if d.series[a.sid] == nil {
+			d.series[a.sid] = a.s
+		}
+	}
+	for _, l := range lat {
+		if sr := s.devices[l.dev].series[l.sid]; !l.t.Before(sr.t) {
+			sr.t, sr.v = l.t, l.v
+		}
+	}
+	for i, b := range batches {
+		if fresh[i] && b.Metrics.Dropped > 0 {
+			s.device(b.Device).dropped = Dropped{Epoch: b.Metrics.Epoch, Dropped: b.Metrics.Dropped}
+		}
+	}
+	return fresh, nil
+}
+
+// Sample is a series' latest value.
+type Sample struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels"`
+	Time   time.Time         `json:"time"`
+	Value  float64           `json:"value"`
+}
+
+// Latest returns the latest value of every series of a device, ordered by
+// name and labels.
+func (s *Store) Latest(dev string) []Sample {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	d := s.devices[dev]
+	if d == nil {
+		return []Sample{}
+	}
+	out := make([]Sample, 0, len(d.series))
+	for _, sr := range d.series {
+		if sr.t.IsZero() {
+			continue
+		}
+		out = append(out, Sample{Name: sr.Name, Labels: nonNil(sr.Labels), Time: sr.t, Value: sr.v})
+	}
+	slices.SortFunc(out, func(a, b Sample) int {
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(labelString(a.Labels), labelString(b.Labels)))
+	})
+	return out
+}
+
+// Dropped returns the latest outbox drop count device dev reported.
+func (s *Store) Dropped(dev string) Dropped {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	if d := s.devices[dev]; d != nil {
+		return d.dropped
+	}
+	return Dropped{}
+}
+
+// Devices lists the devices with stored series.
+func (s *Store) Devices() []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Sorted(maps.Keys(s.devices))
+}
+
+func nonNil(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return maps.Clone(m)
+}
+
+// labelString renders labels canonically, for ordering.
+func labelString(l map[string]string) string {
+	var b strings.Builder
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		b.WriteString(k)
+		b.WriteByte('=')
+		b.WriteString(l[k])
+		b.WriteByte(',')
+	}
+	return b.String()
+}
+
+// Query selects series of one device.
+type Query struct {
+	Device string
+	// Name is the metric name; required.
+	Name string
+	// Labels must all match (a series may have more).
+	Labels map[string]string
+	// From and To bound the sample times, both included.
+	From, To time.Time
+	// Step, if positive, aggregates the samples into buckets of Step
+	// (aligned to the Unix epoch): min, max, average and count.
+	Step time.Duration
+}
+
+// Point is a sample, or a bucket of samples when the query has a step.
+type Point struct {
+	Time  time.Time `json:"t"`
+	Value float64   `json:"v"` // the sample, or the bucket's average
+	Min   *float64  `json:"min,omitempty"`
+	Max   *float64  `json:"max,omitempty"`
+	Count int       `json:"count,omitempty"`
+}
+
+// Series is one series' points.
+type Series struct {
+	Name   string            `json:"name"`
+	Labels map[string]string `json:"labels"`
+	Points []Point           `json:"points"`
+}
+
+// ErrTooManyPoints is returned when a series has more than MaxQueryPoints
+// points in the range (with the step, if any).
+var ErrTooManyPoints = errors.New("too many points")
+
+// Range returns the matching series with their points in [From, To], in
+// time order; series without points in the range are left out.
+func (s *Store) Range(q Query) ([]Series, error) {
+	if q.To.Before(q.From) {
+		return nil, fmt.Errorf("metrics: range: to %s is before from %s", q.To, q.From)
+	}
+	type match struct {
+		sid string
+		sr  series
+	}
+	var ms []match
+	s.mu.RLock()
+	if d := s.devices[q.Device]; d != nil {
+		for sid, sr := range d.series {
+			if sr.Name != q.Name {
+				continue
+			}
+			ok := true
+			for k, v := range q.Labels {
+				if sr.Labels[k] != v {
+					ok = false
+					break
+				}
+			}
+			if ok {
+				ms = append(ms, match{sid, series{Name: sr.Name, Labels: nonNil(sr.Labels)}})
+			}
+		}
+	}
+	s.mu.RUnlock()
+	slices.SortFunc(ms, func(a, b match) int { return cmp.Compare(labelString(a.sr.Labels), labelString(b.sr.Labels)) })
+	out := []Series{}
+	err := s.db.View(func(tx *store.Tx) error {
+		for _, m := range ms {
+			prefix := q.Device + "/" + m.sid + "/"
+			var pts []Point
+			var cur *Point
+			var sum float64
+			flush := func() {
+				if cur != nil {
+					cur.Value = sum / float64(cur.Count)
+					pts = append(pts, *cur)
+					cur = nil
+				}
+			}
+			err := tx.ScanRange(s.raw, prefix+msKey(q.From), prefix+hex16(uint64(q.To.UnixMilli())+1), func(k string, v []byte) error {
+				t, val, err := decodePoint(k, v)
+				if err != nil {
+					return err
+				}
+				if q.Step <= 0 {
+					pts = append(pts, Point{Time: t, Value: val})
+				} else {
+					bt := t.Truncate(q.Step)
+					if cur == nil || !cur.Time.Equal(bt) {
+						flush()
+						lo, hi := val, val
+						cur = &Point{Time: bt, Min: &lo, Max: &hi}
+						sum = 0
+					}
+					cur.Count++
+					sum += val
+					*cur.Min = min(*cur.Min, val)
+					*cur.Max = max(*cur.Max, val)
+				}
+				if len(pts) > MaxQueryPoints {
+					return fmt.Errorf("%w: more than %d in the range for %s%s: narrow the range or give a larger step", ErrTooManyPoints, MaxQueryPoints, m.sr.Name, labelString(m.sr.Labels))
+				}
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			flush()
+			if len(pts) > 0 {
+				out = append(out, Series{Name: m.sr.Name, Labels: m.sr.Labels, Points: pts})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("metrics: range: %w", err)
+	}
+	return out, nil
+}
+
+// DeleteDevice removes a device's catalog and drop count and forgets its
+// latest values; its raw samples and marks expire with the retention.
+func (s *Store) DeleteDevice(dev string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := s.devices[dev]
+	if d == nil {
+		return nil
+	}
+	err := s.db.Update(func(tx *store.Tx) error {
+		for sid := range d.series {
+			if err := tx.Delete(s.series, dev+"/"+sid); err != nil {
+				return err
+			}
+		}
+		return tx.Delete(s.drop, dev)
+	})
+	if err != nil {
+		return fmt.Errorf("metrics: delete %s: %w", dev, err)
+	}
+	delete(s.devices, dev)
+	return nil
+}
