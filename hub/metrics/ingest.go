@@ -104,13 +104,17 @@ func (in *Ingester) Run(ctx context.Context) error {
 		}
 		fresh, err := in.store.Ingest(group)
 		if err != nil {
-			in.stats.Failed.Add(uint64(len(group)))
+			in.stats.Failed.Add(uint64(len(group) - len(fresh)))
 			// Not acknowledged: the agents keep these batches and resend.
 			if time.Since(lastErr) > 10*time.Second {
-				in.log.Error("metrics not stored (the agents keep them and resend)", "batches", len(group), "err", err)
+				in.log.Error("metrics not stored (the agents keep them and resend)", "batches", len(group)-len(fresh), "err", err)
 				lastErr = time.Now()
 			}
-			continue
+			// Those committed before the failure are acknowledged.
+			group = group[:len(fresh)]
+			if len(group) == 0 {
+				continue
+			}
 		}
 		in.stats.Commits.Add(1)
 		for i, b := range group {

@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/alicia-home/alicia/internal/protocol"
@@ -42,6 +43,10 @@ type Store struct {
 	drop      store.Keyspace
 	retention time.Duration
 
+	// budget is the most entries (points and marks) put in one
+	// transaction; halved when badger finds a transaction too big.
+	budget atomic.Int64
+
 	mu      sync.RWMutex
 	devices map[string]*device // by device ID
 }
@@ -66,6 +71,10 @@ type Dropped struct {
 	Dropped uint64 `json:"dropped"`
 }
 
+// initialBudget is the first guess at how many entries fit in a
+// transaction (with the store's 8 MiB memtables, about 4000 do).
+const initialBudget = 3000
+
 // Open loads the series catalog and the latest values from db.
 func Open(db *store.DB, cfg Config) (*Store, error) {
 	if cfg.Retention <= 0 {
@@ -73,6 +82,7 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 	}
 	s := &Store{db: db, series: db.Keyspace("mseries"), raw: db.Keyspace("mraw"), seen: db.Keyspace("mseen"), drop: db.Keyspace("mdrop"),
 		retention: cfg.Retention, devices: map[string]*device{}}
+	s.budget.Store(initialBudget)
 	err := s.series.Scan(func(key string, val []byte) error {
 		dev, sid, ok := strings.Cut(key, "/")
 		if !ok {
@@ -181,73 +191,126 @@ type Batch struct {
 	Metrics *protocol.Metrics
 }
 
-// newSeries is a catalog entry written by an ingest, applied to memory
-// after the commit.
-type newSeries struct {
-	dev, sid string
-	s        *series
+// Ingest stores batches and reports, for each, whether it was new (false:
+// a duplicate, already stored). Batches must have passed protocol
+// validation. Each batch is committed whole, with its dedup mark, in a
+// synced transaction shared with as many other batches as fit; new series
+// are added to the catalog first. On error the returned slice covers the
+// batches committed before the failure (a prefix of batches), which may be
+// acknowledged; the rest were not stored.
+func (s *Store) Ingest(batches []Batch) ([]bool, error) {
+	if err := s.catalog(batches); err != nil {
+		return nil, fmt.Errorf("metrics: ingest: %w", err)
+	}
+	fresh := make([]bool, len(batches))
+	for start := 0; start < len(batches); {
+		budget := int(s.budget.Load())
+		end, entries := start, 0
+		for end < len(batches) {
+			n := len(batches[end].Metrics.Points) + 2 // points, the mark, the drop count
+			if end > start && entries+n > budget {
+				break
+			}
+			entries += n
+			end++
+		}
+		err := s.commit(batches[start:end], fresh[start:end])
+		if errors.Is(err, store.ErrTxnTooBig) && end-start > 1 {
+			// Fewer batches per transaction from now on.
+			s.budget.Store(int64(max(entries/2, 1)))
+			continue
+		}
+		if err != nil {
+			return fresh[:start], fmt.Errorf("metrics: ingest: %w", err)
+		}
+		start = end
+	}
+	return fresh, nil
 }
 
-// Ingest commits batches in one synced transaction and reports, for each,
-// whether it was new (false: a duplicate, already stored). Batches must
-// have passed protocol validation. On error nothing was stored.
-func (s *Store) Ingest(batches []Batch) ([]bool, error) {
-	fresh := make([]bool, len(batches))
-	var added []newSeries
-	type latest struct {
+// catalog adds the batches' new series to the catalog, in transactions of
+// at most catalogChunk entries. A series without samples is harmless, so
+// this runs before, and apart from, the samples' commit.
+func (s *Store) catalog(batches []Batch) error {
+	type entry struct {
 		dev, sid string
-		t        time.Time
-		v        float64
+		sr       *series
 	}
-	var lat []latest
+	var added []entry
+	seen := map[string]bool{}
 	s.mu.RLock()
-	known := func(dev, sid string) bool {
-		d := s.devices[dev]
-		return d != nil && d.series[sid] != nil
+	for _, b := range batches {
+		d := s.devices[b.Device]
+		for _, p := range b.Metrics.Points {
+			sid := seriesID(p.Name, p.Labels)
+			if (d != nil && d.series[sid] != nil) || seen[b.Device+"/"+sid] {
+				continue
+			}
+			seen[b.Device+"/"+sid] = true
+			added = append(added, entry{b.Device, sid, &series{Name: p.Name, Labels: maps.Clone(p.Labels)}})
+		}
 	}
+	s.mu.RUnlock()
+	for c := range slices.Chunk(added, catalogChunk) {
+		err := s.db.Update(func(tx *store.Tx) error {
+			for _, a := range c {
+				v, err := json.Marshal(a.sr)
+				if err != nil {
+					return err
+				}
+				if err := tx.Put(s.series, a.dev+"/"+a.sid, v); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+		s.mu.Lock()
+		for _, a := range c {
+			if d := s.device(a.dev); d.series[a.sid] == nil {
+				d.series[a.sid] = a.sr
+			}
+		}
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// catalogChunk bounds the catalog entries written per transaction.
+const catalogChunk = 1000
+
+// commit stores batches (whose series are in the catalog) in one synced
+// transaction, setting fresh[i] for the new ones; then updates the latest
+// values.
+func (s *Store) commit(batches []Batch, fresh []bool) error {
 	err := s.db.Update(func(tx *store.Tx) error {
-		added, lat = added[:0], lat[:0]
-		inTx := map[string]bool{} // dev/sid added by this transaction
-		batchKeys := map[string]bool{}
+		marks := map[string]bool{}
 		for i, b := range batches {
 			m := b.Metrics
-			seenKey := b.Device + "/" + m.Epoch + "/" + hex16(m.Seq)
+			mark := b.Device + "/" + m.Epoch + "/" + hex16(m.Seq)
 			fresh[i] = false
-			if batchKeys[seenKey] {
+			if marks[mark] {
 				continue // the same batch twice in one group
 			}
-			_, err := tx.Get(s.seen, seenKey)
+			_, err := tx.Get(s.seen, mark)
 			if err == nil {
 				continue
 			}
 			if !errors.Is(err, store.ErrNotFound) {
 				return err
 			}
-			batchKeys[seenKey] = true
+			marks[mark] = true
 			fresh[i] = true
-			if err := tx.PutTTL(s.seen, seenKey, nil, s.retention); err != nil {
+			if err := tx.PutTTL(s.seen, mark, nil, s.retention); err != nil {
 				return err
 			}
 			ts := msKey(m.Time)
 			for _, p := range m.Points {
-				sid := seriesID(p.Name, p.Labels)
-				ds := b.Device + "/" + sid
-				if !known(b.Device, sid) && !inTx[ds] {
-					sr := &series{Name: p.Name, Labels: maps.Clone(p.Labels)}
-					v, err := json.Marshal(sr)
-					if err != nil {
-						return err
-					}
-					if err := tx.Put(s.series, ds, v); err != nil {
-						return err
-					}
-					inTx[ds] = true
-					added = append(added, newSeries{b.Device, sid, sr})
-				}
-				if err := tx.PutTTL(s.raw, ds+"/"+ts, encodeValue(p.Value), s.retention); err != nil {
+				if err := tx.PutTTL(s.raw, b.Device+"/"+seriesID(p.Name, p.Labels)+"/"+ts, encodeValue(p.Value), s.retention); err != nil {
 					return err
 				}
-				lat = append(lat, latest{b.Device, sid, m.Time, p.Value})
 			}
 			if m.Dropped > 0 {
 				v, err := json.Marshal(Dropped{Epoch: m.Epoch, Dropped: m.Dropped})
@@ -261,29 +324,26 @@ func (s *Store) Ingest(batches []Batch) ([]bool, error) {
 		}
 		return nil
 	})
-	s.mu.RUnlock()
 	if err != nil {
-		return nil, fmt.Errorf("metrics: ingest: %w", err)
+		return err
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for _, a := range added {
-		d := s.device(a.dev)
-		if d.series[a.sid] == nil {
-			d.series[a.sid] = a.s
-		}
-	}
-	for _, l := range lat {
-		if sr := s.devices[l.dev].series[l.sid]; !l.t.Before(sr.t) {
-			sr.t, sr.v = l.t, l.v
-		}
-	}
 	for i, b := range batches {
-		if fresh[i] && b.Metrics.Dropped > 0 {
-			s.device(b.Device).dropped = Dropped{Epoch: b.Metrics.Epoch, Dropped: b.Metrics.Dropped}
+		if !fresh[i] {
+			continue
+		}
+		d := s.device(b.Device)
+		for _, p := range b.Metrics.Points {
+			if sr := d.series[seriesID(p.Name, p.Labels)]; sr != nil && !b.Metrics.Time.Before(sr.t) {
+				sr.t, sr.v = b.Metrics.Time, p.Value
+			}
+		}
+		if b.Metrics.Dropped > 0 {
+			d.dropped = Dropped{Epoch: b.Metrics.Epoch, Dropped: b.Metrics.Dropped}
 		}
 	}
-	return fresh, nil
+	return nil
 }
 
 // Sample is a series' latest value.

@@ -338,3 +338,45 @@ func TestIngesterDoesNotAckAFailedCommit(t *testing.T) {
 		t.Errorf("acks after a failed commit: %v", got)
 	}
 }
+
+// TestIngestSplitsTransactions: with small memtables a group does not fit
+// in one transaction; Ingest splits it (keeping each batch whole) and
+// stores everything once.
+func TestIngestSplitsTransactions(t *testing.T) {
+	db, err := store.Open(store.Options{Dir: t.TempDir(), MinFreeBytes: -1, MemTableSize: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	s, err := Open(db, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var bs []Batch
+	for i := range 20 {
+		m := &protocol.Metrics{Epoch: "ep1", Seq: uint64(i + 1), Time: t0.Add(time.Duration(i) * time.Second)}
+		for p := range 500 {
+			m.Points = append(m.Points, protocol.Point{Name: "x", Labels: map[string]string{"n": fmt.Sprint(p)}, Value: float64(i)})
+		}
+		bs = append(bs, Batch{"dev-a", m})
+	}
+	fresh, err := s.Ingest(bs)
+	if err != nil {
+		t.Fatalf("Ingest: %v", err)
+	}
+	for i, f := range fresh {
+		if !f {
+			t.Errorf("batch %d not fresh", i+1)
+		}
+	}
+	if b := s.budget.Load(); b >= initialBudget {
+		t.Errorf("budget %d: the split never happened (test too weak)", b)
+	}
+	got, err := s.Range(Query{Device: "dev-a", Name: "x", Labels: map[string]string{"n": "499"}, From: t0, To: t0.Add(time.Minute)})
+	if err != nil || len(got) != 1 || len(got[0].Points) != 20 {
+		t.Fatalf("range of one series = %+v, %v; want 20 points", got, err)
+	}
+	if n := len(s.Latest("dev-a")); n != 500 {
+		t.Errorf("%d series, want 500", n)
+	}
+}

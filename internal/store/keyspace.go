@@ -230,7 +230,7 @@ func (tx *Tx) put(k Keyspace, key string, val []byte) error {
 		return err
 	}
 	// Badger keeps val until the commit; copy it so the caller may reuse it.
-	return tx.txn.Set(bk, bytes.Clone(val))
+	return txnErr(tx.txn.Set(bk, bytes.Clone(val)))
 }
 
 func (tx *Tx) delete(k Keyspace, key string) error {
@@ -241,7 +241,15 @@ func (tx *Tx) delete(k Keyspace, key string) error {
 	if err != nil {
 		return err
 	}
-	return tx.txn.Delete(bk)
+	return txnErr(tx.txn.Delete(bk))
+}
+
+// txnErr maps badger's "transaction too big" to ErrTxnTooBig.
+func txnErr(err error) error {
+	if errors.Is(err, badger.ErrTxnTooBig) {
+		return fmt.Errorf("%w (split the writes over several transactions)", ErrTxnTooBig)
+	}
+	return err
 }
 
 // scan iterates over k's keys starting with prefix in txn.

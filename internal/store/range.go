@@ -28,7 +28,7 @@ func (tx *Tx) PutTTL(k Keyspace, key string, val []byte, ttl time.Duration) erro
 	if err != nil {
 		return fmt.Errorf("store: put %s: %w", keyName(k.prefix, key), err)
 	}
-	if err := tx.txn.SetEntry(badger.NewEntry(bk, bytes.Clone(val)).WithTTL(ttl)); err != nil {
+	if err := txnErr(tx.txn.SetEntry(badger.NewEntry(bk, bytes.Clone(val)).WithTTL(ttl))); err != nil {
 		return fmt.Errorf("store: put %s: %w", keyName(k.prefix, key), err)
 	}
 	return nil

@@ -2,6 +2,7 @@ package store
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -111,5 +112,24 @@ func TestPutTTLExpires(t *testing.T) {
 	}
 	if err := db.Update(func(tx *Tx) error { return tx.PutTTL(ts, "x", nil, 0) }); err == nil {
 		t.Error("PutTTL with ttl 0 succeeded")
+	}
+}
+
+func TestTxnTooBig(t *testing.T) {
+	db := open(t, Options{MemTableSize: 1 << 20})
+	ts := db.Keyspace("ts")
+	err := db.Update(func(tx *Tx) error {
+		for i := range 100000 {
+			if err := tx.Put(ts, fmt.Sprintf("key-%08d", i), []byte("v")); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if !errors.Is(err, ErrTxnTooBig) {
+		t.Fatalf("Update with 100000 puts = %v, want ErrTxnTooBig", err)
+	}
+	if got := scanAll(t, ts, ""); len(got) != 0 {
+		t.Errorf("%d keys applied from a refused transaction", len(got))
 	}
 }

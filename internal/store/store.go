@@ -39,6 +39,10 @@ var (
 	ErrDiskFull = errors.New("not enough free disk space")
 	// ErrClosed is returned (wrapped) by every operation after Close.
 	ErrClosed = errors.New("store is closed")
+	// ErrTxnTooBig is returned (wrapped) by a write that would make its
+	// transaction larger than one commit can hold (about 15 % of
+	// Options.MemTableSize); nothing of the transaction is applied.
+	ErrTxnTooBig = errors.New("transaction too big")
 )
 
 // updateAttempts bounds how often Update runs fn when its transaction
