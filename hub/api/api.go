@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/alicia-home/alicia/hub/household"
+	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/identity"
@@ -89,6 +90,8 @@ type Config struct {
 	Discovered func() []household.Service
 	// Disconnect closes the live broker session of a deleted device.
 	Disconnect func(deviceID string)
+	// Metrics is the device time-series store; nil means an empty one.
+	Metrics Metrics
 	// Now is the hub's clock; default time.Now.
 	Now func() time.Time
 	// Pairing is the pairing window; nil means a window that never opens
@@ -119,6 +122,9 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
+	}
 	if cfg.Pairing == nil {
 		cfg.Pairing = noPairing{}
 	}
@@ -138,6 +144,8 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle("DELETE /api/v1/pairing", s.admin(s.closePairing))
 	mux.Handle("POST /api/v1/devices/{id}/approve", s.admin(s.approveDevice))
 	mux.Handle("POST /api/v1/devices/{id}/reject", s.admin(s.rejectDevice))
+	mux.Handle("GET /api/v1/devices/{id}/metrics", s.admin(s.deviceMetrics))
+	mux.Handle("GET /api/v1/devices/{id}/metrics/latest", s.admin(s.latestMetrics))
 	mux.Handle("GET /api/v1/devices", s.admin(s.listDevices))
 	mux.Handle("GET /api/v1/devices/{id}", s.admin(s.getDevice))
 	mux.Handle("PATCH /api/v1/devices/{id}", s.admin(s.patchDevice))
@@ -150,6 +158,12 @@ func New(cfg Config) (http.Handler, error) {
 	})
 	return mux, nil
 }
+
+type noMetrics struct{}
+
+func (noMetrics) Range(metrics.Query) ([]metrics.Series, error) { return []metrics.Series{}, nil }
+func (noMetrics) Latest(string) []metrics.Sample                { return []metrics.Sample{} }
+func (noMetrics) DeleteDevice(string) error                     { return nil }
 
 type noAccounts struct{}
 
@@ -643,6 +657,9 @@ func (s *server) deleteDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.cfg.Disconnect(id)
+	if err := s.cfg.Metrics.DeleteDevice(id); err != nil {
+		s.log.Error("forget the metrics of a deleted device", "device", id, "err", err)
+	}
 	if err := s.cfg.Accounts.Remove(r.Context(), id); err != nil {
 		// The device is gone from the registry; a leftover broker account
 		// is logged for the operator rather than failing the delete.

@@ -27,6 +27,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/tokens"
@@ -104,6 +105,7 @@ type harness struct {
 	toks     *tokens.Tokens
 	clock    *clock
 	window   *pairing.Window
+	metrics  *metrics.Store
 	ca       *pki.CA
 	fp       string // the CA's fingerprint
 	admin    string // the admin token, read from admin.token
@@ -156,12 +158,17 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}},
+	ms, err := metrics.Open(db, metrics.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{metrics: ms, db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}},
 		window: &pairing.Window{Now: clk.Now}, ca: ca, fp: ca.Fingerprint()}
 	h.handler, err = New(Config{
 		HubID:         testHubID,
 		CAFingerprint: h.fp,
 		Now:           clk.Now,
+		Metrics:       ms,
 		Pairing:       h.window,
 		IssueCertificate: func(id string, pub ed25519.PublicKey) ([]byte, error) {
 			c, err := ca.IssueClient(id, pub, clk.Now())

@@ -24,6 +24,7 @@ import (
 	"github.com/alicia-home/alicia/hub/api"
 	"github.com/alicia-home/alicia/hub/broker"
 	"github.com/alicia-home/alicia/hub/household"
+	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/tokens"
@@ -278,8 +279,23 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	ing := &ingest{reg: reg, log: h.log.With("component", "ingest")}
-	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat} {
+	mstore, err := metrics.Open(db, metrics.Config{})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	mingest := metrics.NewIngester(mstore, metrics.IngesterConfig{
+		// Sent after the commit: the agent may then forget the batches.
+		Ack: func(ctx context.Context, dev string, ack *protocol.MetricsAck) error {
+			b, err := protocol.Encode(hubID, time.Now(), ack)
+			if err != nil {
+				return err
+			}
+			return client.Publish(ctx, bus.Message{Topic: protocol.DeviceTopic(dev, protocol.KindAck), Payload: b, QoS: 1})
+		},
+		Logger: h.log.With("component", "metrics"),
+	})
+	ing := &ingest{reg: reg, metrics: mingest, log: h.log.With("component", "ingest")}
+	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat, protocol.KindMetrics} {
 		if err := client.Subscribe(protocol.AllDevices(kind), 1, ing.handle); err != nil {
 			return fmt.Errorf("hub: subscribe: %w", err)
 		}
@@ -317,6 +333,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 			}
 		},
 		Pairing: &pairing.Window{},
+		Metrics: mstore,
 		Logger:  h.log.With("component", "api"),
 	})
 	if err != nil {
@@ -348,6 +365,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return db.Run(gctx) })
 	g.Go(func() error { return reg.Run(gctx) })
+	g.Go(func() error { return mingest.Run(gctx) })
 	// The embedded broker stops only after the hub's own connection has
 	// said goodbye on it.
 	brokerCtx, stopBroker := context.WithCancel(context.Background())

@@ -3,9 +3,11 @@ package hubd
 import (
 	"context"
 	"crypto/subtle"
+	"fmt"
 	"log/slog"
 	"sync/atomic"
 
+	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/bus"
 	"github.com/alicia-home/alicia/internal/protocol"
@@ -16,6 +18,7 @@ import (
 // nothing.
 type ingest struct {
 	reg      *registry.Registry
+	metrics  *metrics.Ingester
 	log      *slog.Logger
 	rejected atomic.Uint64
 }
@@ -39,8 +42,28 @@ func (in *ingest) handle(_ context.Context, m bus.Message) {
 		in.reject(m, errKindMismatch{kind: kind, typ: msg.Type()})
 		return
 	}
+	if batch, ok := msg.Payload.(*protocol.Metrics); ok {
+		in.metricsBatch(m, id, msg, batch)
+		return
+	}
 	if err := in.reg.Handle(id, msg); err != nil {
 		in.reject(m, err)
+	}
+}
+
+// metricsBatch queues a device's metrics batch for the store. A batch that
+// cannot be queued is not acknowledged, so the agent resends it.
+func (in *ingest) metricsBatch(m bus.Message, id string, msg *protocol.Message, batch *protocol.Metrics) {
+	if msg.Source != id {
+		in.reject(m, fmt.Errorf("message on the topic of %s claims source %s", id, msg.Source))
+		return
+	}
+	if !in.reg.Allowed(id) {
+		in.reject(m, fmt.Errorf("%s: %w", id, registry.ErrUnknownDevice))
+		return
+	}
+	if !in.metrics.Submit(id, batch) {
+		in.log.Debug("metrics queue full; the agent will resend", "device", id, "seq", batch.Seq)
 	}
 }
 

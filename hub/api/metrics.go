@@ -1,0 +1,130 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/alicia-home/alicia/hub/metrics"
+	"github.com/alicia-home/alicia/internal/protocol"
+)
+
+// Metrics is the hub's time-series store as the API uses it.
+type Metrics interface {
+	Range(q metrics.Query) ([]metrics.Series, error)
+	Latest(device string) []metrics.Sample
+	DeleteDevice(device string) error
+}
+
+// DefaultMetricsWindow is the range of a metrics query without "from".
+const DefaultMetricsWindow = time.Hour
+
+// MetricsRange answers GET /api/v1/devices/{id}/metrics.
+type MetricsRange struct {
+	From   time.Time        `json:"from"`
+	To     time.Time        `json:"to"`
+	Step   string           `json:"step,omitempty"`
+	Series []metrics.Series `json:"series"`
+}
+
+// deviceMetrics answers a range query over one device's series:
+// name (required), from and to (RFC 3339; default the last hour), step (a
+// Go duration; buckets with min, max, average and count) and label=k=v
+// (repeatable; every label must match).
+func (s *server) deviceMetrics(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.knownDevice(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	mq := metrics.Query{Device: id, Name: q.Get("name")}
+	if err := protocol.ValidateMetricName(mq.Name); err != nil {
+		writeProblem(w, http.StatusBadRequest, "name: "+err.Error()+" (the metric to read, e.g. name=cpu_usage_ratio; GET …/metrics/latest lists them)")
+		return
+	}
+	now := s.cfg.Now().UTC()
+	mq.To = now
+	for _, f := range []struct {
+		key string
+		dst *time.Time
+	}{{"to", &mq.To}, {"from", &mq.From}} {
+		if v := q.Get(f.key); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				writeProblem(w, http.StatusBadRequest, fmt.Sprintf("%s: %q is not an RFC 3339 time (e.g. 2026-11-27T06:00:00Z)", f.key, v))
+				return
+			}
+			*f.dst = t
+		}
+	}
+	if q.Get("from") == "" {
+		mq.From = mq.To.Add(-DefaultMetricsWindow)
+	}
+	if mq.To.Before(mq.From) {
+		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("to (%s) is before from (%s)", mq.To.Format(time.RFC3339), mq.From.Format(time.RFC3339)))
+		return
+	}
+	if v := q.Get("step"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Millisecond {
+			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("step: %q is not a duration of at least 1ms (e.g. 1m)", v))
+			return
+		}
+		mq.Step = d
+	}
+	for _, l := range q["label"] {
+		k, v, found := strings.Cut(l, "=")
+		if !found {
+			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("label: %q: want NAME=VALUE (e.g. label=mount=/)", l))
+			return
+		}
+		if err := protocol.ValidateLabelName(k); err != nil {
+			writeProblem(w, http.StatusBadRequest, "label: "+err.Error())
+			return
+		}
+		if mq.Labels == nil {
+			mq.Labels = map[string]string{}
+		}
+		mq.Labels[k] = v
+	}
+	series, err := s.cfg.Metrics.Range(mq)
+	if errors.Is(err, metrics.ErrTooManyPoints) {
+		writeProblem(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	if err != nil {
+		s.log.Error("metrics range", "device", id, "err", err)
+		writeProblem(w, http.StatusInternalServerError, "could not read the metrics: "+err.Error())
+		return
+	}
+	resp := MetricsRange{From: mq.From, To: mq.To, Series: series}
+	if mq.Step > 0 {
+		resp.Step = mq.Step.String()
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// latestMetrics answers GET /api/v1/devices/{id}/metrics/latest.
+func (s *server) latestMetrics(w http.ResponseWriter, r *http.Request) {
+	id, ok := s.knownDevice(w, r)
+	if !ok {
+		return
+	}
+	writeJSON(w, http.StatusOK, s.cfg.Metrics.Latest(id))
+}
+
+// knownDevice validates the {id} path value and answers 404 for a device
+// the registry does not know.
+func (s *server) knownDevice(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id, ok := deviceID(w, r)
+	if !ok {
+		return "", false
+	}
+	if _, err := s.cfg.Devices.Get(id); err != nil {
+		s.deviceError(w, err)
+		return "", false
+	}
+	return id, true
+}
