@@ -1,0 +1,41 @@
+package sample
+
+import (
+	"context"
+
+	psnet "github.com/shirou/gopsutil/v4/net"
+)
+
+// networkCollector reports the counters of each network interface but lo
+// from /proc/net/dev.
+type networkCollector struct {
+	netdev string // path, for messages
+}
+
+var _ collector = networkCollector{}
+
+func (c networkCollector) collect(ctx context.Context, b *batch) error {
+	nics, err := psnet.IOCountersWithContext(ctx, true)
+	if err != nil {
+		return withPath(c.netdev, err)
+	}
+	n := 0
+	for _, s := range nics {
+		if s.Name == "lo" {
+			continue
+		}
+		n++
+		b.add("network_receive_bytes_total", float64(s.BytesRecv), "device", s.Name)
+		b.add("network_transmit_bytes_total", float64(s.BytesSent), "device", s.Name)
+		b.add("network_receive_packets_total", float64(s.PacketsRecv), "device", s.Name)
+		b.add("network_transmit_packets_total", float64(s.PacketsSent), "device", s.Name)
+		b.add("network_receive_errs_total", float64(s.Errin), "device", s.Name)
+		b.add("network_transmit_errs_total", float64(s.Errout), "device", s.Name)
+		b.add("network_receive_drop_total", float64(s.Dropin), "device", s.Name)
+		b.add("network_transmit_drop_total", float64(s.Dropout), "device", s.Name)
+	}
+	if n == 0 {
+		return skipf("no network interfaces but lo in %s", c.netdev)
+	}
+	return nil
+}
