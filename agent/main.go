@@ -11,9 +11,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"github.com/alicia-home/alicia/agent/agentd"
+	"github.com/alicia-home/alicia/agent/sample"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/cliconfig"
 	"github.com/alicia-home/alicia/internal/logging"
@@ -38,6 +40,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not look for the hub on the LAN with mDNS (needs --hub)")
 	fs.StringVar(&hal, "hal", "none", "hardware `backend`: none (periph and sim arrive with hardware support)")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 10*time.Second, "heartbeat `interval`")
+	fs.DurationVar(&cfg.SampleInterval, "sample-interval", 10*time.Second, "metrics collection `interval`")
+	fs.Func("collectors", "comma-separated metric `collectors` to run (default all: "+strings.Join(sample.Collectors(), ",")+")", func(v string) error {
+		cfg.Collectors = nil
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.TrimSpace(c); c != "" {
+				cfg.Collectors = append(cfg.Collectors, c)
+			}
+		}
+		return nil
+	})
 	fs.DurationVar(&cfg.KeepAlive, "keepalive", 30*time.Second, "MQTT keep-alive `interval`")
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&version, "version", false, "print the version and exit")

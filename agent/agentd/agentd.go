@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/alicia-home/alicia/agent/facts"
+	"github.com/alicia-home/alicia/agent/sample"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/bus"
 	"github.com/alicia-home/alicia/internal/discovery"
@@ -57,6 +58,16 @@ type Config struct {
 	// KeepAlive is the MQTT keep-alive; a dead link is noticed by the
 	// broker within 1.5 times this. Default 30s.
 	KeepAlive time.Duration
+	// SampleInterval is how often metrics are collected. Default 10s.
+	SampleInterval time.Duration
+	// Collectors names the metric collectors to run (agent/sample); nil
+	// runs them all.
+	Collectors []string
+	// OutboxMaxBytes and OutboxMaxAge bound the outbox of unacknowledged
+	// samples (zero: the outbox package's defaults, 64 MiB and 72 h, at
+	// least 24 h of samples at the default interval).
+	OutboxMaxBytes int64
+	OutboxMaxAge   time.Duration
 	// RenewCheck is how often the agent checks whether its certificate is
 	// due for renewal. Default 6h.
 	RenewCheck time.Duration
@@ -83,6 +94,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.KeepAlive <= 0 {
 		c.KeepAlive = 30 * time.Second
+	}
+	if c.SampleInterval <= 0 {
+		c.SampleInterval = 10 * time.Second
 	}
 	if c.RenewCheck <= 0 {
 		c.RenewCheck = 6 * time.Hour
@@ -113,6 +127,12 @@ func (c *Config) Validate() error {
 	}
 	if c.HeartbeatInterval < 100*time.Millisecond || c.HeartbeatInterval > time.Hour {
 		return fmt.Errorf("heartbeat interval %s: want 100ms to 1h", c.HeartbeatInterval)
+	}
+	if c.SampleInterval < 100*time.Millisecond || c.SampleInterval > 24*time.Hour {
+		return fmt.Errorf("sample interval %s: want 100ms to 24h", c.SampleInterval)
+	}
+	if err := (&sample.Config{Enabled: c.Collectors}).Validate(); err != nil {
+		return fmt.Errorf("collectors: %w", err)
 	}
 	if c.KeepAlive < time.Second {
 		return fmt.Errorf("keep-alive %s: want at least 1s", c.KeepAlive)
@@ -196,8 +216,20 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return err
 	}
+	// Samples are collected into the outbox from now on, whether or not
+	// the hub is reachable; each session sends them.
+	tel, err := openTelemetry(cfg, a.log)
+	if err != nil {
+		return err
+	}
+	defer tel.Close()
+	collectCtx, stopCollecting := context.WithCancel(ctx)
+	collected := make(chan struct{})
+	go func() { defer close(collected); tel.collect(collectCtx) }()
+	defer func() { stopCollecting(); <-collected }()
+
 	for {
-		moved, err := a.session(ctx, key, id, reg, creds)
+		moved, err := a.session(ctx, key, id, reg, creds, tel)
 		if err != nil || moved == nil {
 			return err
 		}
@@ -211,7 +243,7 @@ var errMoved = errors.New("the hub moved")
 // session connects to the broker with creds and keeps the device visible
 // until ctx is done (nil, nil) or the hub is found at a new address while
 // the broker was unreachable (the updated credentials, nil).
-func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, reg *protocol.Register, creds *credentials) (*credentials, error) {
+func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, reg *protocol.Register, creds *credentials, tel *telemetry) (*credentials, error) {
 	cfg := a.cfg
 	brokerURL, err := pickBroker(creds.MQTTURLs, cfg.BrokerURL)
 	if err != nil {
@@ -333,8 +365,13 @@ func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, 
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 
+	if err := client.Subscribe(protocol.DeviceTopic(id, protocol.KindAck), 1, tel.ackHandler); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return client.Run(gctx) })
+	g.Go(func() error { tel.send(gctx, client, id); return nil })
 	g.Go(func() error { a.heartbeats(gctx, client, id); return nil })
 	if cert.Load() != nil {
 		g.Go(func() error { a.renewLoop(gctx, key, creds, cert.Load, cert.Store); return nil })

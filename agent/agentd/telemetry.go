@@ -1,0 +1,290 @@
+package agentd
+
+import (
+	"bytes"
+	"compress/flate"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/alicia-home/alicia/agent/outbox"
+	"github.com/alicia-home/alicia/agent/sample"
+	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/protocol"
+)
+
+// Telemetry: a collector appends one batch per interval to the durable
+// outbox, whether or not the hub is reachable; while connected, a sender
+// publishes the unacknowledged batches oldest first and the hub's acks
+// (sent after its commit) delete them. See docs/metrics.md.
+
+// Sender tuning.
+const (
+	// sendWindow bounds the batches published but not yet acknowledged.
+	sendWindow = 64
+	// ackTimeout is how long the sender waits for an ack before it resends
+	// everything unacknowledged (the hub may have restarted and lost them
+	// from its queue).
+	ackTimeout = 15 * time.Second
+)
+
+// storedBatch is an outbox entry before compression: one collection.
+type storedBatch struct {
+	Time   time.Time        `json:"time"`
+	Points []protocol.Point `json:"points"`
+}
+
+func encodeEntry(b storedBatch) ([]byte, error) {
+	var buf bytes.Buffer
+	zw, _ := flate.NewWriter(&buf, flate.BestSpeed)
+	if err := json.NewEncoder(zw).Encode(b); err != nil {
+		return nil, err
+	}
+	if err := zw.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
+}
+
+func decodeEntry(data []byte) (storedBatch, error) {
+	var b storedBatch
+	raw, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(data)), protocol.MaxMessageSize*4))
+	if err != nil {
+		return b, err
+	}
+	err = json.Unmarshal(raw, &b)
+	return b, err
+}
+
+// telemetry is the agent's collector and sender, sharing one outbox.
+type telemetry struct {
+	ob      *outbox.Outbox
+	sampler *sample.Sampler
+	every   time.Duration
+	log     *slog.Logger
+
+	mu       sync.Mutex
+	inflight map[uint64]time.Time // published, not acknowledged: when
+	acked    chan struct{}        // signalled after each ack
+}
+
+// openTelemetry opens the outbox in the state directory (moving a corrupt
+// one aside: its batches are lost, a new epoch starts) and the sampler.
+func openTelemetry(cfg Config, log *slog.Logger) (*telemetry, error) {
+	path := filepath.Join(cfg.StateDir, "outbox.db")
+	opts := outbox.Options{Path: path, MaxBytes: cfg.OutboxMaxBytes, MaxAge: cfg.OutboxMaxAge, Logger: log.With("component", "outbox")}
+	ob, err := outbox.Open(opts)
+	if errors.Is(err, outbox.ErrCorrupt) {
+		aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
+		log.Error("the outbox is damaged: moving it aside and starting a new one (its unsent samples are lost)", "path", path, "moved_to", aside, "err", err)
+		if rerr := os.Rename(path, aside); rerr != nil {
+			return nil, fmt.Errorf("agent: outbox: %w (and moving it aside failed: %v)", err, rerr)
+		}
+		ob, err = outbox.Open(opts)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("agent: outbox: %w", err)
+	}
+	s, err := sample.New(sample.Config{Enabled: cfg.Collectors, Timeout: min(cfg.SampleInterval, sample.DefaultTimeout), Logger: log.With("component", "sample")})
+	if err != nil {
+		ob.Close()
+		return nil, fmt.Errorf("agent: collectors: %w", err)
+	}
+	return &telemetry{ob: ob, sampler: s, every: cfg.SampleInterval, log: log, inflight: map[uint64]time.Time{}, acked: make(chan struct{}, 1)}, nil
+}
+
+func (t *telemetry) Close() error { return t.ob.Close() }
+
+// collect appends one batch per interval until ctx is done.
+func (t *telemetry) collect(ctx context.Context) {
+	tick := time.NewTicker(t.every)
+	defer tick.Stop()
+	for {
+		t.collectOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
+func (t *telemetry) collectOnce(ctx context.Context) {
+	now := time.Now()
+	points, rep := t.sampler.Collect(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	st := t.ob.Stats()
+	points = append(points,
+		protocol.Point{Name: "agent_outbox_batches", Value: float64(st.Depth)},
+		protocol.Point{Name: "agent_outbox_bytes", Value: float64(st.Bytes)},
+		protocol.Point{Name: "agent_outbox_dropped_batches_total", Value: float64(st.Dropped)},
+	)
+	if len(points) > protocol.MaxPoints {
+		t.log.Warn("more points than a batch may hold; the rest are left out", "points", len(points), "limit", protocol.MaxPoints)
+		points = points[:protocol.MaxPoints]
+	}
+	// A batch must also fit in one message: leave points out until it does
+	// (only a machine with very many disks or interfaces gets here).
+	for len(points) > 1 {
+		msg, err := protocol.Encode("d", now, &protocol.Metrics{Epoch: t.ob.Epoch(), Seq: 1, Dropped: st.Dropped, Time: now, Points: points})
+		if err != nil || len(msg) <= protocol.MaxMessageSize-1024 {
+			break
+		}
+		t.log.Warn("a batch is larger than a message may be; points are left out", "bytes", len(msg), "points", len(points))
+		points = points[:len(points)*9/10]
+	}
+	data, err := encodeEntry(storedBatch{Time: now.UTC(), Points: points})
+	if err == nil {
+		_, err = t.ob.Append(data)
+	}
+	if err != nil {
+		t.log.Error("samples not stored", "err", err)
+		return
+	}
+	if rep.Dropped > 0 {
+		t.log.Warn("more points than a batch may hold; the rest are left out", "left_out", rep.Dropped)
+	}
+	t.log.Debug("collected", "points", len(points), "took", time.Since(now))
+}
+
+// ackHandler applies the hub's acks to the outbox.
+func (t *telemetry) ackHandler(_ context.Context, m bus.Message) {
+	_, ack, err := protocol.DecodeAs[*protocol.MetricsAck](m.Payload)
+	if err != nil {
+		t.log.Warn("bad ack from the hub", "err", err)
+		return
+	}
+	if ack.Epoch != t.ob.Epoch() {
+		return // for a previous outbox
+	}
+	if err := t.ob.Ack(ack.Seqs...); err != nil {
+		t.log.Error("apply the hub's ack", "err", err)
+		return
+	}
+	t.mu.Lock()
+	for _, s := range ack.Seqs {
+		delete(t.inflight, s)
+	}
+	t.mu.Unlock()
+	select {
+	case t.acked <- struct{}{}:
+	default:
+	}
+}
+
+// resetInflight forgets what was published: it will be published again.
+func (t *telemetry) resetInflight() {
+	t.mu.Lock()
+	clear(t.inflight)
+	t.mu.Unlock()
+}
+
+// inflightState returns how many batches await an ack and since when the
+// oldest has waited.
+func (t *telemetry) inflightState() (n int, oldest time.Time) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, at := range t.inflight {
+		if oldest.IsZero() || at.Before(oldest) {
+			oldest = at
+		}
+	}
+	return len(t.inflight), oldest
+}
+
+// send publishes unacknowledged batches while the session lasts: after
+// every (re)connect and after an overdue ack it starts again from the
+// oldest.
+func (t *telemetry) send(ctx context.Context, client *bus.Client, id string) {
+	topic := protocol.DeviceTopic(id, protocol.KindMetrics)
+	var after uint64
+	connects := uint64(0)
+	for ctx.Err() == nil {
+		if !client.Connected() {
+			if err := client.WaitConnected(ctx); err != nil {
+				return
+			}
+		}
+		if c := client.Stats().Connects; c != connects {
+			connects, after = c, 0
+			t.resetInflight()
+		}
+		n, oldest := t.inflightState()
+		if n > 0 && time.Since(oldest) > ackTimeout {
+			t.log.Info("no ack from the hub in time; sending the unacknowledged samples again", "batches", n)
+			after = 0
+			t.resetInflight()
+			n = 0
+		}
+		var entries []outbox.Entry
+		if n < sendWindow {
+			var err error
+			entries, err = t.ob.Pending(after, sendWindow-n)
+			if err != nil {
+				t.log.Error("read the outbox", "err", err)
+			}
+		}
+		if len(entries) == 0 {
+			// With a full window, only an ack (or the timeout) helps.
+			t.wait(ctx, after, n < sendWindow)
+			continue
+		}
+		dropped := t.ob.Stats().Dropped
+		for _, e := range entries {
+			after = e.Seq
+			b, err := decodeEntry(e.Data)
+			if err != nil {
+				// Cannot happen unless the entry was written by something
+				// else; do not block the queue on it.
+				t.log.Error("unreadable outbox entry dropped", "seq", e.Seq, "err", err)
+				_ = t.ob.Ack(e.Seq)
+				continue
+			}
+			msg, err := protocol.Encode(id, time.Now(), &protocol.Metrics{Epoch: t.ob.Epoch(), Seq: e.Seq, Dropped: dropped, Time: b.Time, Points: b.Points})
+			if err != nil {
+				t.log.Error("outbox entry is not a valid batch; dropped", "seq", e.Seq, "err", err)
+				_ = t.ob.Ack(e.Seq)
+				continue
+			}
+			t.mu.Lock()
+			t.inflight[e.Seq] = time.Now()
+			t.mu.Unlock()
+			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			err = client.Publish(pctx, bus.Message{Topic: topic, Payload: msg, QoS: 1})
+			cancel()
+			if err != nil {
+				// Lost connection or a slow broker: start again from the
+				// oldest once connected.
+				t.log.Debug("publish samples", "seq", e.Seq, "err", err)
+				after = 0
+				t.resetInflight()
+				break
+			}
+		}
+	}
+}
+
+// wait sleeps until an ack, a new batch (if newBatch), or a second passes.
+func (t *telemetry) wait(ctx context.Context, after uint64, newBatch bool) {
+	timer := time.NewTimer(time.Second)
+	defer timer.Stop()
+	var appended <-chan struct{}
+	if newBatch {
+		appended = t.ob.Wait(after)
+	}
+	select {
+	case <-ctx.Done():
+	case <-appended:
+	case <-t.acked:
+	case <-timer.C:
+	}
+}

@@ -1,0 +1,160 @@
+package e2e
+
+import (
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/alicia-home/alicia/agent/outbox"
+)
+
+// outage is how long the hub stays down in TestTelemetrySurvivesHubOutage;
+// ALICIA_OUTAGE (a Go duration) overrides it, e.g. 60s for the acceptance
+// check.
+func outage(t *testing.T) time.Duration {
+	if v := os.Getenv("ALICIA_OUTAGE"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil {
+			t.Fatalf("ALICIA_OUTAGE=%q: %v", v, err)
+		}
+		return d
+	}
+	return 8 * time.Second
+}
+
+type rangeResp struct {
+	Series []struct {
+		Points []struct {
+			T time.Time `json:"t"`
+			V float64   `json:"v"`
+		} `json:"points"`
+	} `json:"series"`
+}
+
+// TestTelemetrySurvivesHubOutage runs an agent that samples every second
+// while the hub is stopped (SIGTERM), then killed (SIGKILL), each for the
+// outage; after restarts every collected batch is at the hub exactly once
+// or still in the agent's outbox, and every second of both outages is
+// stored.
+func TestTelemetrySurvivesHubOutage(t *testing.T) {
+	bin := binaries(t)
+	down := outage(t)
+	dir := t.TempDir()
+	httpAddr, mqttAddr := freeAddr(t), freeAddr(t)
+	hubDir := filepath.Join(dir, "hub")
+	hubArgs := []string{"--data-dir", hubDir, "--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--mqtts-addr", freeAddr(t), "--no-mdns"}
+	hub := startProc(t, "hub", filepath.Join(bin, "alicia-hub"), hubArgs...)
+	waitHealthy(t, httpAddr, hub)
+	api := newAPIClient(t, httpAddr, hubDir)
+	state := filepath.Join(dir, "agent")
+	agent := startProc(t, "agent", filepath.Join(bin, "alicia-agent"), "--state-dir", state, "--hub", httpAddr,
+		"--join-token", api.joinToken(1), "--name", "sampler", "--heartbeat", "1s", "--keepalive", "2s", "--sample-interval", "1s")
+	id := enrolledID(t, state, agent)
+	api.waitStatus(id, "online", "", 10*time.Second)
+
+	count := func() (int, []time.Time) {
+		var r rangeResp
+		q := url.Values{"name": {"agent_outbox_batches"}, "from": {"2000-01-01T00:00:00Z"}, "to": {time.Now().Add(time.Minute).UTC().Format(time.RFC3339)}}
+		if st := api.do("GET", "/api/v1/devices/"+id+"/metrics?"+q.Encode(), nil, &r); st != 200 || len(r.Series) != 1 {
+			return 0, nil
+		}
+		var ts []time.Time
+		for _, p := range r.Series[0].Points {
+			ts = append(ts, p.T)
+		}
+		return len(ts), ts
+	}
+	// waitCaughtUp waits until the hub has the agent's batches up to the
+	// last few seconds.
+	waitCaughtUp := func(what string) {
+		t.Helper()
+		deadline := time.Now().Add(down + 30*time.Second)
+		for {
+			if _, ts := count(); len(ts) > 0 && time.Since(ts[len(ts)-1]) < 3*time.Second {
+				return
+			}
+			if time.Now().After(deadline) {
+				n, _ := count()
+				t.Fatalf("%s: the hub has %d batches and not the last seconds'\n--- agent ---\n%s", what, n, agent.out)
+			}
+			time.Sleep(100 * time.Millisecond) // polling the hub
+		}
+	}
+	waitCaughtUp("before the outages")
+
+	var outages [][2]time.Time
+	for _, sig := range []syscall.Signal{syscall.SIGTERM, syscall.SIGKILL} {
+		start := time.Now()
+		hub.stop(sig)
+		time.Sleep(down) // the outage itself: the agent keeps sampling into its outbox
+		hub = startProc(t, fmt.Sprintf("hub (after %v)", sig), filepath.Join(bin, "alicia-hub"), hubArgs...)
+		waitHealthy(t, httpAddr, hub)
+		outages = append(outages, [2]time.Time{start, time.Now()})
+		took := time.Now()
+		waitCaughtUp(fmt.Sprintf("after a %s outage (%v)", down, sig))
+		t.Logf("hub down %s (%v): the agent's backlog was stored %s after the restart", down, sig, time.Since(took).Round(10*time.Millisecond))
+	}
+
+	agent.stop(syscall.SIGTERM)
+	ob, err := outbox.Open(outbox.Options{Path: filepath.Join(state, "outbox.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := ob.Stats()
+	ob.Close()
+	n, ts := count()
+	t.Logf("agent collected %d batches; the hub stored %d; %d still in the outbox, %d dropped", st.LastSeq, n, st.Depth, st.Dropped)
+	if st.Dropped != 0 {
+		t.Errorf("the outbox dropped %d batches", st.Dropped)
+	}
+	// Every batch is either stored once at the hub or still waiting.
+	if uint64(n)+uint64(st.Depth) != st.LastSeq {
+		t.Errorf("stored %d + waiting %d != collected %d", n, st.Depth, st.LastSeq)
+	}
+	if st.Depth > 3 {
+		t.Errorf("%d batches still waiting after the hub caught up", st.Depth)
+	}
+	// No duplicates, no gaps: one point per second.
+	for i := 1; i < len(ts); i++ {
+		if gap := ts[i].Sub(ts[i-1]); gap <= 0 || gap > 1500*time.Millisecond {
+			t.Errorf("points %d and %d are %s apart (%s, %s), want about 1 s", i-1, i, gap, ts[i-1], ts[i])
+		}
+	}
+	for _, o := range outages {
+		in := 0
+		for _, p := range ts {
+			if p.After(o[0]) && p.Before(o[1]) {
+				in++
+			}
+		}
+		if want := int(o[1].Sub(o[0]).Seconds()) - 1; in < want {
+			t.Errorf("outage %s–%s: %d points stored, want at least %d", o[0].Format("15:04:05"), o[1].Format("15:04:05"), in, want)
+		}
+	}
+	if strings.Contains(agent.out.String(), "samples not stored") {
+		t.Errorf("the agent failed to store samples:\n%s", agent.out)
+	}
+}
+
+// enrolledID waits until the agent in state has enrolled and returns its
+// device ID.
+func enrolledID(t *testing.T, state string, p *proc) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if b, err := os.ReadFile(filepath.Join(state, "credentials.json")); err == nil {
+			if i := strings.Index(string(b), `"device_id": "`); i >= 0 {
+				rest := string(b)[i+len(`"device_id": "`):]
+				return rest[:strings.IndexByte(rest, '"')]
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // polling for enrolment
+	}
+	t.Fatalf("%s did not enrol:\n%s", p.name, p.out)
+	return ""
+}
