@@ -148,10 +148,10 @@ func TestFilesystem(t *testing.T) {
 	}
 
 	got := values(points)
-	root := `{device="/dev/mmcblk0p2",fstype="ext4",mount="/"}`
-	boot := `{device="/dev/mmcblk0p1",fstype="vfat",mount="/boot/firmware"}`
-	usb := `{device="/dev/sda1",fstype="ext4",mount="/mnt/usb disk"}` // \040 in mountinfo
-	backup := `{device="/dev/mmcblk0p1",fstype="vfat",mount="/media/ro-backup"}`
+	root := `{fstype="ext4",mount="/",source="/dev/mmcblk0p2"}`
+	boot := `{fstype="vfat",mount="/boot/firmware",source="/dev/mmcblk0p1"}`
+	usb := `{fstype="ext4",mount="/mnt/usb disk",source="/dev/sda1"}` // \040 in mountinfo
+	backup := `{fstype="vfat",mount="/media/ro-backup",source="/dev/mmcblk0p1"}`
 	want := map[string]float64{
 		"filesystem_size_bytes" + root:        31268536320,
 		"filesystem_used_bytes" + root:        6253707264,
@@ -202,14 +202,14 @@ func TestFilesystemStatfsError(t *testing.T) {
 		t.Errorf("report = %+v, want ok naming the failed mount", r)
 	}
 	got := values(points)
-	usb := `{device="/dev/sda1",fstype="ext4",mount="/mnt/usb disk"}`
+	usb := `{fstype="ext4",mount="/mnt/usb disk",source="/dev/sda1"}`
 	if got["filesystem_device_error"+usb] != 1 {
 		t.Errorf("device error for the failed mount = %v, want 1", got["filesystem_device_error"+usb])
 	}
 	if _, ok := got["filesystem_size_bytes"+usb]; ok {
 		t.Error("size reported for a mount whose statfs failed")
 	}
-	if got[`filesystem_device_error{device="/dev/mmcblk0p2",fstype="ext4",mount="/"}`] != 0 || got[`filesystem_size_bytes{device="/dev/mmcblk0p2",fstype="ext4",mount="/"}`] == 0 {
+	if got[`filesystem_device_error{fstype="ext4",mount="/",source="/dev/mmcblk0p2"}`] != 0 || got[`filesystem_size_bytes{fstype="ext4",mount="/",source="/dev/mmcblk0p2"}`] == 0 {
 		t.Error("the other mounts suffered from one failing")
 	}
 }
@@ -249,16 +249,16 @@ func TestDiskIO(t *testing.T) {
 	// diskstats: reads, sectors read, writes, sectors written (512 bytes
 	// each), ms doing I/O. Partitions, loop, ram and zram are left out.
 	want := map[string]float64{
-		`disk_reads_completed_total{device="mmcblk0"}`:  48213,
-		`disk_writes_completed_total{device="mmcblk0"}`: 121456,
-		`disk_read_bytes_total{device="mmcblk0"}`:       3571934 * 512,
-		`disk_written_bytes_total{device="mmcblk0"}`:    5287312 * 512,
-		`disk_io_time_seconds_total{device="mmcblk0"}`:  398712.0 / 1000,
-		`disk_reads_completed_total{device="sda"}`:      15321,
-		`disk_writes_completed_total{device="sda"}`:     8765,
-		`disk_read_bytes_total{device="sda"}`:           2456780 * 512,
-		`disk_written_bytes_total{device="sda"}`:        1234568 * 512,
-		`disk_io_time_seconds_total{device="sda"}`:      67890.0 / 1000,
+		`disk_reads_completed_total{disk="mmcblk0"}`:  48213,
+		`disk_writes_completed_total{disk="mmcblk0"}`: 121456,
+		`disk_read_bytes_total{disk="mmcblk0"}`:       3571934 * 512,
+		`disk_written_bytes_total{disk="mmcblk0"}`:    5287312 * 512,
+		`disk_io_time_seconds_total{disk="mmcblk0"}`:  398712.0 / 1000,
+		`disk_reads_completed_total{disk="sda"}`:      15321,
+		`disk_writes_completed_total{disk="sda"}`:     8765,
+		`disk_read_bytes_total{disk="sda"}`:           2456780 * 512,
+		`disk_written_bytes_total{disk="sda"}`:        1234568 * 512,
+		`disk_io_time_seconds_total{disk="sda"}`:      67890.0 / 1000,
 	}
 	if diff := cmp.Diff(want, values(points)); diff != "" {
 		t.Errorf("(-want +got):\n%s", diff)
@@ -289,7 +289,7 @@ func TestNetwork(t *testing.T) {
 		"wlan0": {456789, 3456, 0, 7, 98765, 1234, 0, 0},
 	} {
 		for i, name := range []string{"receive_bytes", "receive_packets", "receive_errs", "receive_drop", "transmit_bytes", "transmit_packets", "transmit_errs", "transmit_drop"} {
-			want[fmt.Sprintf("network_%s_total{device=%q}", name, dev)] = v[i]
+			want[fmt.Sprintf("network_%s_total{interface=%q}", name, dev)] = v[i]
 		}
 	}
 	if diff := cmp.Diff(want, values(points)); diff != "" {

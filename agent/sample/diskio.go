@@ -33,11 +33,11 @@ func (c diskIOCollector) collect(ctx context.Context, b *batch) error {
 			continue
 		}
 		n++
-		b.add("disk_reads_completed_total", float64(d.ReadCount), "device", name)
-		b.add("disk_writes_completed_total", float64(d.WriteCount), "device", name)
-		b.add("disk_read_bytes_total", float64(d.ReadBytes), "device", name)
-		b.add("disk_written_bytes_total", float64(d.WriteBytes), "device", name)
-		b.add("disk_io_time_seconds_total", float64(d.IoTime)/1000, "device", name)
+		b.add("disk_reads_completed_total", float64(d.ReadCount), "disk", name)
+		b.add("disk_writes_completed_total", float64(d.WriteCount), "disk", name)
+		b.add("disk_read_bytes_total", float64(d.ReadBytes), "disk", name)
+		b.add("disk_written_bytes_total", float64(d.WriteBytes), "disk", name)
+		b.add("disk_io_time_seconds_total", float64(d.IoTime)/1000, "disk", name)
 	}
 	if n == 0 {
 		if len(counters) == 0 {

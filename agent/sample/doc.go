@@ -25,19 +25,19 @@
 //	            memory_used_bytes                        total − available
 //	            memory_used_ratio                        used / total
 //	swap        swap_total_bytes, swap_used_bytes        skipped when no swap is configured
-//	filesystem  filesystem_size_bytes{mount,device,fstype}
+//	filesystem  filesystem_size_bytes{mount,source,fstype}
 //	            filesystem_used_bytes{…}, filesystem_available_bytes{…}
 //	            filesystem_used_ratio{…}                 used / (used + available), as df(1) computes Use%
 //	            filesystem_inodes_used_ratio{…}          absent when the filesystem reports no inodes (vfat, btrfs)
 //	            filesystem_readonly{…}                   1 when mounted read-only
 //	            filesystem_device_error{…}               1 when statfs failed or did not answer in time
-//	diskio      disk_reads_completed_total{device}, disk_writes_completed_total{device}
-//	            disk_read_bytes_total{device}, disk_written_bytes_total{device}
-//	            disk_io_time_seconds_total{device}
-//	network     network_receive_bytes_total{device}, network_transmit_bytes_total{device}
-//	            network_receive_packets_total{device}, network_transmit_packets_total{device}
-//	            network_receive_errs_total{device}, network_transmit_errs_total{device}
-//	            network_receive_drop_total{device}, network_transmit_drop_total{device}
+//	diskio      disk_reads_completed_total{disk}, disk_writes_completed_total{disk}
+//	            disk_read_bytes_total{disk}, disk_written_bytes_total{disk}
+//	            disk_io_time_seconds_total{disk}
+//	network     network_receive_bytes_total{interface}, network_transmit_bytes_total{interface}
+//	            network_receive_packets_total{interface}, network_transmit_packets_total{interface}
+//	            network_receive_errs_total{interface}, network_transmit_errs_total{interface}
+//	            network_receive_drop_total{interface}, network_transmit_drop_total{interface}
 //	thermal     temperature_celsius{sensor}              hwmon inputs, else thermal zones (sensor="cpu_thermal" on a Pi)
 //	system      system_uptime_seconds, system_boot_time_seconds
 //	            system_processes                         processes (numeric /proc entries)

@@ -68,7 +68,7 @@ func (c *filesystemCollector) collect(ctx context.Context, b *batch) error {
 	}
 	for i, r := range c.statAll(ctx, mounts) {
 		m := mounts[i]
-		labels := []string{"mount", m.Mountpoint, "device", m.Device, "fstype", m.Fstype}
+		labels := []string{"mount", m.Mountpoint, "source", m.Device, "fstype", m.Fstype}
 		b.add("filesystem_readonly", boolValue(slices.Contains(m.Opts, "ro")), labels...)
 		if r.err != nil {
 			b.problem(fmt.Errorf("statfs %s: %w", m.Mountpoint, r.err))

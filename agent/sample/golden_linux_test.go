@@ -109,7 +109,7 @@ func TestCollectionOnTheWire(t *testing.T) {
 			t.Errorf("report: %+v", r)
 		}
 	}
-	if _, ok := values(points)[`filesystem_size_bytes{device="/dev/sda1",fstype="ext4",mount="/mnt/odd name x"}`]; !ok {
+	if _, ok := values(points)[`filesystem_size_bytes{fstype="ext4",mount="/mnt/odd name x",source="/dev/sda1"}`]; !ok {
 		t.Errorf("the odd mount point is not reported cleaned: %v", withPrefix(values(points), "filesystem_size"))
 	}
 	if _, ok := values(points)[`temperature_celsius{sensor="cpu [31mthermal"}`]; !ok {

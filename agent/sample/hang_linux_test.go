@@ -40,8 +40,8 @@ func TestFilesystemHungMount(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		nas := `{device="nas.local:/export/media",fstype="nfs4",mount="/mnt/nas"}`
-		rootfs := `{device="/dev/mmcblk0p2",fstype="ext4",mount="/"}`
+		nas := `{fstype="nfs4",mount="/mnt/nas",source="nas.local:/export/media"}`
+		rootfs := `{fstype="ext4",mount="/",source="/dev/mmcblk0p2"}`
 
 		start := time.Now()
 		points, rep := s.Collect(context.Background())

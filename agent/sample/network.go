@@ -25,14 +25,14 @@ func (c networkCollector) collect(ctx context.Context, b *batch) error {
 			continue
 		}
 		n++
-		b.add("network_receive_bytes_total", float64(s.BytesRecv), "device", s.Name)
-		b.add("network_transmit_bytes_total", float64(s.BytesSent), "device", s.Name)
-		b.add("network_receive_packets_total", float64(s.PacketsRecv), "device", s.Name)
-		b.add("network_transmit_packets_total", float64(s.PacketsSent), "device", s.Name)
-		b.add("network_receive_errs_total", float64(s.Errin), "device", s.Name)
-		b.add("network_transmit_errs_total", float64(s.Errout), "device", s.Name)
-		b.add("network_receive_drop_total", float64(s.Dropin), "device", s.Name)
-		b.add("network_transmit_drop_total", float64(s.Dropout), "device", s.Name)
+		b.add("network_receive_bytes_total", float64(s.BytesRecv), "interface", s.Name)
+		b.add("network_transmit_bytes_total", float64(s.BytesSent), "interface", s.Name)
+		b.add("network_receive_packets_total", float64(s.PacketsRecv), "interface", s.Name)
+		b.add("network_transmit_packets_total", float64(s.PacketsSent), "interface", s.Name)
+		b.add("network_receive_errs_total", float64(s.Errin), "interface", s.Name)
+		b.add("network_transmit_errs_total", float64(s.Errout), "interface", s.Name)
+		b.add("network_receive_drop_total", float64(s.Dropin), "interface", s.Name)
+		b.add("network_transmit_drop_total", float64(s.Dropout), "interface", s.Name)
 	}
 	if n == 0 {
 		return skipf("no network interfaces but lo in %s", c.netdev)

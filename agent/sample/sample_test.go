@@ -285,7 +285,7 @@ func TestMaxPoints(t *testing.T) {
 	s := samplerWith(t, nil, map[string]collector{
 		Network: fakeCollector(func(_ context.Context, b *batch) error {
 			for i := range protocol.MaxPoints + 100 {
-				b.add("network_receive_bytes_total", float64(i), "device", strings.Repeat("v", i%7)+string(rune('a'+i%26))+strings.Repeat("x", i/26))
+				b.add("network_receive_bytes_total", float64(i), "interface", strings.Repeat("v", i%7)+string(rune('a'+i%26))+strings.Repeat("x", i/26))
 			}
 			return nil
 		}),
