@@ -90,6 +90,9 @@ type Config struct {
 	Discovered func() []household.Service
 	// Disconnect closes the live broker session of a deleted device.
 	Disconnect func(deviceID string)
+	// Prometheus, if set, serves GET /metrics: open to this machine, and
+	// with the admin token over HTTPS to others.
+	Prometheus http.Handler
 	// Metrics is the device time-series store; nil means an empty one.
 	Metrics Metrics
 	// Now is the hub's clock; default time.Now.
@@ -134,6 +137,9 @@ func New(cfg Config) (http.Handler, error) {
 	s := &server{cfg: cfg, log: cfg.Logger}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
+	if cfg.Prometheus != nil {
+		mux.Handle("GET /metrics", s.scrape(cfg.Prometheus))
+	}
 	mux.HandleFunc("GET /api/v1/openapi.yaml", s.openapi)
 	mux.HandleFunc("GET /api/v1/bootstrap", s.bootstrap)
 	mux.HandleFunc("POST /api/v1/enroll", s.enroll)
@@ -185,6 +191,20 @@ func (s *server) admin(h http.HandlerFunc) http.Handler {
 			return
 		}
 		h(w, r)
+	})
+}
+
+// scrape guards the Prometheus exposition: device data is not for anyone
+// on the LAN. A scraper on the hub's own machine needs nothing; others send
+// the admin token over HTTPS.
+func (s *server) scrape(h http.Handler) http.Handler {
+	guarded := s.admin(h.ServeHTTP)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if IsLoopback(r.RemoteAddr) {
+			h.ServeHTTP(w, r)
+			return
+		}
+		guarded.ServeHTTP(w, r)
 	})
 }
 

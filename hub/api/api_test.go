@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"math"
 	"net"
@@ -169,7 +170,11 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 		CAFingerprint: h.fp,
 		Now:           clk.Now,
 		Metrics:       ms,
-		Pairing:       h.window,
+		Prometheus: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
+			_, _ = io.WriteString(w, "up 1\n")
+		}),
+		Pairing: h.window,
 		IssueCertificate: func(id string, pub ed25519.PublicKey) ([]byte, error) {
 			c, err := ca.IssueClient(id, pub, clk.Now())
 			if err != nil {

@@ -1,8 +1,10 @@
 package api
 
 import (
+	"crypto/tls"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -126,4 +128,42 @@ func TestLatestMetricsAndDelete(t *testing.T) {
 		t.Errorf("latest after delete: %v", got)
 	}
 	h.adminDo(t, "GET", "/api/v1/devices/"+id+"/metrics/latest", nil).mustProblem(t, http.StatusNotFound)
+}
+
+// TestPrometheusScrapeGuard: /metrics is open on the hub's own machine and
+// needs the admin token over HTTPS from anywhere else.
+func TestPrometheusScrapeGuard(t *testing.T) {
+	h := newHarness(t)
+	r := httptest.NewRecorder()
+	req := httptest.NewRequest("GET", "/metrics", nil)
+	req.RemoteAddr = "127.0.0.1:5000"
+	h.handler.ServeHTTP(r, req)
+	if r.Code != http.StatusOK || r.Body.String() != "up 1\n" {
+		t.Errorf("loopback scrape: %d %q", r.Code, r.Body)
+	}
+	for _, tt := range []struct {
+		name   string
+		tls    bool
+		auth   string
+		status int
+	}{
+		{"plain HTTP from the LAN", false, "Bearer " + h.admin, http.StatusForbidden},
+		{"HTTPS without a token", true, "", http.StatusUnauthorized},
+		{"HTTPS with a wrong token", true, "Bearer nope", http.StatusUnauthorized},
+		{"HTTPS with the admin token", true, "Bearer " + h.admin, http.StatusOK},
+	} {
+		r := httptest.NewRecorder()
+		req := httptest.NewRequest("GET", "/metrics", nil)
+		req.RemoteAddr = "198.18.0.11:5000"
+		if tt.tls {
+			req.TLS = &tls.ConnectionState{}
+		}
+		if tt.auth != "" {
+			req.Header.Set("Authorization", tt.auth)
+		}
+		h.handler.ServeHTTP(r, req)
+		if r.Code != tt.status {
+			t.Errorf("%s: status %d, want %d", tt.name, r.Code, tt.status)
+		}
+	}
 }

@@ -132,6 +132,8 @@ func (b *Broker) Disconnect(clientID string) bool {
 // Stats are counters of the broker's activity.
 type Stats struct {
 	ClientsConnected int64
+	MessagesReceived int64  // PUBLISH packets received from clients
+	MessagesSent     int64  // PUBLISH packets sent to clients
 	Refused          uint64 // connections refused by authentication
 	Denied           uint64 // publishes and subscriptions refused by ACL
 }
@@ -140,6 +142,8 @@ type Stats struct {
 func (b *Broker) Stats() Stats {
 	return Stats{
 		ClientsConnected: atomic.LoadInt64(&b.server.Info.ClientsConnected),
+		MessagesReceived: atomic.LoadInt64(&b.server.Info.MessagesReceived),
+		MessagesSent:     atomic.LoadInt64(&b.server.Info.MessagesSent),
 		Refused:          b.auth.refused.Load(),
 		Denied:           b.auth.denied.Load(),
 	}

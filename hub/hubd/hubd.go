@@ -26,6 +26,7 @@ import (
 	"github.com/alicia-home/alicia/hub/household"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/pairing"
+	"github.com/alicia-home/alicia/hub/prom"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/bus"
@@ -311,6 +312,13 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	if !cfg.NoMDNS {
 		lanWatch = household.New(household.Config{Types: cfg.DiscoverTypes, Logger: h.log.With("component", "household")})
 	}
+	var brokerStats func() (int64, int64, int64, uint64, uint64)
+	if brk != nil {
+		brokerStats = func() (int64, int64, int64, uint64, uint64) {
+			st := brk.Stats()
+			return st.ClientsConnected, st.MessagesReceived, st.MessagesSent, st.Refused, st.Denied
+		}
+	}
 	handler, err := api.New(api.Config{
 		HubID: hubID, Devices: reg, Tokens: toks, Accounts: accounts, BrokerURLs: brokerURLs,
 		CAFingerprint: ca.Fingerprint(),
@@ -334,7 +342,15 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		},
 		Pairing: &pairing.Window{},
 		Metrics: mstore,
-		Logger:  h.log.With("component", "api"),
+		Prometheus: prom.Handler(prom.Sources{
+			Devices:   reg.List,
+			Metrics:   mstore,
+			Ingest:    mingest,
+			StoreSize: db.Size,
+			Broker:    brokerStats,
+			Rejected:  ing.rejected.Load,
+		}),
+		Logger: h.log.With("component", "api"),
 	})
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)

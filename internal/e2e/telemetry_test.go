@@ -1,9 +1,13 @@
 package e2e
 
 import (
+	"bytes"
 	"fmt"
+	"io"
+	"net/http"
 	"net/url"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -100,6 +104,7 @@ func TestTelemetrySurvivesHubOutage(t *testing.T) {
 		t.Logf("hub down %s (%v): the agent's backlog was stored %s after the restart", down, sig, time.Since(took).Round(10*time.Millisecond))
 	}
 
+	checkLiveExposition(t, httpAddr, id)
 	agent.stop(syscall.SIGTERM)
 	ob, err := outbox.Open(outbox.Options{Path: filepath.Join(state, "outbox.db")})
 	if err != nil {
@@ -157,4 +162,34 @@ func enrolledID(t *testing.T, state string, p *proc) string {
 	}
 	t.Fatalf("%s did not enrol:\n%s", p.name, p.out)
 	return ""
+}
+
+// checkLiveExposition scrapes the running hub's /metrics (open on
+// loopback), has the real promtool check it, and looks for the device's
+// samples under its device label.
+func checkLiveExposition(t *testing.T, httpAddr, id string) {
+	t.Helper()
+	resp, err := http.Get("http://" + httpAddr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /metrics: %d\n%s", resp.StatusCode, body)
+	}
+	for _, want := range []string{`memory_used_bytes{device="` + id + `",device_name="sampler"}`, `alicia_device_up{device="` + id + `",device_name="sampler"} 1`, "alicia_hub_metrics_batches_total "} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	path, err := exec.LookPath("promtool")
+	if err != nil {
+		missing(t, "promtool")
+	}
+	cmd := exec.Command(path, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(body)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics on the live /metrics: %v\n%s", err, out)
+	}
 }

@@ -1,0 +1,116 @@
+package prom
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/alicia-home/alicia/hub/metrics"
+	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/internal/protocol"
+	"github.com/alicia-home/alicia/internal/store"
+)
+
+var t0 = time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)
+
+// scrape serves the exposition of the given devices and samples and
+// returns its text.
+func scrape(t *testing.T, devices []registry.Device, batches []metrics.Batch, now time.Time) string {
+	t.Helper()
+	db, err := store.Open(store.Options{Dir: t.TempDir(), MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	ms, err := metrics.Open(db, metrics.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ms.Ingest(batches); err != nil {
+		t.Fatal(err)
+	}
+	in := metrics.NewIngester(ms, metrics.IngesterConfig{})
+	h := Handler(Sources{
+		Devices: func() []registry.Device { return devices }, Metrics: ms, Ingest: in, StoreSize: db.Size,
+		Broker:   func() (int64, int64, int64, uint64, uint64) { return 3, 100, 90, 2, 1 },
+		Rejected: func() uint64 { return 5 },
+		Now:      func() time.Time { return now },
+	})
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	body, _ := io.ReadAll(rec.Body)
+	if rec.Code != http.StatusOK {
+		t.Fatalf("status %d:\n%s", rec.Code, body)
+	}
+	return string(body)
+}
+
+func batch(seq uint64, at time.Time, points ...protocol.Point) *protocol.Metrics {
+	return &protocol.Metrics{Epoch: "ep", Seq: seq, Time: at, Points: points}
+}
+
+func TestExposition(t *testing.T) {
+	devices := []registry.Device{
+		{ID: "dkitchen", Name: "kitchen-pi", Status: registry.StatusOnline, Labels: map[string]string{"room": "kitchen", "home.floor": "1"}},
+		{ID: "dgarage", Name: "garage-pi", Status: registry.StatusOffline}, // no labels: "" for room
+		{ID: "dpending", Name: "new", Status: registry.StatusPending},
+	}
+	now := t0.Add(time.Minute)
+	batches := []metrics.Batch{
+		{Device: "dkitchen", Metrics: batch(1, t0, protocol.Point{Name: "cpu_usage_ratio", Labels: map[string]string{"cpu": "total"}, Value: 0.25},
+			protocol.Point{Name: "disk_read_bytes_total", Labels: map[string]string{"disk": "mmcblk0"}, Value: 4096},
+			protocol.Point{Name: "go_goroutines", Value: 7}, // would clash with the hub's own family
+		)},
+		{Device: "dgarage", Metrics: batch(1, t0, protocol.Point{Name: "cpu_usage_ratio", Labels: map[string]string{"cpu": "total"}, Value: 0.5})},
+		{Device: "dgarage", Metrics: batch(2, t0.Add(-time.Hour), protocol.Point{Name: "temperature_celsius", Labels: map[string]string{"sensor": "cpu_thermal"}, Value: 50})},
+		{Device: "dpending", Metrics: batch(1, t0, protocol.Point{Name: "cpu_usage_ratio", Labels: map[string]string{"cpu": "total"}, Value: 0.9})},
+	}
+	out := scrape(t, devices, batches, now)
+	for _, want := range []string{
+		`cpu_usage_ratio{cpu="total",device="dkitchen",device_name="kitchen-pi",home_floor="1",room="kitchen"} 0.25`,
+		`cpu_usage_ratio{cpu="total",device="dgarage",device_name="garage-pi",home_floor="",room=""} 0.5`,
+		"# TYPE cpu_usage_ratio gauge",
+		"# TYPE disk_read_bytes_total counter",
+		`disk_read_bytes_total{device="dkitchen",device_name="kitchen-pi",disk="mmcblk0",home_floor="1",room="kitchen"} 4096`,
+		`alicia_device_up{device="dkitchen",device_name="kitchen-pi",home_floor="1",room="kitchen"} 1`,
+		`alicia_device_up{device="dgarage",device_name="garage-pi",home_floor="",room=""} 0`,
+		`alicia_hub_devices{status="pending"} 1`,
+		`alicia_hub_broker_clients 3`,
+		`alicia_hub_rejected_messages_total 5`,
+		`alicia_hub_store_size_bytes{part="lsm"}`,
+		"go_goroutines ",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %s\n--- exposition ---\n%s", want, out)
+		}
+	}
+	for _, unwanted := range []string{`device="dpending"`, "temperature_celsius", `go_goroutines{device=`} {
+		if strings.Contains(out, unwanted) {
+			t.Errorf("exposition contains %s (pending device, stale sample, or a clash with the hub's own families)", unwanted)
+		}
+	}
+	promtool(t, out)
+}
+
+// promtool runs `promtool check metrics` on the exposition: the real
+// Prometheus tool must accept it.
+func promtool(t *testing.T, exposition string) {
+	t.Helper()
+	path, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("promtool is not installed; .ci/run installs the Debian package prometheus")
+		}
+		t.Skip("promtool is not installed (Debian package prometheus)")
+	}
+	cmd := exec.Command(path, "check", "metrics")
+	cmd.Stdin = strings.NewReader(exposition)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
+	}
+}
