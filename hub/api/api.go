@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/household"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
@@ -93,6 +94,9 @@ type Config struct {
 	// Prometheus, if set, serves GET /metrics: open to this machine, and
 	// with the admin token over HTTPS to others.
 	Prometheus http.Handler
+	// Events is the hub's event stream; nil means a private one nobody
+	// else publishes to.
+	Events *events.Bus
 	// Metrics is the device time-series store; nil means an empty one.
 	Metrics Metrics
 	// Now is the hub's clock; default time.Now.
@@ -128,6 +132,9 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Metrics == nil {
 		cfg.Metrics = noMetrics{}
 	}
+	if cfg.Events == nil {
+		cfg.Events = events.New(0, cfg.Now)
+	}
 	if cfg.Pairing == nil {
 		cfg.Pairing = noPairing{}
 	}
@@ -159,6 +166,7 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle("POST /api/v1/devices/{id}/revoke", s.admin(s.revokeDevice))
 	mux.Handle("POST /api/v1/join-tokens", s.admin(s.createJoinToken))
 	mux.Handle("GET /api/v1/discovered", s.admin(s.discovered))
+	mux.Handle("GET /api/v1/events", s.admin(s.streamEvents))
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -397,6 +405,7 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("agent enrolled", "device", id, "name", name, "remote", r.RemoteAddr)
+	s.cfg.Events.Publish(events.DeviceJoined, id, map[string]string{"name": name, "via": "join_token"})
 	writeJSON(w, http.StatusCreated, EnrollResponse{DeviceID: id, HubID: s.cfg.HubID, MQTT: access})
 }
 
@@ -677,6 +686,7 @@ func (s *server) deleteDevice(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.cfg.Disconnect(id)
+	s.cfg.Events.Publish(events.DeviceLeft, id, nil)
 	if err := s.cfg.Metrics.DeleteDevice(id); err != nil {
 		s.log.Error("forget the metrics of a deleted device", "device", id, "err", err)
 	}

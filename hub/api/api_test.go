@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/registry"
@@ -107,6 +108,7 @@ type harness struct {
 	clock    *clock
 	window   *pairing.Window
 	metrics  *metrics.Store
+	events   *events.Bus
 	ca       *pki.CA
 	fp       string // the CA's fingerprint
 	admin    string // the admin token, read from admin.token
@@ -163,13 +165,14 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{metrics: ms, db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}},
+	h := &harness{events: events.New(8, clk.Now), metrics: ms, db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}},
 		window: &pairing.Window{Now: clk.Now}, ca: ca, fp: ca.Fingerprint()}
 	h.handler, err = New(Config{
 		HubID:         testHubID,
 		CAFingerprint: h.fp,
 		Now:           clk.Now,
 		Metrics:       ms,
+		Events:        h.events,
 		Prometheus: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			_, _ = io.WriteString(w, "up 1\n")

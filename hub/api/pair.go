@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/identity"
@@ -156,6 +157,7 @@ func (s *server) pair(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case err == nil:
 			s.log.Info("device asks to pair: approve it with the code it shows", "device", id, "name", name, "pairing_code", code, "remote", r.RemoteAddr)
+			s.cfg.Events.Publish(events.DeviceJoined, id, map[string]string{"name": name, "via": "pairing", "pairing_code": code})
 		case errors.Is(err, registry.ErrExists): // a concurrent request of the same key
 			d, err = s.cfg.Devices.Get(id)
 		case errors.Is(err, registry.ErrTooManyPending):

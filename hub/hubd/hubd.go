@@ -23,6 +23,7 @@ import (
 
 	"github.com/alicia-home/alicia/hub/api"
 	"github.com/alicia-home/alicia/hub/broker"
+	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/household"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/pairing"
@@ -118,7 +119,12 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		h.log.Info("created the admin token", "path", adminPath)
 	}
 
-	reg, err := registry.Open(registry.Config{TickInterval: cfg.HeartbeatTimeoutCheck, Logger: h.log.With("component", "registry")}, db)
+	// The event stream (SSE at /api/v1/events, and alicia/v1/hub/events).
+	evbus := events.New(0, nil)
+	reg, err := registry.Open(registry.Config{TickInterval: cfg.HeartbeatTimeoutCheck, Logger: h.log.With("component", "registry"),
+		OnChange: func(d registry.Device) {
+			evbus.Publish(events.DeviceState, d.ID, map[string]string{"name": d.Name, "status": string(d.Status), "state": d.Status.State(), "reason": d.StatusReason})
+		}}, db)
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
@@ -342,6 +348,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		},
 		Pairing: &pairing.Window{},
 		Metrics: mstore,
+		Events:  evbus,
 		Prometheus: prom.Handler(prom.Sources{
 			Devices:   reg.List,
 			Metrics:   mstore,
@@ -382,6 +389,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return db.Run(gctx) })
 	g.Go(func() error { return reg.Run(gctx) })
 	g.Go(func() error { return mingest.Run(gctx) })
+	g.Go(func() error { forwardEvents(gctx, evbus, client, hubID, h.log); return nil })
 	// The embedded broker stops only after the hub's own connection has
 	// said goodbye on it.
 	brokerCtx, stopBroker := context.WithCancel(context.Background())
@@ -426,6 +434,35 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	close(h.ready)
 	h.log.Info("hub serving", "hub_id", hubID, "http", httpLn.Addr().String(), "mqtt", mqttAddr, "mqtts", mqttsAddr, "ca_fingerprint", ca.Fingerprint(), "external_broker", cfg.Broker != "", "data_dir", cfg.DataDir)
 	return g.Wait()
+}
+
+// forwardEvents publishes the hub's events on alicia/v1/hub/events for
+// integrations until ctx is done. Events that arrive while the hub's own
+// connection is down are not queued (the SSE stream has them).
+func forwardEvents(ctx context.Context, evbus *events.Bus, client *bus.Client, hubID string, log *slog.Logger) {
+	_, sub := evbus.Subscribe(0)
+	defer sub.Close()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-sub.C:
+			if !ok {
+				log.Warn("event forwarding fell behind; resuming with new events")
+				_, sub = evbus.Subscribe(0)
+				continue
+			}
+			b, err := protocol.Encode(hubID, e.Time, &protocol.HubEvent{ID: e.ID, Event: e.Type, Device: e.Device, Data: e.Data})
+			if err == nil {
+				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				err = client.Publish(pctx, bus.Message{Topic: protocol.HubEventsTopic, Payload: b, QoS: 1})
+				cancel()
+			}
+			if err != nil && ctx.Err() == nil {
+				log.Debug("event not forwarded to MQTT", "event", e.Type, "id", e.ID, "err", err)
+			}
+		}
+	}
 }
 
 // loopbackFor returns the address the hub itself dials to reach a listener

@@ -17,6 +17,7 @@ const (
 	TypeHubStatus  Type = "hub_status"
 	TypeMetrics    Type = "metrics"
 	TypeMetricsAck Type = "metrics_ack"
+	TypeHubEvent   Type = "hub_event"
 )
 
 // Payload is implemented by every message payload. MessageType names the
@@ -42,6 +43,8 @@ func newPayload(t Type) Payload {
 		return new(Metrics)
 	case TypeMetricsAck:
 		return new(MetricsAck)
+	case TypeHubEvent:
+		return new(HubEvent)
 	}
 	return nil
 }
@@ -54,6 +57,7 @@ var maxSize = map[Type]int{
 	TypeHubStatus:  4 << 10,
 	TypeMetrics:    MaxMessageSize,
 	TypeMetricsAck: 16 << 10,
+	TypeHubEvent:   16 << 10,
 }
 
 // MaxMessageSize is the largest envelope of any type (a full Metrics

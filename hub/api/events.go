@@ -1,0 +1,103 @@
+package api
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/alicia-home/alicia/hub/events"
+)
+
+// sseHeartbeat is how often an idle event stream gets a comment line, so
+// that proxies and clients see the connection is alive.
+const sseHeartbeat = 15 * time.Second
+
+// streamEvents serves GET /api/v1/events as Server-Sent Events. A client
+// resumes with the Last-Event-ID header (EventSource sends it on
+// reconnect) or ?last_event_id=N; ?type=… (repeatable) filters the types.
+// Each event's data is the JSON of events.Event.
+func (s *server) streamEvents(w http.ResponseWriter, r *http.Request) {
+	var after uint64
+	last := r.Header.Get("Last-Event-ID")
+	if last == "" {
+		last = r.URL.Query().Get("last_event_id")
+	}
+	if last != "" {
+		n, err := strconv.ParseUint(last, 10, 64)
+		if err != nil {
+			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("Last-Event-ID %q: want the id of the last event received", last))
+			return
+		}
+		after = n
+	}
+	types := r.URL.Query()["type"]
+	known := []string{events.DeviceJoined, events.DeviceLeft, events.DeviceState, events.AlertFired, events.AlertResolved}
+	for _, t := range types {
+		if !slices.Contains(known, t) {
+			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("type %q: want one of %v", t, known))
+			return
+		}
+	}
+	rc := http.NewResponseController(w)
+	w.Header().Set("Content-Type", "text/event-stream")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Header().Set("X-Accel-Buffering", "no")
+	w.WriteHeader(http.StatusOK)
+
+	replay, sub := s.cfg.Events.Subscribe(after)
+	defer sub.Close()
+	send := func(e events.Event) error {
+		if len(types) > 0 && e.Type != events.Reset && !slices.Contains(types, e.Type) {
+			return nil
+		}
+		b, err := json.Marshal(e)
+		if err != nil {
+			return err
+		}
+		if e.Type == events.Reset {
+			_, err = fmt.Fprintf(w, "event: %s\ndata: %s\n\n", e.Type, b)
+		} else {
+			_, err = fmt.Fprintf(w, "id: %d\nevent: %s\ndata: %s\n\n", e.ID, e.Type, b)
+		}
+		if err != nil {
+			return err
+		}
+		return rc.Flush()
+	}
+	// Ask EventSource clients to retry after 2 s when the stream breaks.
+	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil {
+		return
+	}
+	for _, e := range replay {
+		if send(e) != nil {
+			return
+		}
+	}
+	if rc.Flush() != nil {
+		return
+	}
+	tick := time.NewTicker(sseHeartbeat)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case e, ok := <-sub.C:
+			if !ok {
+				// Too slow: the client reconnects with Last-Event-ID.
+				s.log.Warn("event stream client too slow; disconnected", "remote", r.RemoteAddr)
+				return
+			}
+			if send(e) != nil {
+				return
+			}
+		case <-tick.C:
+			if _, err := fmt.Fprint(w, ": ping\n\n"); err != nil || rc.Flush() != nil {
+				return
+			}
+		}
+	}
+}
