@@ -161,7 +161,7 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ms, err := metrics.Open(db, metrics.Config{})
+	ms, err := metrics.Open(db, metrics.Config{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -389,6 +389,10 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return db.Run(gctx) })
 	g.Go(func() error { return reg.Run(gctx) })
 	g.Go(func() error { return mingest.Run(gctx) })
+	g.Go(func() error {
+		mstore.RunRollups(gctx, 15*time.Second, time.Now, func(err error) { h.log.Warn("metrics rollup", "err", err) })
+		return nil
+	})
 	g.Go(func() error { forwardEvents(gctx, evbus, client, hubID, h.log); return nil })
 	// The embedded broker stops only after the hub's own connection has
 	// said goodbye on it.

@@ -32,6 +32,11 @@ const MaxQueryPoints = 20000
 type Config struct {
 	// Retention of raw samples and dedup marks. Default DefaultRetention.
 	Retention time.Duration
+	// MinuteRetention and HourRetention keep the rollups. Defaults
+	// DefaultMinuteRetention and DefaultHourRetention.
+	MinuteRetention, HourRetention time.Duration
+	// Now is the clock; default time.Now.
+	Now func() time.Time
 }
 
 // Store holds device samples. It is safe for concurrent use.
@@ -41,7 +46,14 @@ type Store struct {
 	raw       store.Keyspace
 	seen      store.Keyspace
 	drop      store.Keyspace
+	rollMin   store.Keyspace
+	rollHour  store.Keyspace
+	dirtyMin  store.Keyspace
+	dirtyHour store.Keyspace
 	retention time.Duration
+
+	minuteRetention, hourRetention time.Duration
+	now                            func() time.Time
 
 	// budget is the most entries (points and marks) put in one
 	// transaction; halved when badger finds a transaction too big.
@@ -80,8 +92,18 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 	if cfg.Retention <= 0 {
 		cfg.Retention = DefaultRetention
 	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MinuteRetention <= 0 {
+		cfg.MinuteRetention = DefaultMinuteRetention
+	}
+	if cfg.HourRetention <= 0 {
+		cfg.HourRetention = DefaultHourRetention
+	}
 	s := &Store{db: db, series: db.Keyspace("mseries"), raw: db.Keyspace("mraw"), seen: db.Keyspace("mseen"), drop: db.Keyspace("mdrop"),
-		retention: cfg.Retention, devices: map[string]*device{}}
+		rollMin: db.Keyspace("mroll1m"), rollHour: db.Keyspace("mroll1h"), dirtyMin: db.Keyspace("mdirty1m"), dirtyHour: db.Keyspace("mdirty1h"),
+		retention: cfg.Retention, minuteRetention: cfg.MinuteRetention, hourRetention: cfg.HourRetention, now: cfg.Now, devices: map[string]*device{}}
 	s.budget.Store(initialBudget)
 	err := s.series.Scan(func(key string, val []byte) error {
 		dev, sid, ok := strings.Cut(key, "/")
@@ -207,7 +229,7 @@ func (s *Store) Ingest(batches []Batch) ([]bool, error) {
 		budget := int(s.budget.Load())
 		end, entries := start, 0
 		for end < len(batches) {
-			n := len(batches[end].Metrics.Points) + 2 // points, the mark, the drop count
+			n := len(batches[end].Metrics.Points) + 3 // points, the marks, the drop count
 			if end > start && entries+n > budget {
 				break
 			}
@@ -307,6 +329,9 @@ func (s *Store) commit(batches []Batch, fresh []bool) error {
 				return err
 			}
 			ts := msKey(m.Time)
+			if err := s.markDirty(tx, b.Device, m.Time); err != nil {
+				return err
+			}
 			for _, p := range m.Points {
 				if err := tx.PutTTL(s.raw, b.Device+"/"+seriesID(p.Name, p.Labels)+"/"+ts, encodeValue(p.Value), s.retention); err != nil {
 					return err
@@ -477,47 +502,73 @@ func (s *Store) Range(q Query) ([]Series, error) {
 	}
 	s.mu.RUnlock()
 	slices.SortFunc(ms, func(a, b match) int { return cmp.Compare(labelString(a.sr.Labels), labelString(b.sr.Labels)) })
+	// With a step, the part of the range older than the raw samples comes
+	// from the rollups (per hour for steps of whole hours, else per
+	// minute); the split is aligned to the step so no bucket mixes both.
+	var horizon time.Time
+	if q.Step > 0 {
+		horizon = s.now().Add(-s.retention + time.Hour).Truncate(q.Step).Add(q.Step)
+	}
 	out := []Series{}
 	err := s.db.View(func(tx *store.Tx) error {
 		for _, m := range ms {
 			prefix := q.Device + "/" + m.sid + "/"
 			var pts []Point
 			var cur *Point
-			var sum float64
+			var b bucket
 			flush := func() {
 				if cur != nil {
-					cur.Value = sum / float64(cur.Count)
+					lo, hi := b.min, b.max
+					cur.Value, cur.Min, cur.Max, cur.Count = b.sum/float64(b.count), &lo, &hi, int(b.count)
 					pts = append(pts, *cur)
 					cur = nil
 				}
 			}
-			err := tx.ScanRange(s.raw, prefix+msKey(q.From), prefix+hex16(uint64(q.To.UnixMilli())+1), func(k string, v []byte) error {
-				t, val, err := decodePoint(k, v)
+			add := func(t time.Time, o bucket) error {
+				bt := t.Truncate(q.Step)
+				if cur == nil || !cur.Time.Equal(bt) {
+					flush()
+					cur, b = &Point{Time: bt}, bucket{}
+				}
+				b.merge(o)
+				return tooMany(len(pts), m.sr)
+			}
+			from := q.From
+			if q.Step > 0 && from.Before(horizon) {
+				src, res := s.rollMin, Minute
+				if q.Step%Hour == 0 {
+					src, res = s.rollHour, Hour
+				}
+				end := minTime(q.To.Add(time.Millisecond), horizon)
+				err := tx.ScanRange(src, prefix+msKey(from.Truncate(res)), prefix+msKey(end), func(k string, v []byte) error {
+					t, rb, err := decodeBucket(k, v)
+					if err != nil {
+						return err
+					}
+					return add(t, rb)
+				})
 				if err != nil {
 					return err
 				}
-				if q.Step <= 0 {
-					pts = append(pts, Point{Time: t, Value: val})
-				} else {
-					bt := t.Truncate(q.Step)
-					if cur == nil || !cur.Time.Equal(bt) {
-						flush()
-						lo, hi := val, val
-						cur = &Point{Time: bt, Min: &lo, Max: &hi}
-						sum = 0
+				from = horizon
+			}
+			if !from.After(q.To) {
+				err := tx.ScanRange(s.raw, prefix+msKey(from), prefix+hex16(uint64(q.To.UnixMilli())+1), func(k string, v []byte) error {
+					t, val, err := decodePoint(k, v)
+					if err != nil {
+						return err
 					}
-					cur.Count++
-					sum += val
-					*cur.Min = min(*cur.Min, val)
-					*cur.Max = max(*cur.Max, val)
+					if q.Step <= 0 {
+						pts = append(pts, Point{Time: t, Value: val})
+						return tooMany(len(pts), m.sr)
+					}
+					var one bucket
+					one.add(val)
+					return add(t, one)
+				})
+				if err != nil {
+					return err
 				}
-				if len(pts) > MaxQueryPoints {
-					return fmt.Errorf("%w: more than %d in the range for %s%s: narrow the range or give a larger step", ErrTooManyPoints, MaxQueryPoints, m.sr.Name, labelString(m.sr.Labels))
-				}
-				return nil
-			})
-			if err != nil {
-				return err
 			}
 			flush()
 			if len(pts) > 0 {
@@ -530,6 +581,20 @@ func (s *Store) Range(q Query) ([]Series, error) {
 		return nil, fmt.Errorf("metrics: range: %w", err)
 	}
 	return out, nil
+}
+
+func tooMany(n int, sr series) error {
+	if n > MaxQueryPoints {
+		return fmt.Errorf("%w: more than %d in the range for %s%s: narrow the range or give a larger step", ErrTooManyPoints, MaxQueryPoints, sr.Name, labelString(sr.Labels))
+	}
+	return nil
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 // DeleteDevice removes a device's catalog and drop count and forgets its

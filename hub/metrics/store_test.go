@@ -28,6 +28,10 @@ type env struct {
 
 func newEnv(t *testing.T, cfg Config) *env {
 	t.Helper()
+	if cfg.Now == nil {
+		// A fixed clock: the samples at t0 stay within the raw retention.
+		cfg.Now = func() time.Time { return t0.Add(time.Hour) }
+	}
 	e := &env{t: t, dir: t.TempDir(), cfg: cfg}
 	e.open()
 	return e
@@ -348,7 +352,7 @@ func TestIngestSplitsTransactions(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	s, err := Open(db, Config{})
+	s, err := Open(db, Config{Now: func() time.Time { return t0 }})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -27,7 +27,7 @@ func scrape(t *testing.T, devices []registry.Device, batches []metrics.Batch, no
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	ms, err := metrics.Open(db, metrics.Config{})
+	ms, err := metrics.Open(db, metrics.Config{Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
