@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -456,7 +457,11 @@ func forwardEvents(ctx context.Context, evbus *events.Bus, client *bus.Client, h
 				_, sub = evbus.Subscribe(0)
 				continue
 			}
-			b, err := protocol.Encode(hubID, e.Time, &protocol.HubEvent{ID: e.ID, Event: e.Type, Device: e.Device, Data: e.Data})
+			var data map[string]any
+			if len(e.Data) > 0 {
+				_ = json.Unmarshal(e.Data, &data) // the bus made it from a JSON object
+			}
+			b, err := protocol.Encode(hubID, e.Time, &protocol.HubEvent{ID: e.ID, Event: e.Type, Device: e.Device, Data: data})
 			if err == nil {
 				pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 				err = client.Publish(pctx, bus.Message{Topic: protocol.HubEventsTopic, Payload: b, QoS: 1})

@@ -16,7 +16,7 @@ type clockVar struct {
 	t  time.Time
 }
 
-func (c *clockVar) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clockVar) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *clockVar) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 func TestRollups(t *testing.T) {

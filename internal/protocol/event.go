@@ -1,9 +1,6 @@
 package protocol
 
-import (
-	"encoding/json"
-	"fmt"
-)
+import "fmt"
 
 // HubEventsTopic carries the hub's events (HubEvent, QoS 1, not retained)
 // for integrations: device joined, left and changed state, alerts fired
@@ -21,8 +18,8 @@ type HubEvent struct {
 	Event string `json:"event"`
 	// Device is the device concerned, if any.
 	Device string `json:"device,omitempty"`
-	// Data is the event's details, a JSON object.
-	Data json.RawMessage `json:"data,omitempty"`
+	// Data is the event's details.
+	Data map[string]any `json:"data,omitempty"`
 }
 
 // MessageType implements Payload.
@@ -40,9 +37,6 @@ func (e *HubEvent) Validate() error {
 		if err := ValidateID(e.Device); err != nil {
 			return fieldError("device", err)
 		}
-	}
-	if len(e.Data) > 0 && e.Data[0] != '{' {
-		return fieldError("data", fmt.Errorf("want a JSON object"))
 	}
 	return nil
 }
