@@ -1,0 +1,198 @@
+package health
+
+import (
+	"cmp"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/alicia-home/alicia/hub/metrics"
+	"github.com/alicia-home/alicia/hub/registry"
+)
+
+// Evaluate runs one evaluation pass at now: every enabled rule against
+// every accepted device it selects. Fired and resolved alerts are stored
+// (synced) before their events are passed to OnEvent. If the store
+// refuses the writes, the failure is logged and nothing changes: the next
+// pass tries again.
+//
+// Threshold rules look at the latest sample of each matching series. A
+// condition that holds starts a pending timer at the sample's time; the
+// alert fires once a later sample, seen by a later pass, still breaches
+// For after that. A sample that does not breach, or a stale one (older
+// than StaleAfter), resets the timer. A firing alert resolves only when a
+// fresh sample is past the margin (see Rule.ResolveMargin); a stale
+// sample keeps it as it is (the absence rule is what reports silence).
+//
+// Absence rules fire for an accepted device (online or offline) whose
+// newest matching sample, or its enrolment if it never sent one, is at
+// least For old, and not before For has passed since the engine started.
+// They resolve once a sample younger than For arrives.
+//
+// Alerts whose device or series left the rule's scope (device deleted,
+// revoked or relabelled, rule disabled or deleted) resolve.
+func (e *Engine) Evaluate(now time.Time) {
+	devices := slices.Clone(e.cfg.Devices())
+	slices.SortFunc(devices, func(a, b registry.Device) int { return cmp.Compare(a.ID, b.ID) })
+
+	e.wmu.Lock()
+	p := pass{e: e, now: now, seen: map[string]bool{}, pending: map[string]pendingState{}}
+	latest := map[string][]metrics.Sample{} // read once per pass, when a rule needs it
+	for _, id := range slices.Sorted(maps.Keys(e.rule)) {
+		r := e.rule[id]
+		if !r.Enabled {
+			continue
+		}
+		for _, d := range devices {
+			if !d.Status.Accepted() || !selects(r.Devices, d.Labels) {
+				continue
+			}
+			samples, ok := latest[d.ID]
+			if !ok {
+				samples = e.cfg.Latest(d.ID)
+				latest[d.ID] = samples
+			}
+			switch r.Kind {
+			case KindThreshold:
+				p.threshold(r, d, samples)
+			case KindAbsence:
+				p.absence(r, d, samples)
+			}
+		}
+	}
+	for _, a := range e.sortedActive() {
+		if p.seen[a.ID] {
+			continue
+		}
+		reason := ReasonOutOfScope
+		if r, ok := e.rule[a.Rule]; !ok {
+			reason = ReasonRuleDeleted
+		} else if !r.Enabled {
+			reason = ReasonRuleDisabled
+		}
+		p.changes = append(p.changes, resolved(a, reason, now))
+	}
+	e.pending = p.pending
+	_ = e.commitLocked(p.changes, now) // logged; retried at the next pass
+	e.wmu.Unlock()
+	e.deliver()
+}
+
+// pass is the state of one evaluation.
+type pass struct {
+	e   *Engine
+	now time.Time
+	// seen holds the IDs of the alerts in scope in this pass.
+	seen map[string]bool
+	// pending is the next Engine.pending.
+	pending map[string]pendingState
+	changes []Alert
+}
+
+func (p *pass) threshold(r Rule, d registry.Device, samples []metrics.Sample) {
+	e := p.e
+	for _, s := range samples {
+		if s.Name != r.Metric || !selects(r.Match, s.Labels) {
+			continue
+		}
+		id := alertID(r.ID, d.ID, s.Labels)
+		p.seen[id] = true
+		fresh := p.now.Sub(s.Time) <= e.cfg.StaleAfter
+		if a, ok := e.active[id]; ok {
+			if fresh && r.recovered(s.Value) {
+				p.changes = append(p.changes, resolved(a, ReasonRecovered, p.now))
+			}
+			continue
+		}
+		if !fresh || !r.breached(s.Value) {
+			continue // any pending condition is forgotten
+		}
+		ps, ok := e.pending[id]
+		if !ok {
+			ps = pendingState{rule: r.ID, since: s.Time}
+		}
+		p.pending[id] = ps // kept until the alert is stored
+		if s.Time.Sub(ps.since) >= r.For {
+			p.changes = append(p.changes, p.fire(r, d, id, s.Name, s.Labels, ps.since, s.Value, r.Threshold))
+		}
+	}
+}
+
+func (p *pass) absence(r Rule, d registry.Device, samples []metrics.Sample) {
+	e := p.e
+	id := alertID(r.ID, d.ID, nil)
+	p.seen[id] = true
+	var newest time.Time
+	for _, s := range samples {
+		if r.Metric != "" && (s.Name != r.Metric || !selects(r.Match, s.Labels)) {
+			continue
+		}
+		if s.Time.After(newest) {
+			newest = s.Time
+		}
+	}
+	if a, ok := e.active[id]; ok {
+		if !newest.IsZero() && p.now.Sub(newest) < r.For {
+			p.changes = append(p.changes, resolved(a, ReasonRecovered, p.now))
+		}
+		return
+	}
+	// Silent since the newest sample, else since enrolment; but the
+	// clock starts no earlier than the engine (the grace period).
+	last := newest
+	if last.IsZero() {
+		last = d.EnrolledAt
+	}
+	if last.IsZero() {
+		last = e.start
+	}
+	if p.now.Sub(last) < r.For || p.now.Sub(e.start) < r.For {
+		return
+	}
+	silence := p.now.Sub(last)
+	p.changes = append(p.changes, p.fire(r, d, id, r.Metric, r.Match, last, silence.Seconds(), r.For.Seconds()))
+}
+
+func (p *pass) fire(r Rule, d registry.Device, id, metric string, labels map[string]string, since time.Time, value, threshold float64) Alert {
+	return Alert{ID: id, Rule: r.ID, RuleName: r.Name, Kind: r.Kind, Device: d.ID, DeviceName: d.Name, Metric: metric,
+		Labels: maps.Clone(labels), Severity: r.Severity, State: AlertFiring, Since: since.UTC(), FiredAt: p.now.UTC(),
+		Value: value, Threshold: threshold,
+		Summary: r.render(facts{device: d.ID, deviceName: d.Name, labels: labels, value: value})}
+}
+
+// breached reports whether v meets a threshold rule's condition.
+func (r Rule) breached(v float64) bool {
+	switch r.Op {
+	case ">":
+		return v > r.Threshold
+	case ">=":
+		return v >= r.Threshold
+	case "<":
+		return v < r.Threshold
+	case "<=":
+		return v <= r.Threshold
+	}
+	return false
+}
+
+// recovered reports whether v is past the resolve margin of a firing
+// threshold rule.
+func (r Rule) recovered(v float64) bool {
+	switch r.Op {
+	case ">", ">=":
+		return v < r.Threshold-r.ResolveMargin
+	case "<", "<=":
+		return v > r.Threshold+r.ResolveMargin
+	}
+	return false
+}
+
+// selects reports whether every entry of sel equals the label in labels.
+func selects(sel, labels map[string]string) bool {
+	for k, v := range sel {
+		if got, ok := labels[k]; !ok || got != v {
+			return false
+		}
+	}
+	return true
+}

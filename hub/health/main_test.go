@@ -1,0 +1,195 @@
+package health_test
+
+import (
+	"maps"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/alicia-home/alicia/hub/health"
+	"github.com/alicia-home/alicia/hub/metrics"
+	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/internal/store"
+)
+
+// TestMain fails the package on leaked goroutines (webhook runs, HTTP
+// connections, stores left open).
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// t0 is the start of every test's clock.
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// clock is a manual clock for Config.Now.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) Set(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = t
+}
+
+// source fakes the registry's device list and the metrics store's latest
+// values.
+type source struct {
+	mu      sync.Mutex
+	devices map[string]registry.Device
+	latest  map[string]map[string]metrics.Sample // device → series key → sample
+}
+
+func newSource() *source {
+	return &source{devices: map[string]registry.Device{}, latest: map[string]map[string]metrics.Sample{}}
+}
+
+func (s *source) Devices() []registry.Device {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Values(s.devices))
+}
+
+func (s *source) Latest(dev string) []metrics.Sample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Collect(maps.Values(s.latest[dev]))
+}
+
+// device adds or replaces a device that was enrolled long before t0 and
+// seen since.
+func (s *source) device(id, name string, status registry.Status, labels map[string]string) registry.Device {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d := registry.Device{ID: id, Name: name, Status: status, Labels: labels,
+		EnrolledAt: t0.Add(-24 * time.Hour), FirstSeen: t0.Add(-24 * time.Hour), LastSeen: t0}
+	s.devices[id] = d
+	return d
+}
+
+func (s *source) remove(id string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	delete(s.devices, id)
+}
+
+// sample sets the latest value of a series.
+func (s *source) sample(dev, name string, labels map[string]string, at time.Time, v float64) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.latest[dev] == nil {
+		s.latest[dev] = map[string]metrics.Sample{}
+	}
+	key := name
+	for _, k := range slices.Sorted(maps.Keys(labels)) {
+		key += "," + k + "=" + labels[k]
+	}
+	s.latest[dev][key] = metrics.Sample{Name: name, Labels: maps.Clone(labels), Time: at, Value: v}
+}
+
+// env is an Engine on a real store in a temporary directory, with a fake
+// source, a manual clock and a recorder of its events.
+type env struct {
+	t   *testing.T
+	dir string
+	clk *clock
+	src *source
+	cfg health.Config
+	db  *store.DB
+	eng *health.Engine
+
+	mu     sync.Mutex
+	events []health.Event
+}
+
+// newEnv opens an engine with cfg's settings (its DB, Devices, Latest,
+// Now and OnEvent are filled in).
+func newEnv(t *testing.T, cfg health.Config) *env {
+	t.Helper()
+	e := &env{t: t, dir: t.TempDir(), clk: &clock{now: t0}, src: newSource()}
+	cfg.Devices, cfg.Latest, cfg.Now = e.src.Devices, e.src.Latest, e.clk.Now
+	cfg.OnEvent = func(ev health.Event) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.events = append(e.events, ev)
+	}
+	e.cfg = cfg
+	e.open()
+	return e
+}
+
+// newEnvRules is newEnv with only the given rules (the defaults deleted).
+func newEnvRules(t *testing.T, rules ...health.Rule) *env {
+	t.Helper()
+	e := newEnv(t, health.Config{})
+	for _, r := range e.eng.Rules() {
+		if err := e.eng.DeleteRule(r.ID); err != nil {
+			t.Fatalf("DeleteRule(%s): %v", r.ID, err)
+		}
+	}
+	for _, r := range rules {
+		if _, err := e.eng.PutRule(r); err != nil {
+			t.Fatalf("PutRule(%s): %v", r.ID, err)
+		}
+	}
+	return e
+}
+
+// open opens the store and a new Engine on it.
+func (e *env) open() {
+	e.t.Helper()
+	// MinFreeBytes: -1 so that a nearly full /tmp does not fail the tests.
+	db, err := store.Open(store.Options{Dir: e.dir, MinFreeBytes: -1})
+	if err != nil {
+		e.t.Fatalf("store.Open: %v", err)
+	}
+	e.t.Cleanup(func() { db.Close() })
+	cfg := e.cfg
+	cfg.DB = db
+	eng, err := health.New(cfg)
+	if err != nil {
+		e.t.Fatalf("health.New: %v", err)
+	}
+	e.db, e.eng = db, eng
+}
+
+// reopen closes the store, as a hub stop does, and opens a new engine on it.
+func (e *env) reopen() {
+	e.t.Helper()
+	if err := e.db.Close(); err != nil {
+		e.t.Fatalf("store Close: %v", err)
+	}
+	e.open()
+}
+
+// eval sets the clock to at and runs one evaluation.
+func (e *env) eval(at time.Time) {
+	e.clk.Set(at)
+	e.eng.Evaluate(at)
+}
+
+// takeEvents returns the events recorded since the last call.
+func (e *env) takeEvents() []health.Event {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	ev := e.events
+	e.events = nil
+	return ev
+}
+
+// eventTypes renders events as "type rule/device" lines.
+func eventTypes(evs []health.Event) []string {
+	out := []string{}
+	for _, ev := range evs {
+		out = append(out, ev.Type+" "+ev.Alert.Rule+"/"+ev.Alert.Device)
+	}
+	return out
+}
