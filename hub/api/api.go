@@ -94,6 +94,9 @@ type Config struct {
 	// Prometheus, if set, serves GET /metrics: open to this machine, and
 	// with the admin token over HTTPS to others.
 	Prometheus http.Handler
+	// Health is the health monitor; nil means no alerts and every device's
+	// health is its status.
+	Health Health
 	// Events is the hub's event stream; nil means a private one nobody
 	// else publishes to.
 	Events *events.Bus
@@ -167,6 +170,13 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle("POST /api/v1/join-tokens", s.admin(s.createJoinToken))
 	mux.Handle("GET /api/v1/discovered", s.admin(s.discovered))
 	mux.Handle("GET /api/v1/events", s.admin(s.streamEvents))
+	if cfg.Health != nil {
+		mux.Handle("GET /api/v1/alerts", s.admin(s.listAlerts))
+		mux.Handle("GET /api/v1/alerts/rules", s.admin(s.listRules))
+		mux.Handle("GET /api/v1/alerts/rules/{id}", s.admin(s.getRule))
+		mux.Handle("PUT /api/v1/alerts/rules/{id}", s.admin(s.putRule))
+		mux.Handle("DELETE /api/v1/alerts/rules/{id}", s.admin(s.deleteRule))
+	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
 	})
@@ -515,6 +525,9 @@ type Device struct {
 	ID     string `json:"id"`
 	Name   string `json:"name"`
 	Status string `json:"status"`
+	// Health is online, degraded (online with a firing alert), offline or
+	// unknown.
+	Health string `json:"health"`
 	// State is the lifecycle state: pending, accepted, rejected or revoked.
 	State        string `json:"state"`
 	StatusReason string `json:"status_reason"`
@@ -544,6 +557,14 @@ func (s *server) deviceView(d registry.Device) Device {
 	}
 	if d.Status == registry.StatusPending {
 		v.PairingCode = identity.PairingCode(s.cfg.CAFingerprint, d.PublicKey)
+	}
+	switch {
+	case s.cfg.Health != nil:
+		v.Health = s.cfg.Health.DeviceState(d)
+	case d.Status.Accepted():
+		v.Health = string(d.Status)
+	default:
+		v.Health = "unknown"
 	}
 	if !d.FirstSeen.IsZero() {
 		v.FirstSeen = &d.FirstSeen

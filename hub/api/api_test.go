@@ -29,6 +29,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/alicia-home/alicia/hub/events"
+	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/registry"
@@ -109,6 +110,7 @@ type harness struct {
 	window   *pairing.Window
 	metrics  *metrics.Store
 	events   *events.Bus
+	health   *health.Engine
 	ca       *pki.CA
 	fp       string // the CA's fingerprint
 	admin    string // the admin token, read from admin.token
@@ -165,7 +167,11 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h := &harness{events: events.New(8, clk.Now), metrics: ms, db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}},
+	mon, err := health.New(health.Config{DB: db, Devices: reg.List, Latest: ms.Latest, Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{health: mon, events: events.New(8, clk.Now), metrics: ms, db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}},
 		window: &pairing.Window{Now: clk.Now}, ca: ca, fp: ca.Fingerprint()}
 	h.handler, err = New(Config{
 		HubID:         testHubID,
@@ -173,6 +179,7 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 		Now:           clk.Now,
 		Metrics:       ms,
 		Events:        h.events,
+		Health:        mon,
 		Prometheus: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			_, _ = io.WriteString(w, "up 1\n")
@@ -558,7 +565,8 @@ func TestEnroll(t *testing.T) {
 		t.Errorf("provisioned broker accounts (-want +got):\n%s", diff)
 	}
 
-	wantDev := Device{ID: id, Name: "kitchen-pi", Status: "offline", State: "accepted", StatusReason: "enrolled", StatusSince: t0,
+	// Health: never seen yet, so unknown.
+	wantDev := Device{ID: id, Name: "kitchen-pi", Status: "offline", Health: "unknown", State: "accepted", StatusReason: "enrolled", StatusSince: t0,
 		Labels: map[string]string{}, PublicKey: b64(pubKey(key)), EnrolledAt: &t0}
 	if diff := cmp.Diff(wantDev, h.device(t, id)); diff != "" {
 		t.Errorf("GET device (-want +got):\n%s", diff)
@@ -806,7 +814,7 @@ func TestDeviceView(t *testing.T) {
 	seen := t0.Add(time.Minute)
 	got := h.device(t, enr.DeviceID)
 	// The agent's name replaces the enrolment name until an admin renames the device.
-	want := Device{ID: enr.DeviceID, Name: "agent-name", Status: "online", State: "accepted", StatusReason: "startup", StatusSince: seen,
+	want := Device{ID: enr.DeviceID, Name: "agent-name", Status: "online", Health: "online", State: "accepted", StatusReason: "startup", StatusSince: seen,
 		Labels: map[string]string{}, AgentVersion: "v0.1.0", HeartbeatMS: 5000, Facts: &facts,
 		EnrolledAt: &t0, FirstSeen: &seen, LastSeen: &seen}
 	if diff := cmp.Diff(want, got, cmpopts.IgnoreFields(Device{}, "PublicKey")); diff != "" {

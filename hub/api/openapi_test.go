@@ -447,7 +447,7 @@ func TestOpenAPIOperationsRouted(t *testing.T) {
 // TestContractCatchesMismatches makes sure the contract check can fail.
 func TestContractCatchesMismatches(t *testing.T) {
 	c := loadContract(t)
-	okDevice := `{"id":"d1","name":"pi","status":"offline","state":"accepted","status_reason":"enrolled","status_since":"2026-03-01T12:00:00Z",` +
+	okDevice := `{"id":"d1","name":"pi","status":"offline","health":"offline","state":"accepted","status_reason":"enrolled","status_since":"2026-03-01T12:00:00Z",` +
 		`"labels":{},"public_key":"AAAA","enrolled_at":"2026-03-01T12:00:00Z"}`
 	jsonHeader := http.Header{"Content-Type": {"application/json"}}
 	good := exchange{pattern: "GET /api/v1/devices/{id}", method: "GET", status: 200, header: jsonHeader, respBody: []byte(okDevice)}

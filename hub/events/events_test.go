@@ -67,16 +67,25 @@ func TestSlowSubscriberIsCutOff(t *testing.T) {
 	b := New(0, nil)
 	_, slow := b.Subscribe(0)
 	_, fast := b.Subscribe(0)
-	done := make(chan int)
+	got := make(chan Event)
 	go func() {
-		n := 0
-		for range fast.C {
-			n++
+		for e := range fast.C {
+			got <- e
 		}
-		done <- n
+		close(got)
 	}()
-	for range subBuffer + 10 {
+	// The fast subscriber takes each event before the next is published;
+	// the slow one never reads.
+	for i := range subBuffer + 10 {
 		b.Publish(DeviceState, "d", nil)
+		select {
+		case e := <-got:
+			if e.ID != uint64(i+1) {
+				t.Fatalf("fast subscriber got event %d, want %d", e.ID, i+1)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("fast subscriber did not get event %d", i+1)
+		}
 	}
 	n := 0
 	for range slow.C {
@@ -86,8 +95,8 @@ func TestSlowSubscriberIsCutOff(t *testing.T) {
 		t.Errorf("slow subscriber got %d events, lagged %v; want %d then cut off", n, slow.Lagged(), subBuffer)
 	}
 	fast.Close()
-	if got := <-done; got != subBuffer+10 {
-		t.Errorf("fast subscriber got %d events, want %d", got, subBuffer+10)
+	if _, ok := <-got; ok {
+		t.Error("fast subscriber's channel still open after Close")
 	}
 	if fast.Lagged() {
 		t.Error("a subscriber that kept up is marked lagged")

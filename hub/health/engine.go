@@ -273,8 +273,11 @@ func New(cfg Config) (*Engine, error) {
 	e := &Engine{cfg: cfg, log: cfg.Logger, db: db,
 		rules: db.Keyspace(ksRule), alert: db.Keyspace(ksAlert), hist: db.Keyspace(ksHistory), meta: db.Keyspace(ksMeta),
 		start: cfg.Now(), pending: map[string]pendingState{}, rule: map[string]Rule{}, active: map[string]Alert{}}
-	if err := e.seed(); err != nil {
-		return nil, err
+	// A hub whose store refuses writes (disk full) still starts: the
+	// default rules then apply from memory and are stored on a later start.
+	seedErr := e.seed()
+	if seedErr != nil {
+		e.log.Warn("default alert rules not stored; they apply from memory", "err", seedErr)
 	}
 	err := e.rules.Scan(func(key string, val []byte) error {
 		var r Rule
@@ -286,6 +289,11 @@ func New(cfg Config) (*Engine, error) {
 	})
 	if err != nil {
 		return nil, fmt.Errorf("health: load rules: %w", err)
+	}
+	if seedErr != nil && len(e.rule) == 0 {
+		for _, r := range DefaultRules() {
+			e.rule[r.ID] = r
+		}
 	}
 	err = e.alert.Scan(func(key string, val []byte) error {
 		var a Alert
@@ -309,9 +317,10 @@ func New(cfg Config) (*Engine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("health: load history: %w", err)
 	}
-	// Apply the history bounds now, in case they shrank.
+	// Apply the history bounds now, in case they shrank (a failed write
+	// only postpones it).
 	if err := e.commitLocked(nil, e.start); err != nil {
-		return nil, err
+		e.log.Warn("alert history not trimmed", "err", err)
 	}
 	return e, nil
 }

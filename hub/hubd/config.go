@@ -3,6 +3,7 @@ package hubd
 import (
 	"errors"
 	"fmt"
+	"github.com/alicia-home/alicia/hub/health"
 	"log/slog"
 	"net"
 	"net/url"
@@ -37,6 +38,9 @@ type Config struct {
 	// DiscoverTypes are the DNS-SD service types of household devices the
 	// hub watches for (GET /api/v1/discovered); default household.DefaultTypes.
 	DiscoverTypes []string
+	// AlertWebhook, if set, is an http(s) URL that receives every alert
+	// fired and resolved as a JSON POST (with retries).
+	AlertWebhook string
 	// HeartbeatTimeoutCheck is how often the registry checks heartbeat
 	// deadlines. Default 500ms.
 	HeartbeatTimeoutCheck time.Duration
@@ -99,6 +103,11 @@ func (c *Config) Validate() error {
 	for _, t := range c.DiscoverTypes {
 		if !serviceType.MatchString(t) {
 			return fmt.Errorf("discover types: %q is not a DNS-SD service type such as _http._tcp", t)
+		}
+	}
+	if c.AlertWebhook != "" {
+		if err := (&health.WebhookConfig{URL: c.AlertWebhook}).Validate(); err != nil {
+			return fmt.Errorf("alert webhook: %w", err)
 		}
 	}
 	for _, u := range c.AdvertiseMQTT {

@@ -25,6 +25,7 @@ import (
 	"github.com/alicia-home/alicia/hub/api"
 	"github.com/alicia-home/alicia/hub/broker"
 	"github.com/alicia-home/alicia/hub/events"
+	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/household"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/pairing"
@@ -303,6 +304,24 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		Logger: h.log.With("component", "metrics"),
 	})
 	ing := &ingest{reg: reg, metrics: mingest, log: h.log.With("component", "ingest")}
+
+	// Health: alert rules over the latest samples, device health states.
+	var hook *health.Webhook
+	if cfg.AlertWebhook != "" {
+		if hook, err = health.NewWebhook(health.WebhookConfig{URL: cfg.AlertWebhook, Logger: h.log.With("component", "webhook")}); err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+	}
+	mon, err := health.New(health.Config{DB: db, Devices: reg.List, Latest: mstore.Latest, Logger: h.log.With("component", "health"),
+		OnEvent: func(ev health.Event) {
+			evbus.Publish(ev.Type, ev.Alert.Device, ev.Alert)
+			if hook != nil {
+				hook.Notify(ev)
+			}
+		}})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
 	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat, protocol.KindMetrics} {
 		if err := client.Subscribe(protocol.AllDevices(kind), 1, ing.handle); err != nil {
 			return fmt.Errorf("hub: subscribe: %w", err)
@@ -350,6 +369,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		Pairing: &pairing.Window{},
 		Metrics: mstore,
 		Events:  evbus,
+		Health:  mon,
 		Prometheus: prom.Handler(prom.Sources{
 			Devices:   reg.List,
 			Metrics:   mstore,
@@ -390,6 +410,10 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return db.Run(gctx) })
 	g.Go(func() error { return reg.Run(gctx) })
 	g.Go(func() error { return mingest.Run(gctx) })
+	g.Go(func() error { return mon.Run(gctx) })
+	if hook != nil {
+		g.Go(func() error { return hook.Run(gctx) })
+	}
 	g.Go(func() error {
 		mstore.RunRollups(gctx, 15*time.Second, time.Now, func(err error) { h.log.Warn("metrics rollup", "err", err) })
 		return nil

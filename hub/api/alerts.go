@@ -1,0 +1,138 @@
+package api
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+
+	"github.com/alicia-home/alicia/hub/health"
+	"github.com/alicia-home/alicia/hub/registry"
+)
+
+// Health is the hub's health monitor as the API uses it: alert rules,
+// alerts and device health states.
+type Health interface {
+	Rules() []health.Rule
+	Rule(id string) (health.Rule, error)
+	PutRule(r health.Rule) (created bool, err error)
+	DeleteRule(id string) error
+	Active() []health.Alert
+	History(limit int) []health.Alert
+	DeviceState(d registry.Device) string
+}
+
+// Alerts answers GET /api/v1/alerts.
+type Alerts struct {
+	Active  []health.Alert `json:"active"`
+	History []health.Alert `json:"history"`
+}
+
+// RuleList answers GET /api/v1/alerts/rules.
+type RuleList struct {
+	Rules []health.Rule `json:"rules"`
+}
+
+// maxRuleBody bounds a rule's JSON.
+const maxRuleBody = 16 << 10
+
+// listAlerts answers the active alerts and the latest resolved ones
+// (?limit=N, default 100, at most 1000), optionally of one ?device=ID.
+func (s *server) listAlerts(w http.ResponseWriter, r *http.Request) {
+	limit := 100
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("limit: %q: want a number from 1 to 1000", v))
+			return
+		}
+		limit = n
+	}
+	dev := r.URL.Query().Get("device")
+	keep := func(as []health.Alert, max int) []health.Alert {
+		out := []health.Alert{}
+		for _, a := range as {
+			if (dev == "" || a.Device == dev) && (max <= 0 || len(out) < max) {
+				out = append(out, a)
+			}
+		}
+		return out
+	}
+	writeJSON(w, http.StatusOK, Alerts{Active: keep(s.cfg.Health.Active(), 0), History: keep(s.cfg.Health.History(0), limit)})
+}
+
+func (s *server) listRules(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, RuleList{Rules: s.cfg.Health.Rules()})
+}
+
+func (s *server) getRule(w http.ResponseWriter, r *http.Request) {
+	rule, err := s.cfg.Health.Rule(r.PathValue("id"))
+	if err != nil {
+		s.ruleError(w, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, rule)
+}
+
+// putRule creates or replaces a rule. The body is a rule (strict JSON);
+// its id may be left out and must match the path otherwise.
+func (s *server) putRule(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRuleBody))
+	if err != nil {
+		writeProblem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a rule is at most %d bytes", maxRuleBody))
+		return
+	}
+	rule, err := health.DecodeRule(body)
+	if err != nil {
+		writeProblem(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	if rule.ID == "" {
+		rule.ID = id
+	}
+	if rule.ID != id {
+		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("id: %q in the body differs from %q in the path", rule.ID, id))
+		return
+	}
+	created, err := s.cfg.Health.PutRule(rule)
+	if err != nil {
+		s.ruleError(w, err)
+		return
+	}
+	saved, err := s.cfg.Health.Rule(id)
+	if err != nil {
+		s.ruleError(w, err)
+		return
+	}
+	status := http.StatusOK
+	if created {
+		status = http.StatusCreated
+	}
+	s.log.Info("alert rule saved", "rule", id, "created", created)
+	writeJSON(w, status, saved)
+}
+
+func (s *server) deleteRule(w http.ResponseWriter, r *http.Request) {
+	if err := s.cfg.Health.DeleteRule(r.PathValue("id")); err != nil {
+		s.ruleError(w, err)
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (s *server) ruleError(w http.ResponseWriter, err error) {
+	var ve *health.ValidationError
+	switch {
+	case errors.As(err, &ve):
+		writeProblem(w, http.StatusBadRequest, ve.Error())
+	case errors.Is(err, health.ErrInvalid):
+		writeProblem(w, http.StatusBadRequest, err.Error())
+	case errors.Is(err, health.ErrNotFound):
+		writeProblem(w, http.StatusNotFound, err.Error())
+	default:
+		s.log.Error("alert rule", "err", err)
+		writeProblem(w, http.StatusInternalServerError, err.Error())
+	}
+}
