@@ -198,7 +198,11 @@ func (c *Client) connect(ctx context.Context, gen uint64) (*session, error) {
 		SetAutoReconnect(false). // we reconnect ourselves: ctx-aware, Publish fails fast while down
 		SetConnectRetry(false).
 		SetKeepAlive(c.cfg.KeepAlive).
-		SetPingTimeout(min(c.cfg.KeepAlive, 10*time.Second)).
+		// As much slack as the broker allows the client (1.5 × keep-alive):
+		// on a lossy link, a PINGREQ and its PINGRESP may both wait for a
+		// TCP retransmission, and dropping a healthy connection then shows
+		// the device offline and online again (a flap).
+		SetPingTimeout(min(c.cfg.KeepAlive*3/2, 15*time.Second)).
 		SetConnectTimeout(c.cfg.ConnectTimeout).
 		SetWriteTimeout(c.cfg.ConnectTimeout).
 		SetOrderMatters(true). // our route callbacks only enqueue, so order is free
