@@ -227,10 +227,17 @@ func (t *telemetry) send(ctx context.Context, client *bus.Client, id string) {
 		}
 		var entries []outbox.Entry
 		if n < sendWindow {
+			// Read LastSeq before Pending: if nothing after `after` is
+			// pending, everything up to that LastSeq is sent or gone, and
+			// waiting for a seq above it cannot miss an append (waiting
+			// on an older `after` would wake at once, and spin).
+			last := t.ob.Stats().LastSeq
 			var err error
 			entries, err = t.ob.Pending(after, sendWindow-n)
 			if err != nil {
 				t.log.Error("read the outbox", "err", err)
+			} else if len(entries) == 0 {
+				after = max(after, last)
 			}
 		}
 		if len(entries) == 0 {

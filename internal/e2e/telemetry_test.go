@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -105,6 +106,15 @@ func TestTelemetrySurvivesHubOutage(t *testing.T) {
 	}
 
 	checkLiveExposition(t, httpAddr, id)
+	// Idle after the restarts (outbox drained, sampling once a second): the
+	// sender must sleep, not spin. A spinning agent burns a whole core.
+	before := procCPU(t, agent.cmd.Process.Pid)
+	time.Sleep(3 * time.Second) // measuring idle CPU over a fixed window
+	if used := procCPU(t, agent.cmd.Process.Pid) - before; used > time.Second {
+		t.Errorf("the idle agent used %s of CPU in 3 s", used)
+	} else {
+		t.Logf("idle agent: %s of CPU in 3 s", used)
+	}
 	agent.stop(syscall.SIGTERM)
 	ob, err := outbox.Open(outbox.Options{Path: filepath.Join(state, "outbox.db")})
 	if err != nil {
@@ -192,4 +202,25 @@ func checkLiveExposition(t *testing.T, httpAddr, id string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics on the live /metrics: %v\n%s", err, out)
 	}
+}
+
+// procCPU returns the user+system CPU time of process pid so far.
+func procCPU(t *testing.T, pid int) time.Duration {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Fields after the command name (which may contain spaces): state is
+	// field 3, utime 14, stime 15.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+2:]))
+	var ticks int64
+	for _, i := range []int{14 - 3, 15 - 3} {
+		n, err := strconv.ParseInt(f[i], 10, 64)
+		if err != nil {
+			t.Fatalf("/proc/%d/stat: %v", pid, err)
+		}
+		ticks += n
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
 }
