@@ -110,6 +110,8 @@ func TestRunErrors(t *testing.T) {
 		{name: "http addr", args: []string{"--http-addr", "8470"}, wantErr: []string{`http addr "8470"`}},
 		{name: "broker url", args: []string{"--broker", "http://broker.local"}, wantErr: []string{"http://broker.local"}},
 		{name: "advertised url", args: []string{"--advertise-mqtt", "mqtt://a.local:1883,nonsense"}, wantErr: []string{"advertise mqtt", "nonsense"}},
+		{name: "pprof on the LAN", args: []string{"--pprof-addr", ":6060"}, wantErr: []string{`pprof addr ":6060"`, "loopback"}},
+		{name: "alert webhook scheme", args: []string{"--alert-webhook", "ftp://alerts.local/x"}, wantErr: []string{"alert webhook"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dataDir := filepath.Join(t.TempDir(), "data")
@@ -149,7 +151,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	var stderr syncBuffer
 	done := make(chan error, 1)
 	go func() {
-		done <- run(ctx, []string{"--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0", "--no-mdns"},
+		done <- run(ctx, []string{"--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0", "--no-mdns", "--pprof-addr", "127.0.0.1:0"},
 			env(map[string]string{"ALICIA_DATA_DIR": dataDir, "ALICIA_LOG_LEVEL": "debug"}), &stdout, &stderr)
 	}()
 
@@ -194,6 +196,22 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	resp.Body.Close()
 	if err != nil || resp.StatusCode != http.StatusOK || b.HubID == "" || len(b.MQTTURLs) == 0 {
 		t.Errorf("GET bootstrap: status %d, %+v, err %v; want 200 with a hub id and broker URLs", resp.StatusCode, b, err)
+	}
+	// Runtime profiles, when asked for, on their own loopback listener.
+	pp := regexp.MustCompile(`msg="serving runtime profiles" addr=(\S+)`).FindStringSubmatch(stderr.String())
+	if pp == nil {
+		t.Fatalf("no pprof listener logged:\n%s", stderr.String())
+	}
+	if resp, err := http.Get("http://" + pp[1] + "/debug/pprof/cmdline"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("GET pprof cmdline: %v, %v", resp, err)
+	} else {
+		resp.Body.Close()
+	}
+	if resp, err := http.Get("http://" + httpAddr + "/debug/pprof/"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("the API port serves runtime profiles")
+		}
 	}
 	http.DefaultClient.CloseIdleConnections()
 

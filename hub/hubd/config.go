@@ -38,6 +38,10 @@ type Config struct {
 	// DiscoverTypes are the DNS-SD service types of household devices the
 	// hub watches for (GET /api/v1/discovered); default household.DefaultTypes.
 	DiscoverTypes []string
+	// PprofAddr, if set, serves Go's runtime profiles (net/http/pprof) on
+	// this address, which must be a loopback one: for profiling the hub
+	// under load, never for the LAN.
+	PprofAddr string
 	// AlertWebhook, if set, is an http(s) URL that receives every alert
 	// fired and resolved as a JSON POST (with retries).
 	AlertWebhook string
@@ -103,6 +107,12 @@ func (c *Config) Validate() error {
 	for _, t := range c.DiscoverTypes {
 		if !serviceType.MatchString(t) {
 			return fmt.Errorf("discover types: %q is not a DNS-SD service type such as _http._tcp", t)
+		}
+	}
+	if c.PprofAddr != "" {
+		host, _, err := net.SplitHostPort(c.PprofAddr)
+		if ip := net.ParseIP(host); err != nil || ip == nil || !ip.IsLoopback() {
+			return fmt.Errorf("pprof addr %q: want a loopback HOST:PORT such as 127.0.0.1:6060 (profiles are not for the LAN)", c.PprofAddr)
 		}
 	}
 	if c.AlertWebhook != "" {

@@ -151,6 +151,13 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	}
 	apiTLS := &tls.Config{MinVersion: tls.VersionTLS13, GetCertificate: serverCerts.GetCertificate}
 
+	var pprofLn net.Listener
+	if cfg.PprofAddr != "" {
+		if pprofLn, err = net.Listen("tcp", cfg.PprofAddr); err != nil {
+			return fmt.Errorf("hub: pprof listener: %w", err)
+		}
+		defer pprofLn.Close()
+	}
 	rawHTTPLn, err := net.Listen("tcp", cfg.HTTPAddr)
 	if err != nil {
 		return fmt.Errorf("hub: http listener: %w", err)
@@ -411,6 +418,9 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return reg.Run(gctx) })
 	g.Go(func() error { return mingest.Run(gctx) })
 	g.Go(func() error { return mon.Run(gctx) })
+	if pprofLn != nil {
+		g.Go(func() error { return servePprof(gctx, pprofLn, h.log) })
+	}
 	if hook != nil {
 		g.Go(func() error { return hook.Run(gctx) })
 	}
