@@ -250,8 +250,11 @@ func BenchmarkHubIngest(b *testing.B) {
 
 	httpAddr, mqttAddr := freeAddr(b), freeAddr(b)
 	hubDir := filepath.Join(dir, "hub")
-	hub := startBenchProc(b, "hub", filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir, "--http-addr", httpAddr,
-		"--mqtt-addr", mqttAddr, "--mqtts-addr", freeAddr(b), "--no-mdns")
+	hubArgs := []string{"--data-dir", hubDir, "--http-addr", httpAddr, "--mqtt-addr", mqttAddr, "--mqtts-addr", freeAddr(b), "--no-mdns"}
+	// ALICIA_INGEST_HUB_ARGS adds hub flags, e.g. "--pprof-addr 127.0.0.1:6061"
+	// to profile the hub during the run.
+	hubArgs = append(hubArgs, strings.Fields(os.Getenv("ALICIA_INGEST_HUB_ARGS"))...)
+	hub := startBenchProc(b, "hub", filepath.Join(bin, "alicia-hub"), hubArgs...)
 	hub.waitHealthy(b, httpAddr)
 	api := newAPIClient(b, httpAddr, hubDir)
 	token := api.joinToken(k)
