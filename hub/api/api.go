@@ -333,23 +333,13 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	pub, err := base64.StdEncoding.DecodeString(req.PublicKey)
-	if err != nil || len(pub) != ed25519.PublicKeySize {
-		writeProblem(w, http.StatusBadRequest, "public_key: want the base64 of a 32-byte Ed25519 public key")
-		return
-	}
-	sig, err := base64.StdEncoding.DecodeString(req.Signature)
-	if err != nil || !identity.VerifyEnrolment(pub, req.Token, sig) {
-		writeProblem(w, http.StatusBadRequest, "signature: not a valid enrolment proof for this token and public key")
-		return
-	}
 	// A bad name is refused here, as the registry would, so that it does
 	// not burn a use of the token.
-	if req.Name != "" {
-		if err := checkName(req.Name); err != nil {
-			writeProblem(w, http.StatusBadRequest, "name: "+err.Error())
-			return
-		}
+	pub, ok := checkSigned(w, req.PublicKey, req.Signature, req.Name,
+		func(pub ed25519.PublicKey, sig []byte) bool { return identity.VerifyEnrolment(pub, req.Token, sig) },
+		"signature: not a valid enrolment proof for this token and public key")
+	if !ok {
+		return
 	}
 	secret, fp, err := identity.ParseJoinToken(req.Token)
 	if err != nil {
@@ -459,6 +449,30 @@ func (s *server) joinTokenError(w http.ResponseWriter, r *http.Request, err erro
 		return
 	}
 	writeProblem(w, http.StatusServiceUnavailable, "the hub cannot check join tokens right now")
+}
+
+// checkSigned decodes the base64 public key and signature of an enrolment
+// or pairing request, checks the signature with verify and the name (if
+// any) with the registry's rules, and answers 400 naming the field when one
+// is wrong.
+func checkSigned(w http.ResponseWriter, pubB64, sigB64, name string, verify func(ed25519.PublicKey, []byte) bool, badSig string) (ed25519.PublicKey, bool) {
+	pub, err := base64.StdEncoding.DecodeString(pubB64)
+	if err != nil || len(pub) != ed25519.PublicKeySize {
+		writeProblem(w, http.StatusBadRequest, "public_key: want the base64 of a 32-byte Ed25519 public key")
+		return nil, false
+	}
+	sig, err := base64.StdEncoding.DecodeString(sigB64)
+	if err != nil || !verify(pub, sig) {
+		writeProblem(w, http.StatusBadRequest, badSig)
+		return nil, false
+	}
+	if name != "" {
+		if err := checkName(name); err != nil {
+			writeProblem(w, http.StatusBadRequest, "name: "+err.Error())
+			return nil, false
+		}
+	}
+	return pub, true
 }
 
 // checkName applies the registry's rules for device names.

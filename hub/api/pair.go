@@ -2,7 +2,6 @@ package api
 
 import (
 	"crypto/ed25519"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net/http"
@@ -125,21 +124,13 @@ func (s *server) pair(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	pub, err := base64.StdEncoding.DecodeString(req.PublicKey)
-	if err != nil || len(pub) != ed25519.PublicKeySize {
-		writeProblem(w, http.StatusBadRequest, "public_key: want the base64 of a 32-byte Ed25519 public key")
+	pub, ok := checkSigned(w, req.PublicKey, req.Signature, req.Name,
+		func(pub ed25519.PublicKey, sig []byte) bool {
+			return identity.VerifyPairing(pub, s.cfg.CAFingerprint, sig)
+		},
+		"signature: not a valid pairing proof for this public key and this hub's CA fingerprint (an agent that verified another hub signs another fingerprint)")
+	if !ok {
 		return
-	}
-	sig, err := base64.StdEncoding.DecodeString(req.Signature)
-	if err != nil || !identity.VerifyPairing(pub, s.cfg.CAFingerprint, sig) {
-		writeProblem(w, http.StatusBadRequest, "signature: not a valid pairing proof for this public key and this hub's CA fingerprint (an agent that verified another hub signs another fingerprint)")
-		return
-	}
-	if req.Name != "" {
-		if err := checkName(req.Name); err != nil {
-			writeProblem(w, http.StatusBadRequest, "name: "+err.Error())
-			return
-		}
 	}
 	id := identity.DeviceID(pub)
 	code := identity.PairingCode(s.cfg.CAFingerprint, pub)
