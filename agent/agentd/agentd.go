@@ -553,23 +553,17 @@ func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, nam
 // enrolWithRetry enrols, retrying while the hub is unreachable or answers
 // 5xx, and giving up at once on a refusal.
 func (a *Agent) enrolWithRetry(ctx context.Context, client *http.Client, base string, key ed25519.PrivateKey, name string) (*credentials, error) {
-	delay := 250 * time.Millisecond
-	for {
-		creds, err := a.enrol(ctx, client, base, key, a.cfg.JoinToken, name)
-		if err == nil {
-			return creds, nil
-		}
-		var perm errPermanent
-		if errors.As(err, &perm) {
-			return nil, fmt.Errorf("agent: enrolment refused: %w", err)
-		}
-		a.log.Warn("enrolment failed; retrying", "hub", base, "err", err, "retry_in", delay)
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("agent: enrolment: %w", ctx.Err())
-		case <-time.After(delay):
-		}
-		delay = min(delay*2, 5*time.Second)
+	creds, err := retry(ctx, a, "enrolment at "+base, func() (*credentials, error) {
+		return a.enrol(ctx, client, base, key, a.cfg.JoinToken, name)
+	})
+	var perm errPermanent
+	switch {
+	case err == nil:
+		return creds, nil
+	case errors.As(err, &perm) && ctx.Err() == nil:
+		return nil, fmt.Errorf("agent: enrolment refused: %w", err)
+	default:
+		return nil, fmt.Errorf("agent: enrolment: %w", err)
 	}
 }
 
