@@ -146,9 +146,10 @@ const (
 	labelName   = "device_name"
 )
 
-var (
-	descUp      = "alicia_device_up"
-	descDropped = "alicia_device_outbox_dropped_batches"
+// Names of the per-device state families.
+const (
+	nameUp      = "alicia_device_up"
+	nameDropped = "alicia_device_outbox_dropped_batches"
 )
 
 func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
@@ -235,8 +236,8 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	// Per-device state, with the registry labels.
 	keys := append([]string{labelDevice, labelName}, slices.Sorted(maps.Keys(regKeys))...)
-	up := prometheus.NewDesc(descUp, "1 while the device is online.", keys, nil)
-	dropped := prometheus.NewDesc(descDropped, "Batches the device's outbox dropped (oldest first) since its epoch began.", keys, nil)
+	up := prometheus.NewDesc(nameUp, "1 while the device is online.", keys, nil)
+	dropped := prometheus.NewDesc(nameDropped, "Batches the device's outbox dropped (oldest first) since its epoch began.", keys, nil)
 	for i := range devices {
 		d := &devices[i]
 		if !d.Status.Accepted() {

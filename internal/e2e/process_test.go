@@ -156,22 +156,7 @@ func TestProcesses(t *testing.T) {
 		a := startProc(t, name, filepath.Join(bin, "alicia-agent"), "--state-dir", state, "--hub", httpAddr,
 			"--join-token", token, "--name", name, "--heartbeat", "500ms", "--keepalive", "2s")
 		agents = append(agents, a)
-		// The device ID is in credentials.json once enrolled.
-		var id string
-		deadline := time.Now().Add(10 * time.Second)
-		for id == "" && time.Now().Before(deadline) {
-			if b, err := os.ReadFile(filepath.Join(state, "credentials.json")); err == nil {
-				if i := strings.Index(string(b), `"device_id": "`); i >= 0 {
-					rest := string(b)[i+len(`"device_id": "`):]
-					id = rest[:strings.IndexByte(rest, '"')]
-				}
-			}
-			time.Sleep(20 * time.Millisecond) // polling for enrolment
-		}
-		if id == "" {
-			t.Fatalf("agent %s did not enrol:\n%s", name, a.out)
-		}
-		ids = append(ids, id)
+		ids = append(ids, enrolledID(t, state, a))
 	}
 	for _, id := range ids {
 		api.waitStatus(id, "online", "", 5*time.Second)

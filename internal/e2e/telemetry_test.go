@@ -156,8 +156,8 @@ func TestTelemetrySurvivesHubOutage(t *testing.T) {
 	}
 }
 
-// enrolledID waits until the agent in state has enrolled and returns its
-// device ID.
+// enrolledID waits until the agent p with state directory state has
+// enrolled (its device ID is in credentials.json) and returns the ID.
 func enrolledID(t *testing.T, state string, p *proc) string {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
