@@ -19,12 +19,18 @@
 // numbers are fixed-width lowercase hex so that byte order is time order.
 //
 //	mseries/<device>/<sid>             → JSON {"name","labels"}: the series catalog
-//	mraw/<device>/<sid>/<ms>           → 8 bytes, IEEE 754 float64 big-endian; TTL = raw retention
+//	mrows/<device>/<ms>/<epoch>/<seq>  → the batch's row (see below); TTL = raw retention
 //	mseen/<device>/<epoch>/<seq>       → empty; TTL = raw retention (dedup marks)
 //	mdrop/<device>                     → JSON {"epoch","dropped"}: the agent's latest outbox drop count
 //
 // <sid> is the first 8 bytes of SHA-256 over the series' canonical form
-// (name, then labels sorted by name), in hex; <ms> is the sample time in
-// Unix milliseconds. Retention is enforced by badger's per-entry TTL, so it
-// costs no deletes; compaction reclaims the space.
+// (name, then labels sorted by name), in hex; <ms> is the batch's time in
+// Unix milliseconds. A row holds all samples of one batch: a version byte,
+// then per series its 8 sid bytes and its value (IEEE 754 float64,
+// big-endian), ordered by sid. One key per batch instead of one per sample
+// is what lets badger take 100k samples/s on two cores: its cost is per
+// key. A range query of one series scans the device's rows in the range
+// and picks the series out of each by binary search. Retention is enforced
+// by badger's per-entry TTL, so it costs no deletes; compaction reclaims
+// the space. Rollups are in rollup.go.
 package metrics

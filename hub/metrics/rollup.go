@@ -146,19 +146,20 @@ func (s *Store) Rollup(now time.Time) (minutes, hours int, err error) {
 // rollupOne recomputes the buckets of every series of dev in [start,
 // start+width) and removes the dirty mark, in one transaction: a sample
 // committed meanwhile (which rewrites the mark) makes it conflict and
-// retry.
+// retry. Minute buckets come from one scan of the minute's rows, hour
+// buckets from each series' minute buckets.
 func (s *Store) rollupOne(markKey, dev string, start time.Time, width time.Duration) error {
 	s.mu.RLock()
-	var sids []string
+	var sids []sid
 	if d := s.devices[dev]; d != nil {
-		for sid := range d.series {
-			sids = append(sids, sid)
+		for id := range d.series {
+			sids = append(sids, id)
 		}
 	}
 	s.mu.RUnlock()
-	src, dst, dirty, ttl := s.raw, s.rollMin, s.dirtyMin, s.minuteRetention
+	dirty := s.dirtyMin
 	if width == Hour {
-		src, dst, dirty, ttl = s.rollMin, s.rollHour, s.dirtyHour, s.hourRetention
+		dirty = s.dirtyHour
 	}
 	end := start.Add(width)
 	err := s.db.Update(func(tx *store.Tx) error {
@@ -168,44 +169,70 @@ func (s *Store) rollupOne(markKey, dev string, start time.Time, width time.Durat
 			}
 			return err
 		}
-		for _, sid := range sids {
-			prefix := dev + "/" + sid + "/"
-			var b bucket
-			err := tx.ScanRange(src, prefix+msKey(start), prefix+msKey(end), func(k string, v []byte) error {
-				if width == Minute {
-					_, val, err := decodePoint(k, v)
+		if width == Minute {
+			if err := s.rollupMinute(tx, dev, start, end); err != nil {
+				return err
+			}
+			if err := tx.Put(s.dirtyHour, dev+"/"+msKey(start.Truncate(Hour)), nil); err != nil {
+				return err
+			}
+		} else {
+			for _, id := range sids {
+				prefix := dev + "/" + id.String() + "/"
+				var b bucket
+				err := tx.ScanRange(s.rollMin, prefix+msKey(start), prefix+msKey(end), func(k string, v []byte) error {
+					_, mb, err := decodeBucket(k, v)
 					if err != nil {
 						return err
 					}
-					b.add(val)
+					b.merge(mb)
 					return nil
-				}
-				_, mb, err := decodeBucket(k, v)
+				})
 				if err != nil {
 					return err
 				}
-				b.merge(mb)
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			if b.count == 0 {
-				continue
-			}
-			if err := tx.PutTTL(dst, prefix+msKey(start), b.encode(), ttl); err != nil {
-				return err
-			}
-		}
-		if width == Minute {
-			if err := tx.Put(s.dirtyHour, dev+"/"+msKey(start.Truncate(Hour)), nil); err != nil {
-				return err
+				if b.count > 0 {
+					if err := tx.PutTTL(s.rollHour, prefix+msKey(start), b.encode(), s.hourRetention); err != nil {
+						return err
+					}
+				}
 			}
 		}
 		return tx.Delete(dirty, markKey)
 	})
 	if err != nil {
 		return fmt.Errorf("metrics: roll up %s %s at %s: %w", dev, width, start.Format(time.RFC3339), err)
+	}
+	return nil
+}
+
+// rollupMinute writes in tx the minute bucket of every series of dev with
+// samples in the rows of [start, end).
+func (s *Store) rollupMinute(tx *store.Tx, dev string, start, end time.Time) error {
+	buckets := map[sid]*bucket{}
+	err := tx.ScanRange(s.rows, dev+"/"+msKey(start), dev+"/"+msKey(end), func(k string, v []byte) error {
+		r, err := decodeRow(k, v)
+		if err != nil {
+			return err
+		}
+		for i := range r.len() {
+			p := r.at(i)
+			b := buckets[p.sid]
+			if b == nil {
+				b = &bucket{}
+				buckets[p.sid] = b
+			}
+			b.add(p.v)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for id, b := range buckets {
+		if err := tx.PutTTL(s.rollMin, dev+"/"+id.String()+"/"+msKey(start), b.encode(), s.minuteRetention); err != nil {
+			return err
+		}
 	}
 	return nil
 }

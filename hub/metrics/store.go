@@ -2,16 +2,13 @@ package metrics
 
 import (
 	"cmp"
-	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
-	"math"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,7 +40,7 @@ type Config struct {
 type Store struct {
 	db        *store.DB
 	series    store.Keyspace
-	raw       store.Keyspace
+	rows      store.Keyspace
 	seen      store.Keyspace
 	drop      store.Keyspace
 	rollMin   store.Keyspace
@@ -55,8 +52,9 @@ type Store struct {
 	minuteRetention, hourRetention time.Duration
 	now                            func() time.Time
 
-	// budget is the most entries (points and marks) put in one
-	// transaction; halved when badger finds a transaction too big.
+	// budget is the most bytes (rows and marks, as estimated by
+	// batchBytes) put in one transaction; halved when badger finds a
+	// transaction too big.
 	budget atomic.Int64
 
 	mu      sync.RWMutex
@@ -65,7 +63,7 @@ type Store struct {
 
 // device is the in-memory catalog and latest values of one device.
 type device struct {
-	series  map[string]*series // by sid
+	series  map[sid]*series
 	dropped Dropped
 }
 
@@ -83,9 +81,15 @@ type Dropped struct {
 	Dropped uint64 `json:"dropped"`
 }
 
-// initialBudget is the first guess at how many entries fit in a
-// transaction (with the store's 8 MiB memtables, about 4000 do).
-const initialBudget = 3000
+// initialBudget is the first guess at how many bytes fit in a transaction:
+// badger takes at most 15 % of a memtable (600 KiB with the store's 4 MiB
+// memtables) in one, counting its own overheads.
+const initialBudget = 512 << 10
+
+// latestWindow is how far back from a device's newest row Open looks for
+// the latest value of each series: a series silent for longer has no
+// latest value after a restart (its samples stay queryable).
+const latestWindow = time.Hour
 
 // Open loads the series catalog and the latest values from db.
 func Open(db *store.DB, cfg Config) (*Store, error) {
@@ -101,20 +105,24 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 	if cfg.HourRetention <= 0 {
 		cfg.HourRetention = DefaultHourRetention
 	}
-	s := &Store{db: db, series: db.Keyspace("mseries"), raw: db.Keyspace("mraw"), seen: db.Keyspace("mseen"), drop: db.Keyspace("mdrop"),
+	s := &Store{db: db, series: db.Keyspace("mseries"), rows: db.Keyspace("mrows"), seen: db.Keyspace("mseen"), drop: db.Keyspace("mdrop"),
 		rollMin: db.Keyspace("mroll1m"), rollHour: db.Keyspace("mroll1h"), dirtyMin: db.Keyspace("mdirty1m"), dirtyHour: db.Keyspace("mdirty1h"),
 		retention: cfg.Retention, minuteRetention: cfg.MinuteRetention, hourRetention: cfg.HourRetention, now: cfg.Now, devices: map[string]*device{}}
 	s.budget.Store(initialBudget)
 	err := s.series.Scan(func(key string, val []byte) error {
-		dev, sid, ok := strings.Cut(key, "/")
+		dev, hexID, ok := strings.Cut(key, "/")
 		if !ok {
 			return fmt.Errorf("series key %q: want <device>/<sid>", key)
+		}
+		id, err := parseSID(hexID)
+		if err != nil {
+			return fmt.Errorf("series key %q: %w", key, err)
 		}
 		var sr series
 		if err := json.Unmarshal(val, &sr); err != nil {
 			return fmt.Errorf("series %q: %w", key, err)
 		}
-		s.device(dev).series[sid] = &sr
+		s.device(dev).series[id] = &sr
 		return nil
 	})
 	if err != nil {
@@ -131,22 +139,10 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("metrics: load drop counts: %w", err)
 	}
-	// The latest value of each series is its last raw key.
 	err = db.View(func(tx *store.Tx) error {
 		for id, d := range s.devices {
-			for sid, sr := range d.series {
-				k, v, err := tx.Last(s.raw, id+"/"+sid+"/")
-				if errors.Is(err, store.ErrNotFound) {
-					continue // expired
-				}
-				if err != nil {
-					return err
-				}
-				t, val, err := decodePoint(k, v)
-				if err != nil {
-					return err
-				}
-				sr.t, sr.v = t, val
+			if err := s.loadLatest(tx, id, d); err != nil {
+				return err
 			}
 		}
 		return nil
@@ -157,29 +153,59 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 	return s, nil
 }
 
+// errStop ends a scan early.
+var errStop = errors.New("stop")
+
+// loadLatest sets the latest value of d's series from its rows, newest
+// first, until every series has one or the rows are latestWindow older
+// than the newest.
+func (s *Store) loadLatest(tx *store.Tx, dev string, d *device) error {
+	missing := len(d.series)
+	var horizon time.Time
+	err := tx.ScanRangeReverse(s.rows, dev+"/", dev+"0", func(k string, v []byte) error {
+		t, err := rowTime(k)
+		if err != nil {
+			return err
+		}
+		if horizon.IsZero() {
+			horizon = t.Add(-latestWindow)
+		}
+		if t.Before(horizon) {
+			return errStop
+		}
+		r, err := decodeRow(k, v)
+		if err != nil {
+			return err
+		}
+		for i := range r.len() {
+			p := r.at(i)
+			if sr := d.series[p.sid]; sr != nil && sr.t.Before(t) {
+				if sr.t.IsZero() {
+					missing--
+				}
+				sr.t, sr.v = t, p.v
+			}
+		}
+		if missing == 0 {
+			return errStop
+		}
+		return nil
+	})
+	if errors.Is(err, errStop) {
+		return nil
+	}
+	return err
+}
+
 // device returns the entry of id, creating it. s.mu must be held for
 // writing (or Open must be running).
 func (s *Store) device(id string) *device {
 	d := s.devices[id]
 	if d == nil {
-		d = &device{series: map[string]*series{}}
+		d = &device{series: map[sid]*series{}}
 		s.devices[id] = d
 	}
 	return d
-}
-
-// seriesID is the sid of a series: 16 hex digits of SHA-256 over its
-// canonical form.
-func seriesID(name string, labels map[string]string) string {
-	h := sha256.New()
-	h.Write([]byte(name))
-	for _, k := range slices.Sorted(maps.Keys(labels)) {
-		h.Write([]byte{0})
-		h.Write([]byte(k))
-		h.Write([]byte{0})
-		h.Write([]byte(labels[k]))
-	}
-	return hex.EncodeToString(h.Sum(nil)[:8])
 }
 
 // hex16 encodes v as 16 lowercase hex digits, so that byte order is numeric order.
@@ -190,22 +216,6 @@ func hex16(v uint64) string {
 }
 
 func msKey(t time.Time) string { return hex16(uint64(t.UnixMilli())) }
-
-func encodeValue(v float64) []byte {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], math.Float64bits(v))
-	return b[:]
-}
-
-// decodePoint decodes a raw key's time and its value.
-func decodePoint(key string, val []byte) (time.Time, float64, error) {
-	i := strings.LastIndexByte(key, '/')
-	ms, err := strconv.ParseUint(key[i+1:], 16, 64)
-	if err != nil || len(val) != 8 {
-		return time.Time{}, 0, fmt.Errorf("metrics: corrupt sample %q (%d bytes)", key, len(val))
-	}
-	return time.UnixMilli(int64(ms)).UTC(), math.Float64frombits(binary.BigEndian.Uint64(val)), nil
-}
 
 // Batch is one device's metrics batch to ingest.
 type Batch struct {
@@ -221,25 +231,32 @@ type Batch struct {
 // batches committed before the failure (a prefix of batches), which may be
 // acknowledged; the rest were not stored.
 func (s *Store) Ingest(batches []Batch) ([]bool, error) {
-	if err := s.catalog(batches); err != nil {
+	sids := make([][]sid, len(batches))
+	for i, b := range batches {
+		sids[i] = make([]sid, len(b.Metrics.Points))
+		for j, p := range b.Metrics.Points {
+			sids[i][j] = seriesID(p.Name, p.Labels)
+		}
+	}
+	if err := s.catalog(batches, sids); err != nil {
 		return nil, fmt.Errorf("metrics: ingest: %w", err)
 	}
 	fresh := make([]bool, len(batches))
 	for start := 0; start < len(batches); {
 		budget := int(s.budget.Load())
-		end, entries := start, 0
+		end, size := start, 0
 		for end < len(batches) {
-			n := len(batches[end].Metrics.Points) + 3 // points, the marks, the drop count
-			if end > start && entries+n > budget {
+			n := batchBytes(batches[end])
+			if end > start && size+n > budget {
 				break
 			}
-			entries += n
+			size += n
 			end++
 		}
-		err := s.commit(batches[start:end], fresh[start:end])
+		err := s.commit(batches[start:end], sids[start:end], fresh[start:end])
 		if errors.Is(err, store.ErrTxnTooBig) && end-start > 1 {
 			// Fewer batches per transaction from now on.
-			s.budget.Store(int64(max(entries/2, 1)))
+			s.budget.Store(int64(max(size/2, 1)))
 			continue
 		}
 		if err != nil {
@@ -250,26 +267,37 @@ func (s *Store) Ingest(batches []Batch) ([]bool, error) {
 	return fresh, nil
 }
 
+// batchBytes estimates what a batch adds to a transaction: its row and
+// the keys and overheads of its row, marks and drop count.
+func batchBytes(b Batch) int {
+	return 1 + rowPointSize*len(b.Metrics.Points) + 4*(len(b.Device)+len(b.Metrics.Epoch)+64)
+}
+
 // catalog adds the batches' new series to the catalog, in transactions of
 // at most catalogChunk entries. A series without samples is harmless, so
 // this runs before, and apart from, the samples' commit.
-func (s *Store) catalog(batches []Batch) error {
+func (s *Store) catalog(batches []Batch, sids [][]sid) error {
 	type entry struct {
-		dev, sid string
-		sr       *series
+		dev string
+		id  sid
+		sr  *series
+	}
+	type devSID struct {
+		dev string
+		id  sid
 	}
 	var added []entry
-	seen := map[string]bool{}
+	seen := map[devSID]bool{}
 	s.mu.RLock()
-	for _, b := range batches {
+	for i, b := range batches {
 		d := s.devices[b.Device]
-		for _, p := range b.Metrics.Points {
-			sid := seriesID(p.Name, p.Labels)
-			if (d != nil && d.series[sid] != nil) || seen[b.Device+"/"+sid] {
+		for j, p := range b.Metrics.Points {
+			id := sids[i][j]
+			if (d != nil && d.series[id] != nil) || seen[devSID{b.Device, id}] {
 				continue
 			}
-			seen[b.Device+"/"+sid] = true
-			added = append(added, entry{b.Device, sid, &series{Name: p.Name, Labels: maps.Clone(p.Labels)}})
+			seen[devSID{b.Device, id}] = true
+			added = append(added, entry{b.Device, id, &series{Name: p.Name, Labels: maps.Clone(p.Labels)}})
 		}
 	}
 	s.mu.RUnlock()
@@ -280,7 +308,7 @@ func (s *Store) catalog(batches []Batch) error {
 				if err != nil {
 					return err
 				}
-				if err := tx.Put(s.series, a.dev+"/"+a.sid, v); err != nil {
+				if err := tx.Put(s.series, a.dev+"/"+a.id.String(), v); err != nil {
 					return err
 				}
 			}
@@ -291,8 +319,8 @@ func (s *Store) catalog(batches []Batch) error {
 		}
 		s.mu.Lock()
 		for _, a := range c {
-			if d := s.device(a.dev); d.series[a.sid] == nil {
-				d.series[a.sid] = a.sr
+			if d := s.device(a.dev); d.series[a.id] == nil {
+				d.series[a.id] = a.sr
 			}
 		}
 		s.mu.Unlock()
@@ -303,10 +331,10 @@ func (s *Store) catalog(batches []Batch) error {
 // catalogChunk bounds the catalog entries written per transaction.
 const catalogChunk = 1000
 
-// commit stores batches (whose series are in the catalog) in one synced
-// transaction, setting fresh[i] for the new ones; then updates the latest
-// values.
-func (s *Store) commit(batches []Batch, fresh []bool) error {
+// commit stores batches (whose series, sids, are in the catalog) in one
+// synced transaction, setting fresh[i] for the new ones; then updates the
+// latest values.
+func (s *Store) commit(batches []Batch, sids [][]sid, fresh []bool) error {
 	err := s.db.Update(func(tx *store.Tx) error {
 		marks := map[string]bool{}
 		for i, b := range batches {
@@ -328,14 +356,15 @@ func (s *Store) commit(batches []Batch, fresh []bool) error {
 			if err := tx.PutTTL(s.seen, mark, nil, s.retention); err != nil {
 				return err
 			}
-			ts := msKey(m.Time)
 			if err := s.markDirty(tx, b.Device, m.Time); err != nil {
 				return err
 			}
-			for _, p := range m.Points {
-				if err := tx.PutTTL(s.raw, b.Device+"/"+seriesID(p.Name, p.Labels)+"/"+ts, encodeValue(p.Value), s.retention); err != nil {
-					return err
-				}
+			pts := make([]rowPoint, len(m.Points))
+			for j, p := range m.Points {
+				pts[j] = rowPoint{sids[i][j], p.Value}
+			}
+			if err := tx.PutTTL(s.rows, rowKey(b.Device, m.Time, m.Epoch, m.Seq), encodeRow(pts), s.retention); err != nil {
+				return err
 			}
 			if m.Dropped > 0 {
 				v, err := json.Marshal(Dropped{Epoch: m.Epoch, Dropped: m.Dropped})
@@ -359,8 +388,8 @@ func (s *Store) commit(batches []Batch, fresh []bool) error {
 			continue
 		}
 		d := s.device(b.Device)
-		for _, p := range b.Metrics.Points {
-			if sr := d.series[seriesID(p.Name, p.Labels)]; sr != nil && !b.Metrics.Time.Before(sr.t) {
+		for j, p := range b.Metrics.Points {
+			if sr := d.series[sids[i][j]]; sr != nil && !b.Metrics.Time.Before(sr.t) {
 				sr.t, sr.v = b.Metrics.Time, p.Value
 			}
 		}
@@ -477,14 +506,10 @@ func (s *Store) Range(q Query) ([]Series, error) {
 	if q.To.Before(q.From) {
 		return nil, fmt.Errorf("metrics: range: to %s is before from %s", q.To, q.From)
 	}
-	type match struct {
-		sid string
-		sr  series
-	}
-	var ms []match
+	var accs []*accumulator
 	s.mu.RLock()
 	if d := s.devices[q.Device]; d != nil {
-		for sid, sr := range d.series {
+		for id, sr := range d.series {
 			if sr.Name != q.Name {
 				continue
 			}
@@ -496,91 +521,119 @@ func (s *Store) Range(q Query) ([]Series, error) {
 				}
 			}
 			if ok {
-				ms = append(ms, match{sid, series{Name: sr.Name, Labels: nonNil(sr.Labels)}})
+				accs = append(accs, &accumulator{id: id, sr: series{Name: sr.Name, Labels: nonNil(sr.Labels)}, step: q.Step})
 			}
 		}
 	}
 	s.mu.RUnlock()
-	slices.SortFunc(ms, func(a, b match) int { return cmp.Compare(labelString(a.sr.Labels), labelString(b.sr.Labels)) })
+	if len(accs) == 0 {
+		return []Series{}, nil
+	}
+	slices.SortFunc(accs, func(a, b *accumulator) int { return cmp.Compare(labelString(a.sr.Labels), labelString(b.sr.Labels)) })
 	// With a step, the part of the range older than the raw samples comes
 	// from the rollups (per hour for steps of whole hours, else per
 	// minute); the split is aligned to the step so no bucket mixes both.
-	var horizon time.Time
-	if q.Step > 0 {
-		horizon = s.now().Add(-s.retention + time.Hour).Truncate(q.Step).Add(q.Step)
-	}
-	out := []Series{}
+	from := q.From
 	err := s.db.View(func(tx *store.Tx) error {
-		for _, m := range ms {
-			prefix := q.Device + "/" + m.sid + "/"
-			var pts []Point
-			var cur *Point
-			var b bucket
-			flush := func() {
-				if cur != nil {
-					lo, hi := b.min, b.max
-					cur.Value, cur.Min, cur.Max, cur.Count = b.sum/float64(b.count), &lo, &hi, int(b.count)
-					pts = append(pts, *cur)
-					cur = nil
-				}
-			}
-			add := func(t time.Time, o bucket) error {
-				bt := t.Truncate(q.Step)
-				if cur == nil || !cur.Time.Equal(bt) {
-					flush()
-					cur, b = &Point{Time: bt}, bucket{}
-				}
-				b.merge(o)
-				return tooMany(len(pts), m.sr)
-			}
-			from := q.From
-			if q.Step > 0 && from.Before(horizon) {
+		if q.Step > 0 {
+			horizon := s.now().Add(-s.retention + time.Hour).Truncate(q.Step).Add(q.Step)
+			if from.Before(horizon) {
 				src, res := s.rollMin, Minute
 				if q.Step%Hour == 0 {
 					src, res = s.rollHour, Hour
 				}
 				end := minTime(q.To.Add(time.Millisecond), horizon)
-				err := tx.ScanRange(src, prefix+msKey(from.Truncate(res)), prefix+msKey(end), func(k string, v []byte) error {
-					t, rb, err := decodeBucket(k, v)
+				for _, a := range accs {
+					prefix := q.Device + "/" + a.id.String() + "/"
+					err := tx.ScanRange(src, prefix+msKey(from.Truncate(res)), prefix+msKey(end), func(k string, v []byte) error {
+						t, rb, err := decodeBucket(k, v)
+						if err != nil {
+							return err
+						}
+						return a.add(t, rb)
+					})
 					if err != nil {
 						return err
 					}
-					return add(t, rb)
-				})
-				if err != nil {
-					return err
 				}
 				from = horizon
 			}
-			if !from.After(q.To) {
-				err := tx.ScanRange(s.raw, prefix+msKey(from), prefix+hex16(uint64(q.To.UnixMilli())+1), func(k string, v []byte) error {
-					t, val, err := decodePoint(k, v)
-					if err != nil {
+		}
+		if from.After(q.To) {
+			return nil
+		}
+		// One scan of the device's rows serves every matching series.
+		return tx.ScanRange(s.rows, q.Device+"/"+msKey(from), q.Device+"/"+hex16(uint64(q.To.UnixMilli())+1), func(k string, v []byte) error {
+			t, err := rowTime(k)
+			if err != nil {
+				return err
+			}
+			r, err := decodeRow(k, v)
+			if err != nil {
+				return err
+			}
+			for _, a := range accs {
+				if val, ok := r.find(a.id); ok {
+					if err := a.addSample(t, val); err != nil {
 						return err
 					}
-					if q.Step <= 0 {
-						pts = append(pts, Point{Time: t, Value: val})
-						return tooMany(len(pts), m.sr)
-					}
-					var one bucket
-					one.add(val)
-					return add(t, one)
-				})
-				if err != nil {
-					return err
 				}
 			}
-			flush()
-			if len(pts) > 0 {
-				out = append(out, Series{Name: m.sr.Name, Labels: m.sr.Labels, Points: pts})
-			}
-		}
-		return nil
+			return nil
+		})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("metrics: range: %w", err)
 	}
+	out := []Series{}
+	for _, a := range accs {
+		a.flush()
+		if len(a.pts) > 0 {
+			out = append(out, Series{Name: a.sr.Name, Labels: a.sr.Labels, Points: a.pts})
+		}
+	}
 	return out, nil
+}
+
+// accumulator collects the points of one series for Range: samples as
+// they are, or buckets of step.
+type accumulator struct {
+	id   sid
+	sr   series
+	step time.Duration
+	pts  []Point
+	cur  *Point // the open bucket
+	b    bucket
+}
+
+func (a *accumulator) addSample(t time.Time, v float64) error {
+	if a.step <= 0 {
+		a.pts = append(a.pts, Point{Time: t, Value: v})
+		return tooMany(len(a.pts), a.sr)
+	}
+	var one bucket
+	one.add(v)
+	return a.add(t, one)
+}
+
+// add merges o, a bucket starting at t, into the step bucket of t.
+func (a *accumulator) add(t time.Time, o bucket) error {
+	bt := t.Truncate(a.step)
+	if a.cur == nil || !a.cur.Time.Equal(bt) {
+		a.flush()
+		a.cur, a.b = &Point{Time: bt}, bucket{}
+	}
+	a.b.merge(o)
+	return tooMany(len(a.pts), a.sr)
+}
+
+func (a *accumulator) flush() {
+	if a.cur != nil {
+		lo, hi := a.b.min, a.b.max
+		a.cur.Value, a.cur.Min, a.cur.Max, a.cur.Count = a.b.sum/float64(a.b.count), &lo, &hi, int(a.b.count)
+		a.pts = append(a.pts, *a.cur)
+		a.cur = nil
+	}
 }
 
 func tooMany(n int, sr series) error {
@@ -607,8 +660,8 @@ func (s *Store) DeleteDevice(dev string) error {
 		return nil
 	}
 	err := s.db.Update(func(tx *store.Tx) error {
-		for sid := range d.series {
-			if err := tx.Delete(s.series, dev+"/"+sid); err != nil {
+		for id := range d.series {
+			if err := tx.Delete(s.series, dev+"/"+id.String()); err != nil {
 				return err
 			}
 		}

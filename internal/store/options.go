@@ -18,18 +18,26 @@ const (
 	// reclaim, and 5 minutes bounds the garbage a busy hub accumulates.
 	DefaultGCInterval = 5 * time.Minute
 	// DefaultMemTableSize (badger: 64 MiB): each memtable is also a
-	// preallocated 2× sized WAL file mapped into memory; 8 MiB keeps the
+	// preallocated 2× sized WAL file mapped into memory, and flushing one
+	// builds a level-0 table of its size in memory (badger keeps up to 8
+	// table builders' buffers pooled while it is busy); 4 MiB keeps the
 	// resident set small while still batching writes into reasonable L0
-	// tables.
-	DefaultMemTableSize = 8 << 20
+	// tables. A transaction holds at most 15 % of it (about 600 KiB).
+	DefaultMemTableSize = 4 << 20
+	// DefaultBaseTableSize (badger: 2 MiB): the size of the tables
+	// compaction writes at level 1 (doubling per level). A table is built
+	// in memory, so smaller tables bound compaction's memory.
+	DefaultBaseTableSize = 1 << 20
 	// DefaultNumMemtables (badger: 5): one active and one being flushed; more
-	// only buys burst absorption at 8 MiB of RAM each.
+	// only buys burst absorption at a memtable of RAM each.
 	DefaultNumMemtables = 2
-	// DefaultValueThreshold (badger: 1 MiB): values up to 1 KiB (device
-	// records, credentials, config versions) live in the LSM tree and are read
-	// without a second lookup; larger ones go to the value log. Must stay at or
-	// below 15 % of MemTableSize (badger's maximum batch size).
-	DefaultValueThreshold = 1 << 10
+	// DefaultValueThreshold (badger: 1 MiB): values up to 64 KiB (device
+	// records, credentials, config versions, and hub/metrics' rows of up to
+	// 2048 samples, 32 KiB) live in the LSM tree, are read without a second
+	// lookup and, when they carry a TTL, vanish in compaction without
+	// value-log GC; larger ones go to the value log. Must stay at or below
+	// 15 % of MemTableSize (badger's maximum batch size).
+	DefaultValueThreshold = 64 << 10
 	// DefaultNumCompactors (badger: 4): two is badger's minimum (one would
 	// push everything to level 2) and is what a 4-core Pi can spare.
 	DefaultNumCompactors = 2
@@ -38,7 +46,7 @@ const (
 	DefaultNumLevelZeroTables = 2
 	// DefaultNumLevelZeroTablesStall (badger: 15): writes stall when level 0
 	// has this many tables, i.e. when compaction cannot keep up; 8 tables of
-	// ~8 MiB bound level 0 to ~64 MiB.
+	// ~4 MiB bound level 0 to ~32 MiB.
 	DefaultNumLevelZeroTablesStall = 8
 	// DefaultBlockCacheSize (badger: 256 MiB): caches decompressed blocks;
 	// 8 MiB holds the hot control state of thousands of devices.
@@ -67,6 +75,9 @@ type Options struct {
 
 	// MemTableSize is the size of one memtable. Default DefaultMemTableSize.
 	MemTableSize int64
+	// BaseTableSize is the size of compaction's tables at level 1.
+	// Default DefaultBaseTableSize.
+	BaseTableSize int64
 	// NumMemtables is the number of memtables kept in memory (active plus
 	// waiting to be flushed). Default DefaultNumMemtables.
 	NumMemtables int
@@ -103,7 +114,7 @@ type Options struct {
 	// MinFreeBytes is the free space the file system holding Dir must keep;
 	// below it writes fail with ErrDiskFull (reads keep working). It covers
 	// what badger may still write into preallocated files before it notices a
-	// full disk. Default 2×ValueLogFileSize + 4×MemTableSize (160 MiB with the
+	// full disk. Default 2×ValueLogFileSize + 4×MemTableSize (144 MiB with the
 	// other defaults); negative disables the check.
 	MinFreeBytes int64
 }
@@ -115,6 +126,7 @@ func (o Options) withDefaults() Options {
 	}
 	setDefault(&o.GCInterval, DefaultGCInterval)
 	setDefault(&o.MemTableSize, DefaultMemTableSize)
+	setDefault(&o.BaseTableSize, DefaultBaseTableSize)
 	setDefault(&o.NumMemtables, DefaultNumMemtables)
 	setDefault(&o.ValueThreshold, DefaultValueThreshold)
 	setDefault(&o.NumCompactors, DefaultNumCompactors)
@@ -146,6 +158,7 @@ func (o Options) Validate() error {
 	check(o.Dir != "", "Dir is required")
 	check(o.GCInterval > 0, "GCInterval %v must be positive", o.GCInterval)
 	check(o.MemTableSize >= 1<<20, "MemTableSize %d must be at least 1 MiB", o.MemTableSize)
+	check(o.BaseTableSize >= 64<<10, "BaseTableSize %d must be at least 64 KiB", o.BaseTableSize)
 	check(o.NumMemtables >= 1, "NumMemtables %d must be at least 1", o.NumMemtables)
 	check(o.ValueThreshold > 0 && o.ValueThreshold <= o.MemTableSize*15/100,
 		"ValueThreshold %d must be in (0, 15 %% of MemTableSize = %d]", o.ValueThreshold, o.MemTableSize*15/100)
@@ -180,6 +193,7 @@ func (o Options) badgerOptions(logger badger.Logger) badger.Options {
 		WithBlockCacheSize(o.BlockCacheSize).
 		WithIndexCacheSize(o.IndexCacheSize).
 		WithValueLogFileSize(o.ValueLogFileSize).
+		WithBaseTableSize(o.BaseTableSize).
 		// Compact level 0 on Close: a restart starts with few tables, and the
 		// compaction records which value-log files hold garbage (the
 		// statistics the value-log GC chooses files by).

@@ -38,6 +38,19 @@ func (tx *Tx) PutTTL(k Keyspace, key string, val []byte, ttl time.Duration) erro
 // empty end means no upper bound. fn's error stops the scan and is
 // returned as is.
 func (tx *Tx) ScanRange(k Keyspace, start, end string, fn func(key string, val []byte) error) error {
+	return tx.scanRange(k, start, end, false, fn)
+}
+
+// ScanRangeReverse is ScanRange in descending key order: it calls fn for
+// every key of k in [start, end), greatest first. end must not be empty.
+func (tx *Tx) ScanRangeReverse(k Keyspace, start, end string, fn func(key string, val []byte) error) error {
+	if end == "" {
+		return fmt.Errorf("store: scan %s: %w: a reverse scan needs an end", keyName(k.prefix, start), ErrInvalidKey)
+	}
+	return tx.scanRange(k, start, end, true, fn)
+}
+
+func (tx *Tx) scanRange(k Keyspace, start, end string, reverse bool, fn func(key string, val []byte) error) error {
 	if err := tx.checkKeyspace(k); err != nil {
 		return fmt.Errorf("store: scan %s: %w", keyName(k.prefix, start), err)
 	}
@@ -45,12 +58,22 @@ func (tx *Tx) ScanRange(k Keyspace, start, end string, fn func(key string, val [
 		return fmt.Errorf("store: scan %s: %w: bound contains a NUL byte", keyName(k.prefix, start), ErrInvalidKey)
 	}
 	p := []byte(k.prefix)
-	it := tx.txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: p})
+	it := tx.txn.NewIterator(badger.IteratorOptions{PrefetchValues: true, PrefetchSize: 256, Prefix: p, Reverse: reverse})
 	defer it.Close()
-	endKey := []byte(k.prefix + end)
-	for it.Seek([]byte(k.prefix + start)); it.ValidForPrefix(p); it.Next() {
+	startKey, endKey := []byte(k.prefix+start), []byte(k.prefix+end)
+	// Forward, the scan seeks start and stops at end. In reverse, Seek
+	// finds the greatest key ≤ its argument: the scan seeks end, skips end
+	// itself if it exists, and stops below start.
+	seek, inRange := startKey, func(key []byte) bool { return end == "" || bytes.Compare(key, endKey) < 0 }
+	if reverse {
+		seek, inRange = endKey, func(key []byte) bool { return bytes.Compare(key, startKey) >= 0 }
+	}
+	for it.Seek(seek); it.ValidForPrefix(p); it.Next() {
 		item := it.Item()
-		if end != "" && bytes.Compare(item.Key(), endKey) >= 0 {
+		if reverse && bytes.Equal(item.Key(), endKey) {
+			continue // end is excluded
+		}
+		if !inRange(item.Key()) {
 			break
 		}
 		key := string(item.Key()[len(k.prefix):])

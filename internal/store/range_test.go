@@ -51,6 +51,38 @@ func TestScanRangeAndLast(t *testing.T) {
 			t.Errorf("ScanRange(%q, %q) (-want +got):\n%s", tt.start, tt.end, diff)
 		}
 	}
+	rscan := func(start, end string) []kv {
+		t.Helper()
+		var got []kv
+		err := db.View(func(tx *Tx) error {
+			return tx.ScanRangeReverse(ts, start, end, func(k string, v []byte) error {
+				got = append(got, kv{k, string(v)})
+				return nil
+			})
+		})
+		if err != nil {
+			t.Fatalf("ScanRangeReverse(%q, %q): %v", start, end, err)
+		}
+		return got
+	}
+	for _, tt := range []struct {
+		start, end string
+		want       []kv
+	}{
+		{"a/02", "a/10", []kv{{"a/03", "va/03"}, {"a/02", "va/02"}}}, // end excluded, though it exists
+		{"a/", "a0", []kv{{"a/10", "va/10"}, {"a/03", "va/03"}, {"a/02", "va/02"}, {"a/01", "va/01"}}},
+		{"a/04", "a/05", nil},
+		{"b/", "z", []kv{{"b/01", "vb/01"}}}, // past the keyspace's last key, not into "tt"
+		{"", "a/015", []kv{{"a/01", "va/01"}}},
+	} {
+		if diff := cmp.Diff(tt.want, rscan(tt.start, tt.end)); diff != "" {
+			t.Errorf("ScanRangeReverse(%q, %q) (-want +got):\n%s", tt.start, tt.end, diff)
+		}
+	}
+	if err := db.View(func(tx *Tx) error { return tx.ScanRangeReverse(ts, "a/", "", nil) }); !errors.Is(err, ErrInvalidKey) {
+		t.Errorf("ScanRangeReverse without an end = %v, want ErrInvalidKey", err)
+	}
+
 	stop := errors.New("stop")
 	n := 0
 	err = db.View(func(tx *Tx) error {

@@ -55,7 +55,7 @@ func scanAll(t *testing.T, k Keyspace, prefix string) []kv {
 
 // big is a value larger than DefaultValueThreshold: it lives in the value
 // log, not in the LSM tree.
-var big = strings.Repeat("v", 4<<10)
+var big = strings.Repeat("v", 2*DefaultValueThreshold)
 
 func TestKeyspaceIsolationAndOrder(t *testing.T) {
 	db := open(t, Options{})
