@@ -18,6 +18,10 @@ const (
 	TypeMetrics    Type = "metrics"
 	TypeMetricsAck Type = "metrics_ack"
 	TypeHubEvent   Type = "hub_event"
+	// Remote commands and device events (command.go).
+	TypeCommand       Type = "command"
+	TypeCommandResult Type = "command_result"
+	TypeDeviceEvent   Type = "device_event"
 )
 
 // Payload is implemented by every message payload. MessageType names the
@@ -45,19 +49,28 @@ func newPayload(t Type) Payload {
 		return new(MetricsAck)
 	case TypeHubEvent:
 		return new(HubEvent)
+	case TypeCommand:
+		return new(Command)
+	case TypeCommandResult:
+		return new(CommandResult)
+	case TypeDeviceEvent:
+		return new(DeviceEvent)
 	}
 	return nil
 }
 
 // maxSize is the largest encoded envelope accepted for each type.
 var maxSize = map[Type]int{
-	TypeRegister:   64 << 10,
-	TypeStatus:     4 << 10,
-	TypeHeartbeat:  4 << 10,
-	TypeHubStatus:  4 << 10,
-	TypeMetrics:    MaxMessageSize,
-	TypeMetricsAck: 16 << 10,
-	TypeHubEvent:   16 << 10,
+	TypeRegister:      64 << 10,
+	TypeStatus:        4 << 10,
+	TypeHeartbeat:     4 << 10,
+	TypeHubStatus:     4 << 10,
+	TypeMetrics:       MaxMessageSize,
+	TypeMetricsAck:    16 << 10,
+	TypeHubEvent:      16 << 10,
+	TypeCommand:       8 << 10,
+	TypeCommandResult: 8 << 10,
+	TypeDeviceEvent:   4 << 10,
 }
 
 // MaxMessageSize is the largest envelope of any type (a full Metrics
@@ -78,6 +91,9 @@ type Register struct {
 	HeartbeatMS int64 `json:"heartbeat_ms"`
 	// Facts describe the hardware and operating system.
 	Facts Facts `json:"facts"`
+	// Hardware is what the device offers to commands and sensors (hal),
+	// absent when the agent runs without a HAL.
+	Hardware *Hardware `json:"hardware,omitempty"`
 }
 
 // Facts are a device's hardware and operating-system facts.
@@ -107,7 +123,13 @@ func (r *Register) Validate() error {
 	if r.HeartbeatMS < 100 || r.HeartbeatMS > int64(time.Hour/time.Millisecond) {
 		return fieldError("heartbeat_ms", fmt.Errorf("%d out of range [100, 3600000]", r.HeartbeatMS))
 	}
-	return r.Facts.validate("facts.")
+	if err := r.Facts.validate("facts."); err != nil {
+		return err
+	}
+	if r.Hardware != nil {
+		return r.Hardware.validate("hardware.")
+	}
+	return nil
 }
 
 func (f *Facts) validate(prefix string) error {

@@ -38,8 +38,24 @@ var golden = map[string]Message{
 		}}},
 	"hub_event": {ID: "88888888888888888888888888888888", Time: t0, Source: "hub-3f9a", Payload: &HubEvent{ID: 17, Event: "alert_fired", Device: "dk7q2m4x9p3r5t8v",
 		Data: map[string]any{"rule": "disk", "summary": "disk / on kitchen-pi is 95% full: clear logs or enlarge the card"}}},
+	"command": {ID: "99999999999999999999999999999999", Time: t0, Source: "hub-3f9a", Payload: &Command{ID: "c0ffee0000000001", Action: ActionGPIOWrite,
+		Params: CommandParams{Line: "relay_kitchen", Level: ptr(true)}, Deadline: t0.Add(5 * time.Second)}},
+	"command_result": {ID: "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &CommandResult{ID: "c0ffee0000000002", Status: ResultOK,
+		Values: map[string]float64{"temperature_celsius": 21.5, "humidity_ratio": 0.48}}},
+	"device_event": {ID: "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &DeviceEvent{Event: EventGPIOEdge, Line: "GPIO27", Level: ptr(false), Time: t0}},
+	"register_hardware": {ID: "cccccccccccccccccccccccccccccccc", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &Register{
+		Name: "garage-pi", AgentVersion: "v0.1.0", HeartbeatMS: 10000,
+		Facts: Facts{Hostname: "garage-pi", OS: "linux", Kernel: "6.6.51", Arch: "arm/v6", CPUCores: 1, MemoryBytes: 512 << 20, BootTime: t0.Add(-time.Hour)},
+		Hardware: &Hardware{Backend: "periph", Model: "Raspberry Pi Zero W Rev 1.1",
+			Lines: []HardwareLine{{Name: "GPIO17", Alias: "relay_garage", Direction: DirOut}, {Name: "GPIO18", PWM: true}, {Name: "GPIO27", Alias: "door", Direction: DirIn}},
+			I2C:   []string{"1"}, OneWire: []string{"w1_bus_master1"},
+			Sensors: []HardwareSensor{{Name: "temp_garage", Kind: SensorDS18B20, Bus: "w1_bus_master1", Device: "28-0000075a3b0c"},
+				{Name: "climate", Kind: SensorBME280, Bus: "1", Address: 0x76}}},
+	}},
 	"metrics_ack": {ID: "77777777777777777777777777777777", Time: t0, Source: "hub-3f9a", Payload: &MetricsAck{Epoch: "e7c1d2a9b3f40516", Seqs: []uint64{1041, 1042}}},
 }
+
+func ptr[T any](v T) *T { return &v }
 
 func TestGolden(t *testing.T) {
 	for name, m := range golden {

@@ -29,10 +29,17 @@ const (
 	// KindAck carries the hub's MetricsAck to the device. The hub publishes
 	// it; ParseDeviceTopic does not accept it, so a device cannot.
 	KindAck Kind = "ack"
+	// KindCommand carries the hub's Command to the device; like KindAck, only
+	// the hub publishes it.
+	KindCommand Kind = "cmd"
+	// KindResult carries the device's CommandResult.
+	KindResult Kind = "result"
+	// KindEvent carries the device's DeviceEvent (an input changed).
+	KindEvent Kind = "event"
 )
 
 // kinds lists the per-device kinds a device publishes, for ParseDeviceTopic.
-var kinds = map[Kind]bool{KindRegister: true, KindStatus: true, KindHeartbeat: true, KindMetrics: true}
+var kinds = map[Kind]bool{KindRegister: true, KindStatus: true, KindHeartbeat: true, KindMetrics: true, KindResult: true, KindEvent: true}
 
 // DevicesPrefix is the parent of every device's subtree.
 const DevicesPrefix = Root + "/devices/"
