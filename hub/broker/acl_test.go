@@ -11,6 +11,11 @@ func TestDevicePublishesOnlyProtocolTopics(t *testing.T) {
 		"alicia/v1/devices/dev-a/status":    true,
 		"alicia/v1/devices/dev-a/register":  true,
 		"alicia/v1/devices/dev-a/heartbeat": true,
+		"alicia/v1/devices/dev-a/metrics":   true,
+		"alicia/v1/devices/dev-a/result":    true,
+		"alicia/v1/devices/dev-a/event":     true,
+		"alicia/v1/devices/dev-a/ack":       false, // the hub's acknowledgements
+		"alicia/v1/devices/dev-a/cmd":       false, // the hub's commands: a device may not command itself
 		"alicia/v1/devices/dev-a/junk":      false,
 		"alicia/v1/devices/dev-a/junk/1":    false,
 		"alicia/v1/devices/dev-a/status/x":  false,
