@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"slices"
 	"strings"
 	"time"
 
@@ -120,6 +121,9 @@ type Device struct {
 	AgentVersion string          `json:"agent_version,omitempty"`
 	HeartbeatMS  int64           `json:"heartbeat_ms,omitempty"`
 	Facts        *protocol.Facts `json:"facts,omitempty"`
+	// Hardware is what the device's HAL offers, from its latest register
+	// message; nil if it runs without one.
+	Hardware *protocol.Hardware `json:"hardware,omitempty"`
 
 	EnrolledAt time.Time `json:"enrolled_at"`
 	FirstSeen  time.Time `json:"first_seen,omitzero"`
@@ -133,6 +137,9 @@ func (d *Device) clone() Device {
 	if d.Facts != nil {
 		f := *d.Facts
 		c.Facts = &f
+	}
+	if d.Hardware != nil {
+		c.Hardware = cloneHardware(d.Hardware)
 	}
 	return c
 }
@@ -209,3 +216,13 @@ func validateLabelValue(k, v string) error {
 }
 
 func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
+
+func cloneHardware(h *protocol.Hardware) *protocol.Hardware {
+	c := *h
+	c.Lines = slices.Clone(h.Lines)
+	c.I2C = slices.Clone(h.I2C)
+	c.SPI = slices.Clone(h.SPI)
+	c.OneWire = slices.Clone(h.OneWire)
+	c.Sensors = slices.Clone(h.Sensors)
+	return &c
+}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"slices"
 	"sync"
 	"time"
@@ -465,7 +466,7 @@ func (r *Registry) seenLocked(e *entry, now time.Time) {
 
 func (r *Registry) registerLocked(e *entry, p *protocol.Register, now time.Time) error {
 	if e.AgentVersion == p.AgentVersion && e.HeartbeatMS == p.HeartbeatMS && e.Facts != nil && *e.Facts == p.Facts &&
-		(e.NameSet || e.Name == p.Name) && !e.FirstSeen.IsZero() {
+		reflect.DeepEqual(e.Hardware, p.Hardware) && (e.NameSet || e.Name == p.Name) && !e.FirstSeen.IsZero() {
 		// Nothing new (the usual reconnect): no synced write.
 		r.seenLocked(e, now)
 		if e.Status == StatusOnline {
@@ -481,6 +482,10 @@ func (r *Registry) registerLocked(e *entry, p *protocol.Register, now time.Time)
 	d.HeartbeatMS = p.HeartbeatMS
 	f := p.Facts
 	d.Facts = &f
+	d.Hardware = nil
+	if p.Hardware != nil {
+		d.Hardware = cloneHardware(p.Hardware)
+	}
 	if d.FirstSeen.IsZero() {
 		d.FirstSeen = now
 	}

@@ -255,6 +255,28 @@ func TestRegisterStoresFactsAndName(t *testing.T) {
 	if d.Facts.CPUCores != 8 || d.HeartbeatMS != 7000 {
 		t.Errorf("facts not updated by the second register: cores %d heartbeat %d", d.Facts.CPUCores, d.HeartbeatMS)
 	}
+	if d.Hardware != nil {
+		t.Errorf("hardware %+v from a register without any", d.Hardware)
+	}
+
+	// The hardware the agent reports is stored, replaced, and survives a
+	// restart; a later register without it removes it.
+	hw := &protocol.Hardware{Backend: "sim", Lines: []protocol.HardwareLine{{Name: "GPIO17", Alias: "relay", Direction: protocol.DirOut}}, I2C: []string{"1"}}
+	reg.Hardware = hw
+	e.handle("dev-a", e.clk.Now(), reg)
+	if d := e.get("dev-a"); d.Hardware == nil || !cmp.Equal(*hw, *d.Hardware) {
+		t.Errorf("hardware after register = %+v, want %+v", d.Hardware, hw)
+	}
+	got := e.get("dev-a")
+	got.Hardware.Lines[0].Alias = "mutated"
+	if d := e.get("dev-a"); d.Hardware.Lines[0].Alias != "relay" {
+		t.Error("a caller's copy shares the registry's hardware")
+	}
+	reg.Hardware = nil
+	e.handle("dev-a", e.clk.Now(), reg)
+	if d := e.get("dev-a"); d.Hardware != nil {
+		t.Errorf("hardware %+v kept after a register without it", d.Hardware)
+	}
 }
 
 func TestStatusTransitions(t *testing.T) {
