@@ -62,8 +62,8 @@ type Record struct {
 	Deadline   time.Time `json:"deadline,omitzero"`
 	Done       time.Time `json:"done,omitzero"`
 	// Timeout is how long the hub waits for the result once sent.
-	Timeout time.Duration `json:"-"`
-	TimeoutMS int64       `json:"timeout_ms"`
+	Timeout   time.Duration `json:"-"`
+	TimeoutMS int64         `json:"timeout_ms"`
 }
 
 // Final reports whether r's status will not change any more (a timed-out
