@@ -104,6 +104,9 @@ type Config struct {
 	Metrics Metrics
 	// Now is the hub's clock; default time.Now.
 	Now func() time.Time
+	// Commands sends remote commands and keeps their audit log; nil
+	// leaves the command endpoints out.
+	Commands Commands
 	// Pairing is the pairing window; nil means a window that never opens
 	// (pairing without a join token is then refused).
 	Pairing PairingWindow
@@ -176,6 +179,11 @@ func New(cfg Config) (http.Handler, error) {
 		mux.Handle("GET /api/v1/alerts/rules/{id}", s.admin(s.getRule))
 		mux.Handle("PUT /api/v1/alerts/rules/{id}", s.admin(s.putRule))
 		mux.Handle("DELETE /api/v1/alerts/rules/{id}", s.admin(s.deleteRule))
+	}
+	if cfg.Commands != nil {
+		mux.Handle("POST /api/v1/devices/{id}/commands", s.admin(s.postCommand))
+		mux.Handle("GET /api/v1/devices/{id}/commands/{cid}", s.admin(s.getCommand))
+		mux.Handle("GET /api/v1/audit", s.admin(s.listAudit))
 	}
 	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
@@ -553,15 +561,17 @@ type Device struct {
 	AgentVersion string            `json:"agent_version,omitempty"`
 	HeartbeatMS  int64             `json:"heartbeat_ms,omitempty"`
 	Facts        *protocol.Facts   `json:"facts,omitempty"`
-	PublicKey    string            `json:"public_key"`
-	EnrolledAt   *time.Time        `json:"enrolled_at,omitempty"` // unset while pending or rejected
-	FirstSeen    *time.Time        `json:"first_seen,omitempty"`
-	LastSeen     *time.Time        `json:"last_seen,omitempty"`
+	// Hardware is what the device's HAL offers to commands.
+	Hardware   *protocol.Hardware `json:"hardware,omitempty"`
+	PublicKey  string             `json:"public_key"`
+	EnrolledAt *time.Time         `json:"enrolled_at,omitempty"` // unset while pending or rejected
+	FirstSeen  *time.Time         `json:"first_seen,omitempty"`
+	LastSeen   *time.Time         `json:"last_seen,omitempty"`
 }
 
 func (s *server) deviceView(d registry.Device) Device {
 	v := Device{ID: d.ID, Name: d.Name, Status: string(d.Status), State: d.Status.State(), StatusReason: d.StatusReason, StatusSince: d.StatusSince,
-		Labels: d.Labels, AgentVersion: d.AgentVersion, HeartbeatMS: d.HeartbeatMS, Facts: d.Facts,
+		Labels: d.Labels, AgentVersion: d.AgentVersion, HeartbeatMS: d.HeartbeatMS, Facts: d.Facts, Hardware: d.Hardware,
 		PublicKey: base64.StdEncoding.EncodeToString(d.PublicKey)}
 	if !d.EnrolledAt.IsZero() {
 		v.EnrolledAt = &d.EnrolledAt

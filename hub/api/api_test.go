@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/alicia-home/alicia/hub/command"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/metrics"
@@ -115,6 +116,10 @@ type harness struct {
 	fp       string // the CA's fingerprint
 	admin    string // the admin token, read from admin.token
 	accounts *fakeAccounts
+	commands *command.Service
+	// answer, if set, is the simulated device's result to a command
+	// (nil: no answer); it runs in its own goroutine.
+	answer atomic.Pointer[func(dev string, c *protocol.Command) *protocol.CommandResult]
 	// noBroker makes BrokerURLs answer nothing, as a loopback-only broker
 	// does for a remote agent.
 	noBroker atomic.Bool
@@ -173,6 +178,20 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	}
 	h := &harness{health: mon, events: events.New(8, clk.Now), metrics: ms, db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}},
 		window: &pairing.Window{Now: clk.Now}, ca: ca, fp: ca.Fingerprint()}
+	h.commands, err = command.Open(command.Config{Devices: reg, DB: db, Now: clk.Now, Logger: log,
+		Publish: func(_ context.Context, dev string, c *protocol.Command) error {
+			if f := h.answer.Load(); f != nil {
+				go func() {
+					if res := (*f)(dev, c); res != nil {
+						h.commands.HandleResult(dev, res)
+					}
+				}()
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.handler, err = New(Config{
 		HubID:         testHubID,
 		CAFingerprint: h.fp,
@@ -184,7 +203,8 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			_, _ = io.WriteString(w, "up 1\n")
 		}),
-		Pairing: h.window,
+		Pairing:  h.window,
+		Commands: h.commands,
 		IssueCertificate: func(id string, pub ed25519.PublicKey) ([]byte, error) {
 			c, err := ca.IssueClient(id, pub, clk.Now())
 			if err != nil {

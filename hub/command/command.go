@@ -104,7 +104,11 @@ type Config struct {
 	// Retention of the audit log. Default DefaultRetention.
 	Retention time.Duration
 	Now       func() time.Time
-	Logger    *slog.Logger
+	// OnDone, if set, is called with each record that becomes final (and
+	// again when a late result updates a timed-out one), outside the
+	// service's lock.
+	OnDone func(Record)
+	Logger *slog.Logger
 }
 
 // Service sends commands and records them. Create it with Open.
@@ -301,6 +305,9 @@ func (s *Service) finish(id string, fn func(*Record)) (Record, bool) {
 		s.log.Error("command record not stored", "command", id, "err", err)
 	}
 	close(l.done)
+	if s.cfg.OnDone != nil {
+		s.cfg.OnDone(rec)
+	}
 	return rec, true
 }
 
@@ -330,6 +337,9 @@ func (s *Service) HandleResult(dev string, res *protocol.CommandResult) {
 	r.Done = s.cfg.Now()
 	if err := s.put(r); err != nil {
 		s.log.Error("late command result not stored", "command", res.ID, "err", err)
+	}
+	if s.cfg.OnDone != nil {
+		s.cfg.OnDone(r)
 	}
 }
 

@@ -50,6 +50,7 @@ type env struct {
 
 	mu   sync.Mutex
 	sent []*protocol.Command
+	done []Record
 }
 
 func newEnv(t *testing.T) *env {
@@ -74,7 +75,11 @@ func (e *env) open() {
 	}
 	e.t.Cleanup(func() { db.Close() })
 	e.db = db
-	s, err := Open(Config{Devices: e.devs, DB: db, Now: e.clk.Now, Publish: func(_ context.Context, dev string, c *protocol.Command) error {
+	s, err := Open(Config{Devices: e.devs, DB: db, Now: e.clk.Now, OnDone: func(r Record) {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		e.done = append(e.done, r)
+	}, Publish: func(_ context.Context, dev string, c *protocol.Command) error {
 		if err := c.Validate(); err != nil {
 			e.t.Errorf("published an invalid command: %v", err)
 		}
@@ -209,6 +214,11 @@ func TestTimeoutThenLateResult(t *testing.T) {
 	e.s.HandleResult("dev-a", &protocol.CommandResult{ID: r.ID, Status: protocol.ResultOK, Values: map[string]float64{"level": 0}})
 	if got, _ := e.s.Get("dev-a", r.ID); got.Status != protocol.ResultOK {
 		t.Errorf("a late result did not update the timed-out record: %+v", got)
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if len(e.done) != 2 || e.done[0].Status != StatusTimeout || e.done[1].Status != protocol.ResultOK {
+		t.Errorf("OnDone saw %+v, want the timeout then the late result", e.done)
 	}
 }
 

@@ -22,6 +22,8 @@ const (
 	DeviceState   = "device_state"   // status changed (online, offline, revoked, …)
 	AlertFired    = "alert_fired"    // an alert rule fired
 	AlertResolved = "alert_resolved" // an alert resolved
+	DeviceInput   = "device_input"   // a device's input line changed (a protocol.DeviceEvent)
+	Command       = "command"        // a remote command finished (its audit record)
 	// Reset is sent to a client whose Last-Event-ID is older than the
 	// ring: it missed events and should re-read the current state.
 	Reset = "reset"

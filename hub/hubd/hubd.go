@@ -18,12 +18,14 @@ import (
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/alicia-home/alicia/hub/api"
 	"github.com/alicia-home/alicia/hub/broker"
+	"github.com/alicia-home/alicia/hub/command"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/household"
@@ -123,9 +125,15 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 
 	// The event stream (SSE at /api/v1/events, and alicia/v1/hub/events).
 	evbus := events.New(0, nil)
+	// online is called when a device comes online (set once the command
+	// service exists; before that no device can be online).
+	var online atomic.Pointer[func(id string)]
 	reg, err := registry.Open(registry.Config{TickInterval: cfg.HeartbeatTimeoutCheck, Logger: h.log.With("component", "registry"),
 		OnChange: func(d registry.Device) {
 			evbus.Publish(events.DeviceState, d.ID, map[string]string{"name": d.Name, "status": string(d.Status), "state": d.Status.State(), "reason": d.StatusReason})
+			if f := online.Load(); f != nil && d.Status == registry.StatusOnline {
+				(*f)(d.ID)
+			}
 		}}, db)
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
@@ -310,7 +318,22 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		},
 		Logger: h.log.With("component", "metrics"),
 	})
-	ing := &ingest{reg: reg, metrics: mingest, log: h.log.With("component", "ingest")}
+	// Remote commands: published on the device's cmd topic; results come
+	// back through ingest.
+	cmds, err := command.Open(command.Config{Devices: reg, DB: db, Logger: h.log.With("component", "command"),
+		OnDone: func(r command.Record) { evbus.Publish(events.Command, r.Device, r) },
+		Publish: func(ctx context.Context, dev string, c *protocol.Command) error {
+			b, err := protocol.Encode(hubID, time.Now(), c)
+			if err != nil {
+				return err
+			}
+			return client.Publish(ctx, bus.Message{Topic: protocol.DeviceTopic(dev, protocol.KindCommand), Payload: b, QoS: 1})
+		}})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	ing := &ingest{reg: reg, metrics: mingest, commands: cmds, log: h.log.With("component", "ingest"),
+		input: func(dev string, ev *protocol.DeviceEvent) { evbus.Publish(events.DeviceInput, dev, ev) }}
 
 	// Health: alert rules over the latest samples, device health states.
 	var hook *health.Webhook
@@ -329,7 +352,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat, protocol.KindMetrics} {
+	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat, protocol.KindMetrics, protocol.KindResult, protocol.KindEvent} {
 		if err := client.Subscribe(protocol.AllDevices(kind), 1, ing.handle); err != nil {
 			return fmt.Errorf("hub: subscribe: %w", err)
 		}
@@ -373,10 +396,11 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 				brk.Disconnect(id)
 			}
 		},
-		Pairing: &pairing.Window{},
-		Metrics: mstore,
-		Events:  evbus,
-		Health:  mon,
+		Pairing:  &pairing.Window{},
+		Commands: cmds,
+		Metrics:  mstore,
+		Events:   evbus,
+		Health:   mon,
 		Prometheus: prom.Handler(prom.Sources{
 			Devices:   reg.List,
 			Metrics:   mstore,
@@ -418,6 +442,9 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return reg.Run(gctx) })
 	g.Go(func() error { return mingest.Run(gctx) })
 	g.Go(func() error { return mon.Run(gctx) })
+	g.Go(func() error { return cmds.Run(gctx) })
+	sendQueued := func(id string) { go cmds.DeviceOnline(gctx, id) }
+	online.Store(&sendQueued)
 	if pprofLn != nil {
 		g.Go(func() error { return servePprof(gctx, pprofLn, h.log) })
 	}

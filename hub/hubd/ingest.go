@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"sync/atomic"
 
+	"github.com/alicia-home/alicia/hub/command"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/bus"
@@ -19,6 +20,9 @@ import (
 type ingest struct {
 	reg      *registry.Registry
 	metrics  *metrics.Ingester
+	commands *command.Service
+	// input receives a device's input events.
+	input    func(device string, ev *protocol.DeviceEvent)
 	log      *slog.Logger
 	rejected atomic.Uint64
 }
@@ -38,12 +42,28 @@ func (in *ingest) handle(_ context.Context, m bus.Message) {
 		in.reject(m, err)
 		return
 	}
-	if string(msg.Type()) != string(kind) {
+	if msg.Type() != kind.Type() {
 		in.reject(m, errKindMismatch{kind: kind, typ: msg.Type()})
 		return
 	}
-	if batch, ok := msg.Payload.(*protocol.Metrics); ok {
-		in.metricsBatch(m, id, msg, batch)
+	switch p := msg.Payload.(type) {
+	case *protocol.Metrics:
+		in.metricsBatch(m, id, msg, p)
+		return
+	case *protocol.CommandResult, *protocol.DeviceEvent:
+		if msg.Source != id {
+			in.reject(m, fmt.Errorf("message on the topic of %s claims source %s", id, msg.Source))
+			return
+		}
+		if !in.reg.Allowed(id) {
+			in.reject(m, fmt.Errorf("%s: %w", id, registry.ErrUnknownDevice))
+			return
+		}
+		if res, ok := p.(*protocol.CommandResult); ok {
+			in.commands.HandleResult(id, res)
+		} else {
+			in.input(id, p.(*protocol.DeviceEvent))
+		}
 		return
 	}
 	if err := in.reg.Handle(id, msg); err != nil {

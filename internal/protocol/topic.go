@@ -38,6 +38,21 @@ const (
 	KindEvent Kind = "event"
 )
 
+// Type is the message type a topic of kind k carries.
+func (k Kind) Type() Type {
+	switch k {
+	case KindAck:
+		return TypeMetricsAck
+	case KindCommand:
+		return TypeCommand
+	case KindResult:
+		return TypeCommandResult
+	case KindEvent:
+		return TypeDeviceEvent
+	}
+	return Type(k)
+}
+
 // kinds lists the per-device kinds a device publishes, for ParseDeviceTopic.
 var kinds = map[Kind]bool{KindRegister: true, KindStatus: true, KindHeartbeat: true, KindMetrics: true, KindResult: true, KindEvent: true}
 
