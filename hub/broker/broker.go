@@ -219,7 +219,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	if pk.Connect.WillFlag && !id.mayPublish(pk.Connect.WillTopic) {
 		return refuse("last will topic " + pk.Connect.WillTopic + " not allowed")
 	}
-	h.ids.Store(cl.ID, session{cl: cl, id: id})
+	h.ids.Store(cl.ID, &session{cl: cl, id: id})
 	return true
 }
 
@@ -227,11 +227,11 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 // only within the client's rights.
 func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 	v, ok := h.ids.Load(cl.ID)
-	if !ok || v.(session).cl != cl {
+	if !ok || v.(*session).cl != cl {
 		h.denied.Add(1)
 		return false
 	}
-	id := v.(session).id
+	id := v.(*session).id
 	if !h.auth.Allowed(id) {
 		h.denied.Add(1)
 		return false
@@ -257,7 +257,7 @@ func (h *authHook) OnACLCheck(cl *mqtt.Client, topic string, write bool) bool {
 // the old client as taken over only after it closed it, so the old
 // connection's OnDisconnect may run before IsTakenOver reports true.)
 func (h *authHook) OnDisconnect(cl *mqtt.Client, _ error, _ bool) {
-	if v, ok := h.ids.Load(cl.ID); ok && v.(session).cl == cl {
+	if v, ok := h.ids.Load(cl.ID); ok && v.(*session).cl == cl {
 		h.ids.CompareAndDelete(cl.ID, v)
 	}
 }
