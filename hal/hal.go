@@ -30,7 +30,8 @@ type Board interface {
 	SPI(name string) (spi.PortCloser, error)
 	// OneWire opens the 1-wire bus called name (such as "w1_bus_master1").
 	OneWire(name string) (onewire.BusCloser, error)
-	// Close releases the board's resources.
+	// Close releases the board's resources. Afterwards every open method
+	// returns an error wrapping ErrClosed; calling Close again returns nil.
 	Close() error
 }
 
@@ -60,6 +61,11 @@ type LineInfo struct {
 // ErrNotPresent is returned (wrapped) when the named hardware does not
 // exist on this board.
 var ErrNotPresent = errors.New("not present")
+
+// ErrClosed is returned (wrapped) by a Board's open methods, and by the
+// GPIO lines it handed out, once the Board has been closed. A closed Board
+// stays closed; build a new one to use the hardware again.
+var ErrClosed = errors.New("board closed")
 
 // PermissionError is returned when the hardware exists but the process may
 // not open it.
