@@ -40,6 +40,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.StringVar(&discoverTypes, "discover-types", "", "comma-separated DNS-SD `types` of household services to watch for (default: a list of common ones)")
 	fs.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve Go runtime profiles on this loopback `address` (e.g. 127.0.0.1:6060; off by default)")
 	fs.StringVar(&cfg.AlertWebhook, "alert-webhook", "", "http(s) `url` that receives alerts fired and resolved as JSON POSTs")
+	fs.StringVar(&cfg.HAPrefix, "ha-prefix", "homeassistant", "Home Assistant's MQTT discovery `prefix`")
+	fs.BoolVar(&cfg.NoHomeAssistant, "no-homeassistant", false, "do not announce devices to Home Assistant (MQTT discovery)")
 	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "no mDNS: do not announce the hub (agents then need --hub) nor watch the LAN for household services")
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&version, "version", false, "print the version and exit")

@@ -104,6 +104,11 @@ type Config struct {
 	Metrics Metrics
 	// Now is the hub's clock; default time.Now.
 	Now func() time.Time
+	// Integrations manages integrations' broker accounts; nil leaves the
+	// integration endpoints out.
+	Integrations Integrations
+	// CAPEM is the hub CA's certificate in PEM, given to integrations.
+	CAPEM []byte
 	// Commands sends remote commands and keeps their audit log; nil
 	// leaves the command endpoints out.
 	Commands Commands
@@ -179,6 +184,11 @@ func New(cfg Config) (http.Handler, error) {
 		mux.Handle("GET /api/v1/alerts/rules/{id}", s.admin(s.getRule))
 		mux.Handle("PUT /api/v1/alerts/rules/{id}", s.admin(s.putRule))
 		mux.Handle("DELETE /api/v1/alerts/rules/{id}", s.admin(s.deleteRule))
+	}
+	if cfg.Integrations != nil {
+		mux.Handle("POST /api/v1/integrations", s.admin(s.createIntegration))
+		mux.Handle("GET /api/v1/integrations", s.admin(s.listIntegrations))
+		mux.Handle("DELETE /api/v1/integrations/{name}", s.admin(s.deleteIntegration))
 	}
 	if cfg.Commands != nil {
 		mux.Handle("POST /api/v1/devices/{id}/commands", s.admin(s.postCommand))

@@ -31,6 +31,7 @@ import (
 	"github.com/alicia-home/alicia/hub/command"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
+	"github.com/alicia-home/alicia/hub/integrations"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/registry"
@@ -103,20 +104,21 @@ func (a *fakeAccounts) Remove(_ context.Context, id string) error {
 // harness is the API wired to a real registry and real tokens on a real
 // store, as the hub wires it.
 type harness struct {
-	handler  http.Handler
-	db       *store.DB
-	reg      *registry.Registry
-	toks     *tokens.Tokens
-	clock    *clock
-	window   *pairing.Window
-	metrics  *metrics.Store
-	events   *events.Bus
-	health   *health.Engine
-	ca       *pki.CA
-	fp       string // the CA's fingerprint
-	admin    string // the admin token, read from admin.token
-	accounts *fakeAccounts
-	commands *command.Service
+	handler      http.Handler
+	db           *store.DB
+	reg          *registry.Registry
+	toks         *tokens.Tokens
+	clock        *clock
+	window       *pairing.Window
+	metrics      *metrics.Store
+	events       *events.Bus
+	health       *health.Engine
+	ca           *pki.CA
+	fp           string // the CA's fingerprint
+	admin        string // the admin token, read from admin.token
+	accounts     *fakeAccounts
+	commands     *command.Service
+	integrations *integrations.Accounts
 	// answer, if set, is the simulated device's result to a command
 	// (nil: no answer); it runs in its own goroutine.
 	answer atomic.Pointer[func(dev string, c *protocol.Command) *protocol.CommandResult]
@@ -178,6 +180,10 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	}
 	h := &harness{health: mon, events: events.New(8, clk.Now), metrics: ms, db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}},
 		window: &pairing.Window{Now: clk.Now}, ca: ca, fp: ca.Fingerprint()}
+	h.integrations, err = integrations.Open(db, "", clk.Now)
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.commands, err = command.Open(command.Config{Devices: reg, DB: db, Now: clk.Now, Logger: log,
 		Publish: func(_ context.Context, dev string, c *protocol.Command) error {
 			if f := h.answer.Load(); f != nil {
@@ -203,8 +209,10 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			_, _ = io.WriteString(w, "up 1\n")
 		}),
-		Pairing:  h.window,
-		Commands: h.commands,
+		Pairing:      h.window,
+		Commands:     h.commands,
+		Integrations: h.integrations,
+		CAPEM:        []byte("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"),
 		IssueCertificate: func(id string, pub ed25519.PublicKey) ([]byte, error) {
 			c, err := ca.IssueClient(id, pub, clk.Now())
 			if err != nil {

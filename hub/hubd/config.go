@@ -3,13 +3,17 @@ package hubd
 import (
 	"errors"
 	"fmt"
-	"github.com/alicia-home/alicia/hub/health"
 	"log/slog"
 	"net"
 	"net/url"
 	"regexp"
 	"time"
+
+	"github.com/alicia-home/alicia/hub/health"
 )
+
+// haPrefix is a valid Home Assistant discovery prefix: one topic level.
+var haPrefix = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 
 // Config configures a Hub. Zero values of optional fields take the
 // documented defaults.
@@ -45,6 +49,11 @@ type Config struct {
 	// AlertWebhook, if set, is an http(s) URL that receives every alert
 	// fired and resolved as a JSON POST (with retries).
 	AlertWebhook string
+	// HAPrefix is Home Assistant's MQTT discovery prefix. Default
+	// "homeassistant".
+	HAPrefix string
+	// NoHomeAssistant turns off Home Assistant discovery.
+	NoHomeAssistant bool
 	// HeartbeatTimeoutCheck is how often the registry checks heartbeat
 	// deadlines. Default 500ms.
 	HeartbeatTimeoutCheck time.Duration
@@ -69,6 +78,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MQTTSAddr == "" {
 		c.MQTTSAddr = defaultMQTTSAddr
+	}
+	if c.HAPrefix == "" {
+		c.HAPrefix = "homeassistant"
 	}
 	if c.HeartbeatTimeoutCheck <= 0 {
 		c.HeartbeatTimeoutCheck = 500 * time.Millisecond
@@ -119,6 +131,9 @@ func (c *Config) Validate() error {
 		if err := (&health.WebhookConfig{URL: c.AlertWebhook}).Validate(); err != nil {
 			return fmt.Errorf("alert webhook: %w", err)
 		}
+	}
+	if c.HAPrefix != "" && !haPrefix.MatchString(c.HAPrefix) {
+		return fmt.Errorf("ha prefix %q: want 1 to 64 of [A-Za-z0-9_-] (a topic level, no wildcards or '/')", c.HAPrefix)
 	}
 	for _, u := range c.AdvertiseMQTT {
 		if _, err := parseBrokerURL(u); err != nil {

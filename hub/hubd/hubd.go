@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ import (
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/household"
+	"github.com/alicia-home/alicia/hub/integrations"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/prom"
@@ -123,6 +125,12 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		h.log.Info("created the admin token", "path", adminPath)
 	}
 
+	// Integrations' broker accounts (Home Assistant).
+	accts, err := integrations.Open(db, cfg.HAPrefix, nil)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+
 	// The event stream (SSE at /api/v1/events, and alicia/v1/hub/events).
 	evbus := events.New(0, nil)
 	// online is called when a device comes online (set once the command
@@ -187,7 +195,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	)
 	if cfg.Broker == "" {
 		secret := randomSecret()
-		auth := &hubAuth{hubID: hubID, secret: secret, reg: reg}
+		auth := &hubAuth{hubID: hubID, secret: secret, reg: reg, integrations: accts, hubScope: integrations.HubScope(cfg.HAPrefix)}
 		brk, err = broker.New(broker.Config{Logger: h.log.With("component", "broker")}, auth)
 		if err != nil {
 			return fmt.Errorf("hub: %w", err)
@@ -375,8 +383,15 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 			return st.ClientsConnected, st.MessagesReceived, st.MessagesSent, st.Refused, st.Denied
 		}
 	}
+	// Integration accounts live in the embedded broker; with an external
+	// broker its own ACLs apply and the endpoints are left out.
+	var apiIntegrations api.Integrations
+	if cfg.Broker == "" {
+		apiIntegrations = accts
+	}
 	handler, err := api.New(api.Config{
-		HubID: hubID, Devices: reg, Tokens: toks, Accounts: accounts, BrokerURLs: brokerURLs,
+		Integrations: apiIntegrations,
+		HubID:        hubID, Devices: reg, Tokens: toks, Accounts: accounts, BrokerURLs: brokerURLs,
 		CAFingerprint: ca.Fingerprint(),
 		Discovered: func() []household.Service {
 			if lanWatch == nil {
@@ -398,6 +413,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		},
 		Pairing:  &pairing.Window{},
 		Commands: cmds,
+		CAPEM:    ca.CertPEM(),
 		Metrics:  mstore,
 		Events:   evbus,
 		Health:   mon,
@@ -574,20 +590,34 @@ func loadOrCreateHubID(db *store.DB) (string, error) {
 }
 
 // hubAuth authenticates embedded-broker clients: the hub's own connection
-// by its per-run secret, devices by the registry.
+// by its per-run secret, devices by the registry, integrations by their
+// accounts.
 type hubAuth struct {
-	hubID  string
-	secret string
-	reg    *registry.Registry
+	hubID        string
+	secret       string
+	reg          *registry.Registry
+	integrations *integrations.Accounts
+	// hubScope is what the hub reaches besides alicia/ (Home Assistant's
+	// discovery prefix).
+	hubScope broker.Scope
 }
 
 func (a *hubAuth) Allowed(id broker.Identity) bool {
-	return id.Role == broker.RoleHub || a.reg.Allowed(id.ID)
+	switch id.Role {
+	case broker.RoleHub:
+		return true
+	case broker.RoleIntegration:
+		return a.integrations.Allowed(id)
+	}
+	return a.reg.Allowed(id.ID)
 }
 
 func (a *hubAuth) Authenticate(username string, password []byte) (broker.Identity, bool) {
 	if username == a.hubID {
-		return broker.Identity{Role: broker.RoleHub, ID: a.hubID}, len(password) == len(a.secret) && constantTimeEqual(password, []byte(a.secret))
+		return broker.Identity{Role: broker.RoleHub, ID: a.hubID, Scope: a.hubScope}, len(password) == len(a.secret) && constantTimeEqual(password, []byte(a.secret))
+	}
+	if strings.HasPrefix(username, integrations.UsernamePrefix) {
+		return a.integrations.Authenticate(username, password)
 	}
 	if a.reg.Authenticate(username, password) {
 		return broker.Identity{Role: broker.RoleDevice, ID: username}, true

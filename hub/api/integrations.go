@@ -1,0 +1,98 @@
+package api
+
+import (
+	"errors"
+	"net/http"
+	"time"
+
+	"github.com/alicia-home/alicia/hub/integrations"
+)
+
+// Integrations manages integrations' broker accounts (hub/integrations).
+type Integrations interface {
+	Create(name, kind string) (integrations.Account, string, error)
+	List() []integrations.Account
+	Delete(name string) (integrations.Account, error)
+}
+
+// IntegrationRequest is the body of POST /api/v1/integrations.
+type IntegrationRequest struct {
+	Name string `json:"name"`
+	Kind string `json:"kind"`
+}
+
+// Integration is an integration's account as the API shows it.
+type Integration struct {
+	Name     string    `json:"name"`
+	Kind     string    `json:"kind"`
+	Username string    `json:"username"`
+	Created  time.Time `json:"created"`
+}
+
+// IntegrationCredentials answers POST /api/v1/integrations: the account,
+// its password (shown once) and how to reach the broker.
+type IntegrationCredentials struct {
+	Integration
+	Password string   `json:"password"`
+	MQTTURLs []string `json:"mqtt_urls"`
+	// CAPEM is the hub CA's certificate, for the integration to verify the
+	// broker's TLS certificate.
+	CAPEM string `json:"ca_pem,omitempty"`
+}
+
+// IntegrationList answers GET /api/v1/integrations.
+type IntegrationList struct {
+	Integrations []Integration `json:"integrations"`
+}
+
+func integrationView(a integrations.Account) Integration {
+	return Integration{Name: a.Name, Kind: a.Kind, Username: a.Username, Created: a.Created}
+}
+
+func (s *server) createIntegration(w http.ResponseWriter, r *http.Request) {
+	var req IntegrationRequest
+	if !decodeBody(w, r, &req) {
+		return
+	}
+	acc, password, err := s.cfg.Integrations.Create(req.Name, req.Kind)
+	switch {
+	case errors.Is(err, integrations.ErrInvalid):
+		writeProblem(w, http.StatusBadRequest, err.Error())
+		return
+	case errors.Is(err, integrations.ErrExists):
+		writeProblem(w, http.StatusConflict, err.Error()+" (delete it to issue a new password)")
+		return
+	case err != nil:
+		writeProblem(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	s.log.Info("integration account created", "name", acc.Name, "kind", acc.Kind)
+	urls := s.cfg.BrokerURLs(r)
+	if urls == nil {
+		urls = []string{}
+	}
+	writeJSON(w, http.StatusCreated, IntegrationCredentials{Integration: integrationView(acc), Password: password, MQTTURLs: urls, CAPEM: string(s.cfg.CAPEM)})
+}
+
+func (s *server) listIntegrations(w http.ResponseWriter, _ *http.Request) {
+	out := IntegrationList{Integrations: []Integration{}}
+	for _, a := range s.cfg.Integrations.List() {
+		out.Integrations = append(out.Integrations, integrationView(a))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *server) deleteIntegration(w http.ResponseWriter, r *http.Request) {
+	acc, err := s.cfg.Integrations.Delete(r.PathValue("name"))
+	if errors.Is(err, integrations.ErrNotFound) {
+		writeProblem(w, http.StatusNotFound, err.Error())
+		return
+	}
+	if err != nil {
+		writeProblem(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	s.cfg.Disconnect(acc.Username)
+	s.log.Info("integration account deleted", "name", acc.Name)
+	w.WriteHeader(http.StatusNoContent)
+}
