@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -150,5 +151,21 @@ func TestRunStopsOnCancel(t *testing.T) {
 	err := run(ctx, []string{"--state-dir", t.TempDir(), "--hub", closedAddr(t), "--join-token", joinToken(t)}, env(nil), &stdout, &stderr)
 	if err != nil {
 		t.Errorf("run with a cancelled context: %v, want nil (a clean stop)", err)
+	}
+}
+
+// TestTuneGC: the agent lowers GOGC to gcPercent, but not when the
+// environment sets GOGC.
+func TestTuneGC(t *testing.T) {
+	orig := debug.SetGCPercent(100)
+	defer debug.SetGCPercent(orig)
+
+	tuneGC(env(nil))
+	if got := debug.SetGCPercent(100); got != gcPercent {
+		t.Errorf("without GOGC: GC percent %d, want %d", got, gcPercent)
+	}
+	tuneGC(env(map[string]string{"GOGC": "100"}))
+	if got := debug.SetGCPercent(100); got != 100 {
+		t.Errorf("with GOGC=100 in the environment: GC percent %d, want it left at 100", got)
 	}
 }

@@ -41,25 +41,39 @@ type storedBatch struct {
 	Points []protocol.Point `json:"points"`
 }
 
+// encodeEntry returns b as deflated JSON (see appendDeflate).
 func encodeEntry(b storedBatch) ([]byte, error) {
-	var buf bytes.Buffer
-	zw, _ := flate.NewWriter(&buf, flate.BestSpeed)
-	if err := json.NewEncoder(zw).Encode(b); err != nil {
+	raw, err := json.Marshal(b)
+	if err != nil {
 		return nil, err
 	}
-	if err := zw.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
+	return appendDeflate(nil, raw), nil
 }
 
-func decodeEntry(data []byte) (storedBatch, error) {
+// entryDecoder decodes outbox entries, reusing its inflater (about 40 KiB)
+// from one entry to the next. It is not safe for concurrent use.
+type entryDecoder struct {
+	src bytes.Reader
+	fr  io.ReadCloser // a flate reader, made on first use
+	raw bytes.Buffer
+}
+
+func (d *entryDecoder) decode(data []byte) (storedBatch, error) {
 	var b storedBatch
-	raw, err := io.ReadAll(io.LimitReader(flate.NewReader(bytes.NewReader(data)), protocol.MaxMessageSize*4))
-	if err != nil {
+	d.src.Reset(data)
+	if d.fr == nil {
+		d.fr = flate.NewReader(&d.src)
+	} else if err := d.fr.(flate.Resetter).Reset(&d.src, nil); err != nil {
 		return b, err
 	}
-	err = json.Unmarshal(raw, &b)
+	d.raw.Reset()
+	if _, err := d.raw.ReadFrom(io.LimitReader(d.fr, protocol.MaxMessageSize*4)); err != nil {
+		return b, err
+	}
+	err := json.Unmarshal(d.raw.Bytes(), &b)
+	if d.raw.Cap() > 64<<10 {
+		d.raw = bytes.Buffer{} // do not keep the buffer of an unusually large entry
+	}
 	return b, err
 }
 
@@ -206,6 +220,7 @@ func (t *telemetry) inflightState() (n int, oldest time.Time) {
 // oldest.
 func (t *telemetry) send(ctx context.Context, client *bus.Client, id string) {
 	topic := protocol.DeviceTopic(id, protocol.KindMetrics)
+	var dec entryDecoder
 	var after uint64
 	connects := uint64(0)
 	for ctx.Err() == nil {
@@ -248,7 +263,7 @@ func (t *telemetry) send(ctx context.Context, client *bus.Client, id string) {
 		dropped := t.ob.Stats().Dropped
 		for _, e := range entries {
 			after = e.Seq
-			b, err := decodeEntry(e.Data)
+			b, err := dec.decode(e.Data)
 			if err != nil {
 				// Cannot happen unless the entry was written by something
 				// else; do not block the queue on it.
