@@ -11,12 +11,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"runtime/debug"
 	"strings"
 	"time"
 
 	"github.com/alicia-home/alicia/agent/agentd"
+	"github.com/alicia-home/alicia/agent/board"
+	"github.com/alicia-home/alicia/agent/hardware"
 	"github.com/alicia-home/alicia/agent/sample"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/cliconfig"
@@ -46,10 +49,11 @@ func tuneGC(getenv func(string) string) {
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
 	var (
-		cfg      agentd.Config
-		hal      string
-		logLevel string
-		version  bool
+		cfg       agentd.Config
+		hal       string
+		boardPath string
+		logLevel  string
+		version   bool
 	)
 	fs := flag.NewFlagSet("alicia-agent", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -59,7 +63,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.BoolVar(&cfg.Pair, "pair", false, "without a join token: pair with the hub found on the LAN (or --hub) and wait for an admin to approve the code it logs")
 	fs.StringVar(&cfg.Name, "name", "", "device display `name` (default: the hostname)")
 	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "do not look for the hub on the LAN with mDNS (needs --hub)")
-	fs.StringVar(&hal, "hal", "none", "hardware `backend`: none (periph and sim arrive with hardware support)")
+	fs.StringVar(&hal, "hal", hardware.BackendAuto, "hardware `backend`: auto (periph when the board has GPIO, I2C, SPI or 1-wire, else none), periph, sim (a simulated board) or none")
+	fs.StringVar(&boardPath, "board-file", "/etc/alicia/board.conf", "board `file` naming lines and sensors (optional; see docs/hardware.md)")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 10*time.Second, "heartbeat `interval`")
 	fs.DurationVar(&cfg.SampleInterval, "sample-interval", 10*time.Second, "metrics collection `interval`")
 	fs.Func("collectors", "comma-separated metric `collectors` to run (default all: "+strings.Join(sample.Collectors(), ",")+")", func(v string) error {
@@ -81,18 +86,49 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "alicia-agent", buildinfo.String())
 		return nil
 	}
-	if hal != "none" {
-		return fmt.Errorf("--hal %q: this build supports only \"none\" (hardware access is not built yet)", hal)
-	}
 	log, err := logging.New(stderr, logLevel)
 	if err != nil {
 		return err
 	}
 	cfg.Logger = log
+	rt, err := openHardware(hal, boardPath, log)
+	if err != nil {
+		return err
+	}
+	if rt != nil {
+		defer rt.Close()
+		cfg.Hardware = rt
+	}
 	a, err := agentd.New(cfg)
 	if err != nil {
 		return err
 	}
 	log.Info("starting alicia-agent", "version", buildinfo.Version, "commit", buildinfo.Commit)
 	return a.Run(ctx)
+}
+
+// openHardware opens the HAL backend and the board file; nil when the
+// device runs without a HAL. With the simulated board and no board file,
+// the sim's own declarations are used.
+func openHardware(backend, boardPath string, log *slog.Logger) (*hardware.Runtime, error) {
+	b, err := hardware.OpenBoard(backend)
+	if err != nil || b == nil {
+		return nil, err
+	}
+	f, err := board.Load(boardPath)
+	if err == nil && backend == hardware.BackendSim && len(f.Lines)+len(f.Sensors) == 0 {
+		f, err = board.Parse("(the simulated board's own)", strings.NewReader(hardware.SimBoardFile()))
+	}
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	rt, err := hardware.New(b, f, log.With("component", "hardware"))
+	if err != nil {
+		b.Close()
+		return nil, err
+	}
+	hw := rt.Hardware()
+	log.Info("hardware", "backend", hw.Backend, "model", hw.Model, "lines", len(hw.Lines), "i2c", hw.I2C, "onewire", hw.OneWire, "sensors", len(hw.Sensors))
+	return rt, nil
 }

@@ -92,6 +92,8 @@ func TestHelp(t *testing.T) {
 func TestRunErrors(t *testing.T) {
 	stateDir, envStateDir := t.TempDir(), t.TempDir()
 	unknownKey := writeFile(t, "agent.yaml", "hub: hub.local\nhubb: typo.local\n")
+	badBoard := writeFile(t, "board.conf", "relay: GPIO17 out\nfan: GPIO18 sideways\n")
+	absentBoard := writeFile(t, "absent.conf", "x: GPIO99 out\n")
 	hub := closedAddr(t)
 	for _, tc := range []struct {
 		name    string
@@ -101,8 +103,14 @@ func TestRunErrors(t *testing.T) {
 	}{
 		{name: "unknown flag", args: []string{"--bogus"}, wantErr: []string{"-bogus"}},
 		{name: "stray argument", args: []string{"--state-dir", stateDir, "extra"}, wantErr: []string{`"extra"`}},
-		{name: "hal periph", args: []string{"--state-dir", stateDir, "--hal", "periph"}, wantErr: []string{`--hal "periph"`, `"none"`}},
-		{name: "hal from env", args: []string{"--state-dir", stateDir}, env: map[string]string{"ALICIA_HAL": "sim"}, wantErr: []string{`--hal "sim"`}},
+		{name: "hal unknown", args: []string{"--state-dir", stateDir, "--hal", "gpio"}, wantErr: []string{`hal "gpio"`, "want auto, none, sim or periph"}},
+		{name: "hal from env", args: []string{"--state-dir", stateDir}, env: map[string]string{"ALICIA_HAL": "bogus"}, wantErr: []string{`hal "bogus"`}},
+		{name: "bad board file", args: []string{"--state-dir", stateDir, "--hal", "sim", "--board-file", badBoard}, wantErr: []string{badBoard + ":2:", `direction "sideways"`}},
+		{name: "board file names absent hardware", args: []string{"--state-dir", stateDir, "--hal", "sim", "--board-file", absentBoard}, wantErr: []string{"GPIO99 is not on this board"}},
+		// The simulated board and a real one without hardware start; the
+		// agent then stops for want of a token.
+		{name: "hal sim", args: []string{"--state-dir", stateDir, "--hub", hub, "--hal", "sim"}, wantErr: []string{"--join-token"}},
+		{name: "hal periph without hardware", args: []string{"--state-dir", stateDir, "--hub", hub, "--hal", "periph"}, wantErr: []string{"--join-token"}},
 		{name: "log level from env", args: []string{"--state-dir", stateDir}, env: map[string]string{"ALICIA_LOG_LEVEL": "bogus"}, wantErr: []string{`log level "bogus"`}},
 		{name: "log level flag", args: []string{"--state-dir", stateDir, "--log-level", "loud"}, wantErr: []string{`log level "loud"`}},
 		{name: "config unknown key", args: []string{"--config", unknownKey}, wantErr: []string{unknownKey, "line 2", `"hubb"`}},

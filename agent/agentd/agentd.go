@@ -84,6 +84,9 @@ type Config struct {
 	BrokerURL string
 	// Facts gathers hardware facts; default facts.Source{}.Gather.
 	Facts func() (protocol.Facts, error)
+	// Hardware is the device's HAL (agent/hardware), registered with the
+	// hub, commanded by it and sampled into telemetry; nil runs without.
+	Hardware Hardware
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -140,6 +143,27 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// Hardware is the device's hardware as the agent uses it
+// (agent/hardware.Runtime).
+type Hardware interface {
+	// Hardware is what the agent registers.
+	Hardware() *protocol.Hardware
+	// Execute runs a command from the hub and returns its result.
+	Execute(ctx context.Context, c *protocol.Command) protocol.CommandResult
+	// Sample reads the declared sensors and lines.
+	Sample(ctx context.Context) []protocol.Point
+	// WatchInputs reports input changes until ctx is done.
+	WatchInputs(ctx context.Context, emit func(protocol.DeviceEvent))
+}
+
+// ErrRestart is returned by Run when the hub asked the agent to restart
+// (agent.restart): the agent has stopped cleanly, and its service manager
+// starts it again (the unit restarts on failure, and this exit is one).
+var ErrRestart = errors.New("agent: restart requested by the hub")
+
+// maxCommands bounds the commands executed at once.
+const maxCommands = 8
+
 // Agent is one running agent.
 type Agent struct {
 	cfg Config
@@ -154,6 +178,8 @@ type Agent struct {
 	// hubOffset is the hub's clock minus ours, in nanoseconds, from the
 	// last bootstrap answer.
 	hubOffset atomic.Int64
+	// restart ends Run with ErrRestart; set by Run.
+	restart func()
 }
 
 // New validates cfg and returns an Agent. It does no I/O.
@@ -203,6 +229,9 @@ func (a *Agent) Run(ctx context.Context) error {
 	// Check the registration before enrolling: a device that enrolled but
 	// could never register would waste its join token.
 	reg := &protocol.Register{Name: name, AgentVersion: buildinfo.Version, HeartbeatMS: cfg.HeartbeatInterval.Milliseconds(), Facts: f}
+	if cfg.Hardware != nil {
+		reg.Hardware = cfg.Hardware.Hardware()
+	}
 	if err := reg.Validate(); err != nil {
 		return fmt.Errorf("agent: registration: %w", err)
 	}
@@ -228,8 +257,17 @@ func (a *Agent) Run(ctx context.Context) error {
 	go func() { defer close(collected); tel.collect(collectCtx) }()
 	defer func() { stopCollecting(); <-collected }()
 
+	// A restart the hub asks for stops the sessions cleanly (goodbye
+	// included) before Run returns ErrRestart.
+	ctx, restart := context.WithCancelCause(ctx)
+	defer restart(nil)
+	a.restart = func() { restart(ErrRestart) }
 	for {
 		moved, err := a.session(ctx, key, id, reg, creds, tel)
+		if errors.Is(context.Cause(ctx), ErrRestart) {
+			a.log.Info("restarting at the hub's request")
+			return ErrRestart
+		}
 		if err != nil || moved == nil {
 			return err
 		}
@@ -368,11 +406,21 @@ func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, 
 	if err := client.Subscribe(protocol.DeviceTopic(id, protocol.KindAck), 1, tel.ackHandler); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	cmds := &commands{hw: cfg.Hardware, client: client, id: id, log: a.log, restart: a.restart, sem: make(chan struct{}, maxCommands)}
+	if err := client.Subscribe(protocol.DeviceTopic(id, protocol.KindCommand), 1, cmds.handle); err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return client.Run(gctx) })
 	g.Go(func() error { tel.send(gctx, client, id); return nil })
 	g.Go(func() error { a.heartbeats(gctx, client, id); return nil })
+	if cfg.Hardware != nil {
+		g.Go(func() error {
+			cfg.Hardware.WatchInputs(gctx, func(e protocol.DeviceEvent) { cmds.publishEvent(gctx, e) })
+			return nil
+		})
+	}
 	if cert.Load() != nil {
 		g.Go(func() error { a.renewLoop(gctx, key, creds, cert.Load, cert.Store); return nil })
 	}

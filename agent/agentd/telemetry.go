@@ -81,8 +81,10 @@ func (d *entryDecoder) decode(data []byte) (storedBatch, error) {
 type telemetry struct {
 	ob      *outbox.Outbox
 	sampler *sample.Sampler
-	every   time.Duration
-	log     *slog.Logger
+	// extra, if set, adds the hardware's samples to each batch.
+	extra func(context.Context) []protocol.Point
+	every time.Duration
+	log   *slog.Logger
 
 	mu       sync.Mutex
 	inflight map[uint64]time.Time // published, not acknowledged: when
@@ -111,7 +113,11 @@ func openTelemetry(cfg Config, log *slog.Logger) (*telemetry, error) {
 		ob.Close()
 		return nil, fmt.Errorf("agent: collectors: %w", err)
 	}
-	return &telemetry{ob: ob, sampler: s, every: cfg.SampleInterval, log: log, inflight: map[uint64]time.Time{}, acked: make(chan struct{}, 1)}, nil
+	t := &telemetry{ob: ob, sampler: s, every: cfg.SampleInterval, log: log, inflight: map[uint64]time.Time{}, acked: make(chan struct{}, 1)}
+	if cfg.Hardware != nil {
+		t.extra = cfg.Hardware.Sample
+	}
+	return t, nil
 }
 
 func (t *telemetry) Close() error { return t.ob.Close() }
@@ -132,7 +138,18 @@ func (t *telemetry) collect(ctx context.Context) {
 
 func (t *telemetry) collectOnce(ctx context.Context) {
 	now := time.Now()
+	// The hardware's sensors (a DS18B20 takes 750 ms) are read while the
+	// host collectors run.
+	var extra []protocol.Point
+	done := make(chan struct{})
+	if t.extra != nil {
+		go func() { defer close(done); extra = t.extra(ctx) }()
+	} else {
+		close(done)
+	}
 	points, rep := t.sampler.Collect(ctx)
+	<-done
+	points = append(points, extra...)
 	if ctx.Err() != nil {
 		return
 	}

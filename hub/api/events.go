@@ -34,7 +34,7 @@ func (s *server) streamEvents(w http.ResponseWriter, r *http.Request) {
 		after = n
 	}
 	types := r.URL.Query()["type"]
-	known := []string{events.DeviceJoined, events.DeviceLeft, events.DeviceState, events.AlertFired, events.AlertResolved}
+	known := events.Types
 	for _, t := range types {
 		if !slices.Contains(known, t) {
 			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("type %q: want one of %v", t, known))

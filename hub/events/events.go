@@ -29,6 +29,9 @@ const (
 	Reset = "reset"
 )
 
+// Types lists the event types a client may filter on.
+var Types = []string{DeviceJoined, DeviceLeft, DeviceState, AlertFired, AlertResolved, DeviceInput, Command}
+
 // Event is one event. ID increases by one per event for the hub's
 // lifetime; after a hub restart IDs start again at 1 and clients get a
 // Reset (their Last-Event-ID is then unknown).

@@ -47,6 +47,25 @@ func newAPIClient(t testing.TB, httpAddr, dataDir string) *apiClient {
 	return &apiClient{t: t, base: "http://" + httpAddr, token: strings.TrimSpace(string(tok))}
 }
 
+// doRaw is do returning the body of any answer, for errors.
+func (c *apiClient) doRaw(method, path string, body any) (int, string) {
+	c.t.Helper()
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	req, _ := http.NewRequest(method, c.base+path, rd)
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		c.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
 func (c *apiClient) do(method, path string, body any, out any) int {
 	c.t.Helper()
 	var rd io.Reader
