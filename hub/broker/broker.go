@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -198,12 +199,15 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	if err := protocol.ValidateID(user); err != nil {
 		return refuse("username: " + err.Error())
 	}
-	if pk.Connect.ClientIdentifier != user {
-		return refuse("client id differs from username")
-	}
 	id, ok := h.auth.Authenticate(user, pk.Connect.Password)
 	if !ok {
 		return refuse("unknown client or wrong password")
+	}
+	// The client ID is the username, so that nobody can take over another
+	// client's session; an integration may run several connections, named
+	// <username>-<anything>.
+	if cid := pk.Connect.ClientIdentifier; cid != user && (id.Role != RoleIntegration || !strings.HasPrefix(cid, user+"-")) {
+		return refuse("client id differs from username")
 	}
 	// On a TLS listener a device must present its client certificate (the
 	// listener has verified it against the hub CA), issued for its own ID.

@@ -42,6 +42,8 @@ func newAuth() *fakeAuth {
 		"hub-1": {"hub-secret", broker.Identity{Role: broker.RoleHub, ID: "hub-1"}},
 		"dev-a": {"secret-a", broker.Identity{Role: broker.RoleDevice, ID: "dev-a"}},
 		"dev-b": {"secret-b", broker.Identity{Role: broker.RoleDevice, ID: "dev-b"}},
+		"int-ha": {"secret-ha", broker.Identity{Role: broker.RoleIntegration, ID: "int-ha",
+			Scope: broker.Scope{Publish: []string{"homeassistant/status"}, Read: []string{"homeassistant/"}}}},
 	}}
 }
 
@@ -306,6 +308,9 @@ func TestConnectRefused(t *testing.T) {
 		{"client id differs from username", "dev-b", "dev-a", "secret-a"},
 		{"client id of another valid user", "dev-a", "dev-b", "secret-b"},
 		{"hub password for a device", "dev-a", "dev-a", "hub-secret"},
+		{"device with a suffixed client id", "dev-a-2", "dev-a", "secret-a"},
+		{"integration with a foreign client id", "dev-a", "int-ha", "secret-ha"},
+		{"integration with a client id merely starting like it", "int-hax", "int-ha", "secret-ha"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := b.Stats().Refused
@@ -320,9 +325,14 @@ func TestConnectRefused(t *testing.T) {
 	if got := b.Stats().ClientsConnected; got != 0 {
 		t.Errorf("ClientsConnected = %d after refusals only", got)
 	}
-	// The right credentials work.
+	// The right credentials work; an integration may open several
+	// connections named <username>-<suffix>.
 	b.connect(t, "dev-a")
 	b.connect(t, "hub-1")
+	b.connect(t, "int-ha")
+	if _, err := dial(t, b.clientOpts("int-ha-2", "int-ha", "secret-ha")); err != nil {
+		t.Errorf("an integration's second connection int-ha-2: %v", err)
+	}
 }
 
 func TestConnectRefusedReturnCode(t *testing.T) {

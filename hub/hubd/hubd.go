@@ -29,6 +29,7 @@ import (
 	"github.com/alicia-home/alicia/hub/command"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
+	"github.com/alicia-home/alicia/hub/homeassistant"
 	"github.com/alicia-home/alicia/hub/household"
 	"github.com/alicia-home/alicia/hub/integrations"
 	"github.com/alicia-home/alicia/hub/metrics"
@@ -36,6 +37,7 @@ import (
 	"github.com/alicia-home/alicia/hub/prom"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/tokens"
+	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/bus"
 	"github.com/alicia-home/alicia/internal/discovery"
 	"github.com/alicia-home/alicia/internal/pki"
@@ -161,7 +163,11 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		h.log.Info("created the hub CA", "dir", pkiDir, "fingerprint", ca.Fingerprint())
 	}
 	// Re-issued before it expires, so a hub that runs for years keeps its agents.
-	serverCerts, err := pki.NewServerCerts(ca, hubID, nil)
+	// Besides the name agents pin, the certificate names this machine, so
+	// that integrations (Home Assistant) can verify it by host name or
+	// address.
+	names, ips := serverNames()
+	serverCerts, err := pki.NewServerCerts(ca, hubID, names, ips, nil)
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
@@ -293,7 +299,11 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	busCfg.Will = &bus.Message{Topic: protocol.HubStatusTopic, Payload: will, QoS: 1, Retained: true}
 	busCfg.Goodbye = []bus.Message{*busCfg.Will}
 	var client *bus.Client
+	var ha *haLink // set below unless Home Assistant discovery is off
 	busCfg.OnConnect = func(ctx context.Context) {
+		if ha != nil {
+			defer ha.connected()
+		}
 		if dyn != nil {
 			if err := dyn.EnsureHubRights(ctx); err != nil {
 				h.log.Error("external broker: cannot grant the hub its rights", "err", err)
@@ -318,6 +328,9 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	mingest := metrics.NewIngester(mstore, metrics.IngesterConfig{
 		// Sent after the commit: the agent may then forget the batches.
 		Ack: func(ctx context.Context, dev string, ack *protocol.MetricsAck) error {
+			if ha != nil {
+				ha.stored(dev)
+			}
 			b, err := protocol.Encode(hubID, time.Now(), ack)
 			if err != nil {
 				return err
@@ -363,6 +376,31 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat, protocol.KindMetrics, protocol.KindResult, protocol.KindEvent} {
 		if err := client.Subscribe(protocol.AllDevices(kind), 1, ing.handle); err != nil {
 			return fmt.Errorf("hub: subscribe: %w", err)
+		}
+	}
+	if !cfg.NoHomeAssistant {
+		bridge, err := homeassistant.New(homeassistant.Config{Prefix: cfg.HAPrefix, HubID: hubID, Version: buildinfo.Version,
+			Devices: reg.List, Latest: mstore.Latest, Logger: h.log.With("component", "homeassistant"),
+			Publish: func(ctx context.Context, topic string, payload []byte, retained bool) error {
+				return client.Publish(ctx, bus.Message{Topic: topic, Payload: payload, QoS: 1, Retained: retained})
+			},
+			// Home Assistant's switches: through the command service (and
+			// its audit log), waiting for the device's result.
+			Command: func(ctx context.Context, dev string, req command.Request) (command.Record, error) {
+				r, err := cmds.Submit(ctx, dev, req)
+				if err != nil {
+					return r, err
+				}
+				return cmds.Wait(ctx, dev, r.ID)
+			}})
+		if err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+		ha = newHALink(bridge, reg, evbus, h.log.With("component", "homeassistant"))
+		for _, f := range bridge.Subscriptions() {
+			if err := client.Subscribe(f, 1, ha.handle); err != nil {
+				return fmt.Errorf("hub: subscribe: %w", err)
+			}
 		}
 	}
 	if dyn != nil {
@@ -459,6 +497,9 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	g.Go(func() error { return mingest.Run(gctx) })
 	g.Go(func() error { return mon.Run(gctx) })
 	g.Go(func() error { return cmds.Run(gctx) })
+	if ha != nil {
+		g.Go(func() error { ha.run(gctx); return nil })
+	}
 	sendQueued := func(id string) { go cmds.DeviceOnline(gctx, id) }
 	online.Store(&sendQueued)
 	if pprofLn != nil {
@@ -549,6 +590,27 @@ func forwardEvents(ctx context.Context, evbus *events.Bus, client *bus.Client, h
 			}
 		}
 	}
+}
+
+// serverNames returns this machine's names and addresses for the hub's
+// server certificate: localhost, the host name and its mDNS .local name,
+// and every interface address (a hub whose address changes gets the new
+// one at its next start or certificate renewal).
+func serverNames() ([]string, []net.IP) {
+	names := []string{"localhost"}
+	if h, err := os.Hostname(); err == nil && h != "" && h != "localhost" {
+		h = strings.TrimSuffix(h, ".local")
+		names = append(names, h, h+".local")
+	}
+	ips := []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+	if addrs, err := net.InterfaceAddrs(); err == nil {
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok && !n.IP.IsLoopback() && !n.IP.IsLinkLocalUnicast() {
+				ips = append(ips, n.IP)
+			}
+		}
+	}
+	return names, ips
 }
 
 // loopbackFor returns the address the hub itself dials to reach a listener

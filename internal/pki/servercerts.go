@@ -3,6 +3,7 @@ package pki
 import (
 	"crypto/tls"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -25,14 +26,15 @@ type ServerCerts struct {
 	mu  sync.Mutex                      // serialises renewals
 }
 
-// NewServerCerts issues the first certificate for hubID at now() (as
-// IssueServer with no extra names or addresses). A nil now means time.Now.
-func NewServerCerts(ca *CA, hubID string, now func() time.Time) (*ServerCerts, error) {
+// NewServerCerts issues the first certificate for hubID, names and ips at
+// now() (as IssueServer), and later ones the same way. A nil now means
+// time.Now.
+func NewServerCerts(ca *CA, hubID string, names []string, ips []net.IP, now func() time.Time) (*ServerCerts, error) {
 	if now == nil {
 		now = time.Now
 	}
 	return newServerCerts(now, func(t time.Time) (tls.Certificate, error) {
-		return ca.IssueServer(hubID, nil, nil, t)
+		return ca.IssueServer(hubID, names, ips, t)
 	})
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"net"
 	"runtime"
 	"strings"
 	"sync"
@@ -104,7 +105,7 @@ func TestServerCertsRenewal(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t0 := start()
 			clock := newFakeClock(t0)
-			sc, err := NewServerCerts(ca, "hub-1", clock.Now)
+			sc, err := NewServerCerts(ca, "hub-1", nil, nil, clock.Now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -149,7 +150,7 @@ func TestServerCertsRenewsAgain(t *testing.T) {
 	ca := testCA(t)
 	t0 := start()
 	clock := newFakeClock(t0)
-	sc, err := NewServerCerts(ca, "hub-1", clock.Now)
+	sc, err := NewServerCerts(ca, "hub-1", nil, nil, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +175,7 @@ func TestServerCertsRenewsAgain(t *testing.T) {
 func TestServerCertsNilClock(t *testing.T) {
 	ca := testCA(t)
 	before := time.Now()
-	sc, err := NewServerCerts(ca, "hub-1", nil)
+	sc, err := NewServerCerts(ca, "hub-1", []string{"hubhost.local"}, []net.IP{net.IPv4(127, 0, 0, 1)}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,6 +184,13 @@ func TestServerCertsNilClock(t *testing.T) {
 	}
 	if got, err := sc.GetCertificate(nil); err != nil || got != sc.Current() {
 		t.Errorf("GetCertificate = %p, %v", got, err)
+	}
+	leaf := sc.Current().Leaf
+	if err := leaf.VerifyHostname("hubhost.local"); err != nil {
+		t.Errorf("the extra name: %v", err)
+	}
+	if err := leaf.VerifyHostname("127.0.0.1"); err != nil {
+		t.Errorf("the extra address: %v", err)
 	}
 }
 
@@ -351,7 +359,7 @@ func TestServerCertsHandshake(t *testing.T) {
 	ca := testCA(t)
 	t0 := start()
 	clock := newFakeClock(t0)
-	sc, err := NewServerCerts(ca, "hub-1", clock.Now)
+	sc, err := NewServerCerts(ca, "hub-1", nil, nil, clock.Now)
 	if err != nil {
 		t.Fatal(err)
 	}
