@@ -30,8 +30,11 @@ const (
 // its own topics. The hub's broker account needs the plugin's admin rights.
 type dynsec struct {
 	hubUser string
-	log     *slog.Logger
-	client  *bus.Client // set before the bus runs
+	// extra are topic filters the hub needs besides alicia/# (Home
+	// Assistant's discovery prefix).
+	extra  []string
+	log    *slog.Logger
+	client *bus.Client // set before the bus runs
 
 	seq     atomic.Uint64
 	mu      sync.Mutex // guards pending
@@ -50,8 +53,8 @@ type dynsecResponse struct {
 	CorrelationData string `json:"correlationData,omitempty"`
 }
 
-func newDynsec(bu brokerURL, _ string, log *slog.Logger) *dynsec {
-	return &dynsec{hubUser: bu.username, log: log, pending: map[string]chan dynsecResponse{}}
+func newDynsec(bu brokerURL, extra []string, log *slog.Logger) *dynsec {
+	return &dynsec{hubUser: bu.username, extra: extra, log: log, pending: map[string]chan dynsecResponse{}}
 }
 
 func (d *dynsec) handleResponse(_ context.Context, m bus.Message) {
@@ -153,13 +156,15 @@ func (d *dynsec) EnsureHubRights(ctx context.Context) (err error) {
 			d.hubRightsOK.Store(true)
 		}
 	}()
-	root := protocol.Root[:strings.IndexByte(protocol.Root, '/')] + "/#"
+	var acls []map[string]any
+	for _, topic := range append([]string{protocol.Root[:strings.IndexByte(protocol.Root, '/')] + "/#"}, d.extra...) {
+		acls = append(acls,
+			map[string]any{"acltype": "publishClientSend", "topic": topic, "allow": true},
+			map[string]any{"acltype": "publishClientReceive", "topic": topic, "allow": true},
+			map[string]any{"acltype": "subscribePattern", "topic": topic, "allow": true})
+	}
 	return d.run(ctx, []map[string]any{
-		{"command": "createRole", "rolename": hubRole, "acls": []map[string]any{
-			{"acltype": "publishClientSend", "topic": root, "allow": true},
-			{"acltype": "publishClientReceive", "topic": root, "allow": true},
-			{"acltype": "subscribePattern", "topic": root, "allow": true},
-		}},
+		{"command": "createRole", "rolename": hubRole, "acls": acls},
 		{"command": "addClientRole", "username": d.hubUser, "rolename": hubRole, "priority": 10},
 	}, "createRole", "addClientRole")
 }
@@ -171,6 +176,10 @@ func (d *dynsec) Provision(ctx context.Context, id, password string) error {
 		{"command": "deleteClient", "username": id},
 		{"command": "deleteRole", "rolename": deviceRole(id)},
 		{"command": "createRole", "rolename": deviceRole(id), "acls": []map[string]any{
+			// The hub's acknowledgements and commands are the hub's to
+			// publish: denied first (a higher priority is checked first).
+			{"acltype": "publishClientSend", "topic": protocol.DeviceTopic(id, protocol.KindAck), "priority": 1, "allow": false},
+			{"acltype": "publishClientSend", "topic": protocol.DeviceTopic(id, protocol.KindCommand), "priority": 1, "allow": false},
 			{"acltype": "publishClientSend", "topic": own, "allow": true},
 			{"acltype": "subscribePattern", "topic": own, "allow": true},
 			{"acltype": "subscribeLiteral", "topic": protocol.HubStatusTopic, "allow": true},

@@ -279,7 +279,11 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		bu, _ := parseBrokerURL(cfg.Broker) // validated in New
 		busCfg = bus.Config{URL: bu.url, ClientID: hubID, Username: bu.username, Password: bu.password}
 		brokerURLs = func(*http.Request) []string { return []string{bu.url} }
-		dyn = newDynsec(bu, hubID, h.log.With("component", "dynsec"))
+		var extra []string
+		if !cfg.NoHomeAssistant {
+			extra = []string{cfg.HAPrefix + "/#"}
+		}
+		dyn = newDynsec(bu, extra, h.log.With("component", "dynsec"))
 		accounts = dyn
 	}
 	if len(cfg.AdvertiseMQTT) > 0 {

@@ -9,18 +9,29 @@ import (
 	"testing"
 	"time"
 
+	mqtt "github.com/eclipse/paho.mqtt.golang"
+
 	"github.com/alicia-home/alicia/hub/hubd"
 	"github.com/alicia-home/alicia/internal/mosquittotest"
+	"github.com/alicia-home/alicia/internal/protocol"
 )
 
 // dynsecPlugin is where Debian's mosquitto package installs the plugin.
 const dynsecPlugin = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so"
 
-// TestExternalMosquitto proves the --broker path: the hub and an agent use a
-// real Mosquitto that refuses anonymous clients; the hub gives the device
-// its own account and role there through Mosquitto's dynamic-security
-// plugin, the agent registers, goes online, and goes offline on stop.
-func TestExternalMosquitto(t *testing.T) {
+// externalHub is a hub on a real Mosquitto with the dynamic-security
+// plugin, whose admin account is the hub's.
+type externalHub struct {
+	brk            *mosquittotest.Broker
+	brokerHostPort string
+	dynsecFile     string
+	httpAddr       string
+	api            *apiClient
+	logs           *logBuffer
+}
+
+func startExternalHub(t *testing.T) *externalHub {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts Mosquitto; skipped with -short")
 	}
@@ -60,7 +71,22 @@ func TestExternalMosquitto(t *testing.T) {
 	}
 	runUntil(t, "hub", hub.Run)
 	<-hub.Ready()
-	api := newAPIClient(t, httpAddr, hubDir)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- hub and agent logs ---\n%s\n--- mosquitto ---\n%s", logs, brk.Log())
+		}
+	})
+	return &externalHub{brk: brk, brokerHostPort: brokerHostPort, dynsecFile: dynsecFile, httpAddr: httpAddr, api: newAPIClient(t, httpAddr, hubDir), logs: logs}
+}
+
+// TestExternalMosquitto proves the --broker path: the hub and an agent use a
+// real Mosquitto that refuses anonymous clients; the hub gives the device
+// its own account and role there through Mosquitto's dynamic-security
+// plugin, the agent registers, goes online, and goes offline on stop.
+func TestExternalMosquitto(t *testing.T) {
+	ext := startExternalHub(t)
+	api, httpAddr, brokerHostPort, dynsecFile, logs := ext.api, ext.httpAddr, ext.brokerHostPort, ext.dynsecFile, ext.logs
+	dir := t.TempDir()
 
 	var boot struct {
 		MQTTURLs []string `json:"mqtt_urls"`
@@ -71,11 +97,6 @@ func TestExternalMosquitto(t *testing.T) {
 
 	stateDir := filepath.Join(dir, "agent")
 	id, stopAgent := startAgent(t, httpAddr, stateDir, "ext-agent", api.joinToken(1), "", testHeartbeat, logs)
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- hub and agent logs ---\n%s\n--- mosquitto ---\n%s", logs, brk.Log())
-		}
-	})
 	api.waitStatus(id, "online", "startup", 10*time.Second)
 
 	stopAgent()
@@ -109,6 +130,16 @@ func TestExternalMosquitto(t *testing.T) {
 		if out := sub(id, creds.Password, "alicia/v1/devices/"+id+"/status"); !strings.Contains(out, `"reason":"shutdown"`) {
 			t.Errorf("device cannot read its own status: %q", out)
 		}
+		// The hub's acknowledgements and commands are not the device's to
+		// publish, inside its own subtree or not (PUBACK reason 135: not
+		// authorized).
+		for _, kind := range []string{"ack", "cmd"} {
+			out, _ := exec.Command("mosquitto_pub", "-h", "127.0.0.1", "-p", strings.Split(brokerHostPort, ":")[1], "-i", id, "-u", id, "-P", creds.Password,
+				"-V", "mqttv5", "-q", "1", "-d", "-t", "alicia/v1/devices/"+id+"/"+kind, "-m", "x").CombinedOutput()
+			if !strings.Contains(string(out), "received PUBACK (Mid: 1, RC:135)") {
+				t.Errorf("device publishing on its own %s topic was not refused: %q", kind, out)
+			}
+		}
 	})
 
 	t.Run("deleting the device removes its broker account", func(t *testing.T) {
@@ -126,6 +157,70 @@ func TestExternalMosquitto(t *testing.T) {
 			t.Errorf("dynsec store still holds the deleted device's account")
 		}
 	})
+}
+
+// TestRetriedCommandAppliedOnce: the same command delivered twice (as a
+// broker redelivers an unacknowledged QoS 1 message, or a hub resends) is
+// applied once. On an external Mosquitto the test can publish on the
+// device's command topic with the hub's own account: it sends "relay on"
+// (ID A), then "relay off" (ID B), then A again; the relay stays off and A's
+// second result says it repeats the first.
+func TestRetriedCommandAppliedOnce(t *testing.T) {
+	ext := startExternalHub(t)
+	dir := t.TempDir()
+	ag := startSimAgent(t, ext.httpAddr, filepath.Join(dir, "agent"), "retry-pi", ext.api.joinToken(1), ext.logs)
+	defer ag.stop()
+	ext.api.waitStatus(ag.id, "online", "", 10*time.Second)
+
+	hubAccount := mqtt.NewClientOptions().AddBroker(ext.brk.URL()).SetClientID("hubadmin-test").SetUsername("hubadmin").SetPassword("hubadmin-secret")
+	c := mqtt.NewClient(hubAccount)
+	if tok := c.Connect(); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("connect as the hub's account: %v", tok.Error())
+	}
+	defer c.Disconnect(250)
+	results := make(chan *protocol.CommandResult, 8)
+	resultTopic := protocol.DeviceTopic(ag.id, protocol.KindResult)
+	if tok := c.Subscribe(resultTopic, 1, func(_ mqtt.Client, m mqtt.Message) {
+		if _, r, err := protocol.DecodeAs[*protocol.CommandResult](m.Payload()); err == nil {
+			results <- r
+		}
+	}); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+		t.Fatalf("subscribe %s: %v", resultTopic, tok.Error())
+	}
+	send := func(id string, level bool) *protocol.CommandResult {
+		t.Helper()
+		b, err := protocol.Encode("hub-test", time.Now(), &protocol.Command{ID: id, Action: protocol.ActionGPIOWrite,
+			Params: protocol.CommandParams{Line: "relay", Level: &level}, Deadline: time.Now().Add(10 * time.Second)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tok := c.Publish(protocol.DeviceTopic(ag.id, protocol.KindCommand), 1, false, b); !tok.WaitTimeout(10*time.Second) || tok.Error() != nil {
+			t.Fatalf("publish: %v", tok.Error())
+		}
+		select {
+		case r := <-results:
+			if r.ID != id {
+				t.Fatalf("result for %s, want %s", r.ID, id)
+			}
+			return r
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no result for command %s", id)
+		}
+		return nil
+	}
+	if r := send("cmd-a", true); r.Status != protocol.ResultOK || r.Repeat || !ag.board.Relay() {
+		t.Fatalf("A (relay on): %+v, relay %v", r, ag.board.Relay())
+	}
+	if r := send("cmd-b", false); r.Status != protocol.ResultOK || ag.board.Relay() {
+		t.Fatalf("B (relay off): %+v, relay %v", r, ag.board.Relay())
+	}
+	r := send("cmd-a", true)
+	if r.Status != protocol.ResultOK || !r.Repeat {
+		t.Errorf("A again: %+v, want ok with repeat", r)
+	}
+	if ag.board.Relay() {
+		t.Error("A delivered again energised the relay again: applied twice")
+	}
 }
 
 // missing fails under CI (where .ci/run installs everything) and skips on
