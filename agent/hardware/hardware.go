@@ -171,7 +171,11 @@ func (r *Runtime) ReadSensor(ctx context.Context, name string) (map[string]float
 			return nil, err
 		}
 		defer bus.Close()
-		rd, err := sensor.ReadBME280(ctx, bus, s.Address)
+		read := sensor.ReadBME280
+		if s.Kind == protocol.SensorBMP280 {
+			read = sensor.ReadBMP280
+		}
+		rd, err := read(ctx, bus, s.Address)
 		if err != nil {
 			return nil, fmt.Errorf("%s on i2c %s at %#x: %w", s.Kind, s.Bus, s.Address, err)
 		}

@@ -157,3 +157,28 @@ func TestOpenBoard(t *testing.T) {
 		t.Errorf("unknown backend: %v", err)
 	}
 }
+
+// A bmp280 declaration reads temperature and pressure, never humidity
+// (here from the simulated BME280, which a BMP280 reader accepts).
+func TestBMP280Declaration(t *testing.T) {
+	b, err := sim.New(sim.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := board.Parse("b", strings.NewReader("bmp280 1 0x76 as baro\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, err := New(b, f, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	pts := r.Sample(context.Background())
+	if v, ok := point(pts, "sensor_pressure_pascals", "sensor", "baro"); !ok || math.Abs(v-101325) > 20 {
+		t.Errorf("pressure %v (present %v), want about 101325 Pa", v, ok)
+	}
+	if _, ok := point(pts, "sensor_humidity_ratio", "sensor", "baro"); ok {
+		t.Error("a bmp280 reported humidity")
+	}
+}

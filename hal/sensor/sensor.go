@@ -30,28 +30,45 @@ type Reading struct {
 // (4×). It takes about 30 ms; ctx is checked before the bus is touched.
 // A BMP280 or BMP180 at addr is an error: it has no humidity sensor.
 func ReadBME280(ctx context.Context, bus i2c.Bus, addr uint16) (Reading, error) {
+	return readBMx280(ctx, "bme280", bus, addr, true)
+}
+
+// ReadBMP280 is ReadBME280 for a BMP280 (temperature and pressure; the
+// reading's HumidityRatio is 0). A BME280 at addr reads too, without its
+// humidity.
+func ReadBMP280(ctx context.Context, bus i2c.Bus, addr uint16) (Reading, error) {
+	return readBMx280(ctx, "bmp280", bus, addr, false)
+}
+
+func readBMx280(ctx context.Context, kind string, bus i2c.Bus, addr uint16, humidity bool) (Reading, error) {
 	if err := ctx.Err(); err != nil {
-		return Reading{}, fmt.Errorf("bme280 at %#02x: %w", addr, err)
+		return Reading{}, fmt.Errorf("%s at %#02x: %w", kind, addr, err)
 	}
 	if addr != 0x76 && addr != 0x77 {
-		return Reading{}, fmt.Errorf("bme280: address %#02x invalid, want 0x76 or 0x77", addr)
+		return Reading{}, fmt.Errorf("%s: address %#02x invalid, want 0x76 or 0x77", kind, addr)
 	}
 	dev, err := bmxx80.NewI2C(bus, addr, &bmxx80.DefaultOpts)
 	if err != nil {
-		return Reading{}, fmt.Errorf("bme280 at %#02x: %w", addr, err)
+		return Reading{}, fmt.Errorf("%s at %#02x: %w", kind, addr, err)
 	}
-	if !strings.HasPrefix(dev.String(), "BME280") {
-		return Reading{}, fmt.Errorf("bme280 at %#02x: found %s, which has no humidity sensor", addr, dev)
+	switch name := dev.String(); {
+	case humidity && !strings.HasPrefix(name, "BME280"):
+		return Reading{}, fmt.Errorf("%s at %#02x: found %s, which has no humidity sensor", kind, addr, dev)
+	case !strings.HasPrefix(name, "BME280") && !strings.HasPrefix(name, "BMP280"):
+		return Reading{}, fmt.Errorf("%s at %#02x: found %s", kind, addr, dev)
 	}
 	var e physic.Env
 	if err := dev.Sense(&e); err != nil {
-		return Reading{}, fmt.Errorf("bme280 at %#02x: %w", addr, err)
+		return Reading{}, fmt.Errorf("%s at %#02x: %w", kind, addr, err)
 	}
-	return Reading{
+	r := Reading{
 		TemperatureCelsius: celsius(e.Temperature),
 		PressurePascals:    float64(e.Pressure) / float64(physic.Pascal),
-		HumidityRatio:      float64(e.Humidity) / float64(100*physic.PercentRH),
-	}, nil
+	}
+	if humidity {
+		r.HumidityRatio = float64(e.Humidity) / float64(100*physic.PercentRH)
+	}
+	return r, nil
 }
 
 // Families of the temperature sensors ReadDS18B20 reads.

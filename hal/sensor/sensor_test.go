@@ -334,3 +334,34 @@ func newSim(t *testing.T) *sim.Board {
 func near(a, b, tol float64) bool { return math.Abs(a-b) <= tol }
 
 func clone[T any](s []T) []T { return append([]T(nil), s...) }
+
+// bmp280Ops is periph's own recording of a BMP280 (chip id 0x58) at 0x76:
+// 23.72 °C, 100942.695 Pa.
+var bmp280Ops = []i2ctest.IO{
+	{Addr: 0x76, W: []byte{0xd0}, R: []byte{0x58}},
+	{Addr: 0x76, W: []byte{0x88}, R: []byte{0x10, 0x6e, 0x6c, 0x66, 0x32, 0x0, 0x5d, 0x95, 0xb8, 0xd5, 0xd0, 0xb, 0x77, 0x1e, 0x9d, 0xff, 0xf9, 0xff, 0xac, 0x26, 0xa, 0xd8, 0xbd, 0x10, 0x0, 0x4b}},
+	{Addr: 0x76, W: []byte{0xf4, 0x6c, 0xf5, 0xa0, 0xf4, 0x6c}},
+	{Addr: 0x76, W: []byte{0xF4, 0x6d}},
+	{Addr: 0x76, W: []byte{0xF3}, R: []byte{8}},
+	{Addr: 0x76, W: []byte{0xF3}, R: []byte{0}},
+	{Addr: 0x76, W: []byte{0xf7}, R: []byte{0x4a, 0x52, 0xc0, 0x80, 0x96, 0xc0}},
+}
+
+func TestReadBMP280Playback(t *testing.T) {
+	bus := &i2ctest.Playback{Ops: bmp280Ops, DontPanic: true}
+	r, err := ReadBMP280(context.Background(), bus, 0x76)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if math.Abs(r.TemperatureCelsius-23.72) > 0.001 || math.Abs(r.PressurePascals-100942.695) > 0.01 || r.HumidityRatio != 0 {
+		t.Errorf("BMP280 reading %+v, want 23.72 °C, 100942.695 Pa, no humidity", r)
+	}
+	if err := bus.Close(); err != nil {
+		t.Errorf("the driver did not do the recorded transactions: %v", err)
+	}
+	// The same chip read as a BME280 is refused: it has no humidity.
+	bus = &i2ctest.Playback{Ops: bmp280Ops[:3], DontPanic: true}
+	if _, err := ReadBME280(context.Background(), bus, 0x76); err == nil || !strings.Contains(err.Error(), "no humidity sensor") {
+		t.Errorf("ReadBME280 of a BMP280: %v, want no humidity sensor", err)
+	}
+}
