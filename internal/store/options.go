@@ -179,7 +179,7 @@ func (o Options) Validate() error {
 
 // badgerOptions translates o (with defaults applied) into badger's options.
 func (o Options) badgerOptions(logger badger.Logger) badger.Options {
-	return badger.DefaultOptions(o.Dir).
+	opts := badger.DefaultOptions(o.Dir).
 		WithLogger(logger).
 		// Every commit is msync'ed by badger itself; see the package doc for
 		// why DB.Sync after SyncWrites=false commits is not enough.
@@ -203,4 +203,9 @@ func (o Options) badgerOptions(logger badger.Logger) badger.Options {
 		// CRCs are hardware-accelerated on arm64 and amd64.
 		WithChecksumVerificationMode(options.OnBlockRead).
 		WithVerifyValueChecksum(true)
+	// Every level's tables are BaseTableSize (badger doubles them per
+	// level): badger builds a table in memory and keeps up to 8 builders'
+	// buffers pooled, so the table size bounds its memory under load.
+	opts.TableSizeMultiplier = 1
+	return opts
 }
