@@ -24,6 +24,7 @@ import (
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/cliconfig"
 	"github.com/alicia-home/alicia/internal/logging"
+	"github.com/alicia-home/alicia/internal/sdnotify"
 )
 
 func main() {
@@ -104,7 +105,16 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log.Info("starting alicia-agent", "version", buildinfo.Version, "commit", buildinfo.Commit)
-	return a.Run(ctx)
+	// Under systemd (Type=notify) the agent is ready once its configuration
+	// and hardware are loaded: it may then wait for the hub (enrolment,
+	// pairing) for as long as it takes, without a start timeout.
+	sdnotify.Ready("running")
+	notifyCtx, stopNotify := context.WithCancel(ctx)
+	defer stopNotify()
+	go sdnotify.Watchdog(notifyCtx, nil, log)
+	err = a.Run(ctx)
+	sdnotify.Stopping()
+	return err
 }
 
 // openHardware opens the HAL backend and the board file; nil when the

@@ -17,6 +17,7 @@ import (
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/cliconfig"
 	"github.com/alicia-home/alicia/internal/logging"
+	"github.com/alicia-home/alicia/internal/sdnotify"
 )
 
 func main() { cliconfig.Main("alicia-hub", run) }
@@ -68,5 +69,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	log.Info("starting alicia-hub", "version", buildinfo.Version, "commit", buildinfo.Commit)
-	return h.Run(ctx)
+	// Under systemd (Type=notify): ready once the hub serves, watchdog
+	// pings while it runs, "stopping" when it shuts down.
+	notifyCtx, stopNotify := context.WithCancel(ctx)
+	defer stopNotify()
+	go func() {
+		select {
+		case <-h.Ready():
+			sdnotify.Ready("serving the API on " + cfg.HTTPAddr)
+			sdnotify.Watchdog(notifyCtx, nil, log)
+		case <-notifyCtx.Done():
+		}
+	}()
+	err = h.Run(ctx)
+	sdnotify.Stopping()
+	return err
 }
