@@ -17,7 +17,7 @@ FUZZTIME ?= 10s
 HUB_TARGETS   := linux-amd64 linux-arm64 linux-riscv64
 AGENT_TARGETS := $(HUB_TARGETS) linux-armv7 linux-armv6 linux-386
 
-.PHONY: help build cross run test test-unit bench lint clean
+.PHONY: help build cross run test test-unit bench lint clean package release
 
 help: ## list the targets
 	@awk 'BEGIN{FS=":.*## "} /^[a-zA-Z_-]+:.*## /{printf "  %-10s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,12 @@ cross: ## build both binaries for every target into bin/<os>-<arch>/ (agent also
 	  os=$${t%%-*}; arch=$${t#*-}; \
 	  echo "hub   $$t"; GOOS=$$os GOARCH=$$arch $(GOBUILD) -o bin/$$t/alicia-hub ./hub; \
 	done
+
+package: ## build the .deb and .rpm packages of both for every target into dist/ (nfpm)
+	@scripts/package.sh dist '$(VERSION)' '$(LDFLAGS)'
+
+release: ## dist/: every binary, every package, install.sh and SHA256SUMS
+	@rm -rf dist && scripts/package.sh dist '$(VERSION)' '$(LDFLAGS)' --binaries
 
 run: build ## run the hub (data in .run/) and one local agent; prints the REST URL and a curl
 	@scripts/run.sh

@@ -1,0 +1,41 @@
+#!/bin/sh
+# postinstall of alicia-hub and alicia-agent (NAME is set by the package
+# build): create the service's system user and groups, then enable and
+# (re)start the service. Debian calls it with "configure [old-version]",
+# rpm with 1 (install) or 2 (upgrade).
+set -e
+NAME=@NAME@
+
+group() {
+	getent group "$1" >/dev/null 2>&1 || groupadd --system "$1"
+}
+
+group "$NAME"
+if ! getent passwd "$NAME" >/dev/null 2>&1; then
+	useradd --system --gid "$NAME" --home-dir "/var/lib/$NAME" --no-create-home \
+		--shell /usr/sbin/nologin --comment "Alicia ${NAME#alicia-}" "$NAME"
+fi
+if [ "$NAME" = alicia-agent ]; then
+	# The unit adds these groups; a missing one stops it from starting.
+	# Raspberry Pi OS has them (udev gives them the device nodes); elsewhere
+	# they are created, and the rules below give them the nodes.
+	for g in gpio i2c spi; do group "$g"; done
+	usermod -a -G gpio,i2c,spi "$NAME"
+	if command -v udevadm >/dev/null 2>&1 && [ -d /run/udev ]; then
+		udevadm control --reload-rules 2>/dev/null || true
+		udevadm trigger --subsystem-match=gpio --subsystem-match=i2c-dev --subsystem-match=spidev 2>/dev/null || true
+	fi
+fi
+
+case "$1" in
+configure | 1 | 2 | "") ;;
+*) exit 0 ;;
+esac
+if [ -d /run/systemd/system ]; then
+	systemctl daemon-reload >/dev/null 2>&1 || true
+	systemctl enable "$NAME.service" >/dev/null 2>&1 || true
+	# A fresh install starts the service; an upgrade restarts it with the
+	# new binary (its data and identity stay in /var/lib/$NAME).
+	systemctl restart "$NAME.service" || echo "$NAME: the service did not start; see: journalctl -u $NAME" >&2
+fi
+exit 0
