@@ -54,6 +54,9 @@ func TestMain(m *testing.M) {
 	if binDir != "" {
 		os.RemoveAll(binDir)
 	}
+	if releaseDir != "" {
+		os.RemoveAll(releaseDir)
+	}
 	os.Exit(code)
 }
 
