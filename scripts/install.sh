@@ -2,6 +2,7 @@
 # Install Alicia's agent (or hub) on this machine from a release.
 #
 #   sudo sh install.sh --from DIR_OR_URL [--join-token TOKEN] [--hub HOST:PORT] [--hub-package]
+#   sh install.sh --detect [--hub-package]    print the package this machine needs, and exit
 #
 # It picks the package for this machine's architecture (telling ARMv6 from
 # ARMv7), installs it with apt/dpkg or dnf/rpm, optionally puts a join token
@@ -11,9 +12,9 @@
 # It refuses a system it does not support, and says why.
 set -eu
 
-from= token= hub= name=alicia-agent
+from= token= hub= name=alicia-agent detect=
 usage() {
-	echo "usage: $0 --from DIR_OR_URL [--join-token TOKEN] [--hub HOST:PORT] [--hub-package]" >&2
+	echo "usage: $0 --from DIR_OR_URL [--join-token TOKEN] [--hub HOST:PORT] [--hub-package] | --detect [--hub-package]" >&2
 	exit 2
 }
 while [ $# -gt 0 ]; do
@@ -22,18 +23,16 @@ while [ $# -gt 0 ]; do
 	--join-token) token=${2:-}; shift 2 || usage ;;
 	--hub) hub=${2:-}; shift 2 || usage ;;
 	--hub-package) name=alicia-hub; shift ;;
+	--detect) detect=1; shift ;;
 	-h | --help) usage ;;
 	*) echo "install.sh: unknown argument $1" >&2; usage ;;
 	esac
 done
-[ -n "$from" ] || usage
+[ -n "$from" ] || [ -n "$detect" ] || usage
 fail() { echo "install.sh: $*" >&2; exit 1; }
 say() { echo "install.sh: $*"; }
 
 [ "$(uname -s)" = Linux ] || fail "$(uname -s) is not supported: Alicia runs on Linux"
-[ "$(id -u)" = 0 ] || fail "run it as root (sudo sh $0 …)"
-command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] ||
-	fail "this system does not run systemd; the packages install systemd services"
 
 # The package's architecture label, from the machine (not the userland:
 # a 32-bit OS on a 64-bit Pi gets the 32-bit package it can run).
@@ -60,6 +59,13 @@ esac
 if command -v dpkg >/dev/null 2>&1; then fmt=deb
 elif command -v rpm >/dev/null 2>&1; then fmt=rpm
 else fail "neither dpkg nor rpm is installed"; fi
+if [ -n "$detect" ]; then
+	echo "$name $label $fmt"
+	exit 0
+fi
+[ "$(id -u)" = 0 ] || fail "run it as root (sudo sh $0 …)"
+command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ] ||
+	fail "this system does not run systemd; the packages install systemd services"
 
 # Find the package: in a directory, or in a release's SHA256SUMS at a URL.
 fetch() { # url file
