@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -10,11 +9,14 @@ import (
 	"time"
 )
 
-// TestCrossArchAgents builds the agent for arm64 and armv7, runs each under
-// qemu-user against a hub on this machine, and checks that it registers
-// with the right architecture and goes online.
+// TestCrossArchAgents runs the arm64 and armv7 agents of the release
+// (scripts/package.sh, as `make release` builds them) under qemu-user
+// against a hub on this machine, and checks that each registers with the
+// right architecture and goes online. (TestReleaseArtifacts runs the
+// armv6 one's --version.)
 func TestCrossArchAgents(t *testing.T) {
 	bin := binaries(t)
+	rel := release(t)
 	dir := t.TempDir()
 	httpAddr, mqttAddr := freeAddr(t), freeAddr(t)
 	hubDir := filepath.Join(dir, "hub")
@@ -23,23 +25,17 @@ func TestCrossArchAgents(t *testing.T) {
 	api := newAPIClient(t, httpAddr, hubDir)
 
 	for _, c := range []struct {
-		goarch, goarm, qemu, wantArch string
+		label, goarch, qemu, wantArch string
 	}{
-		{"arm64", "", "qemu-aarch64-static", "arm64"},
-		{"arm", "7", "qemu-arm-static", "arm/v7"},
+		{"arm64", "arm64", "qemu-aarch64-static", "arm64"},
+		{"armhf", "arm", "qemu-arm-static", "arm/v7"},
 	} {
 		t.Run(c.wantArch, func(t *testing.T) {
 			qemu, err := exec.LookPath(c.qemu)
 			if err != nil {
 				missing(t, c.qemu+" (package qemu-user-static)")
 			}
-			agent := filepath.Join(dir, "alicia-agent-"+c.goarch+c.goarm)
-			cmd := exec.Command("go", "build", "-trimpath", "-o", agent, "./agent")
-			cmd.Dir = "../.."
-			cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+c.goarch, "GOARM="+c.goarm)
-			if out, err := cmd.CombinedOutput(); err != nil {
-				t.Fatalf("cross-build: %v\n%s", err, out)
-			}
+			agent := filepath.Join(rel, "alicia-agent-linux-"+c.label)
 			out, err := exec.Command(qemu, agent, "--version").CombinedOutput()
 			if err != nil || !strings.Contains(string(out), "linux/"+c.goarch) {
 				t.Fatalf("%s %s --version = %q, %v", c.qemu, agent, out, err)
