@@ -8,6 +8,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -114,8 +115,17 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	go sdnotify.Watchdog(notifyCtx, nil, log)
 	err = a.Run(ctx)
 	sdnotify.Stopping()
+	if errors.Is(err, agentd.ErrNotEnrolled) {
+		// The unit does not restart this exit (RestartPreventExitStatus).
+		return cliconfig.WithExitCode(err, ExitNotEnrolled)
+	}
 	return err
 }
+
+// ExitNotEnrolled is the agent's exit code when it is not enrolled and has
+// no join token: EX_CONFIG of sysexits.h. The systemd unit does not
+// restart it; add the token and start the service again.
+const ExitNotEnrolled = 78
 
 // openHardware opens the HAL backend and the board file; nil when the
 // device runs without a HAL. With the simulated board and no board file,

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/alicia-home/alicia/internal/buildinfo"
+	"github.com/alicia-home/alicia/internal/cliconfig"
 	"github.com/alicia-home/alicia/internal/identity"
 	"github.com/alicia-home/alicia/internal/pki"
 )
@@ -100,6 +101,7 @@ func TestRunErrors(t *testing.T) {
 		args    []string
 		env     map[string]string
 		wantErr []string
+		code    int // the exit code Main would use; 0: 1
 	}{
 		{name: "unknown flag", args: []string{"--bogus"}, wantErr: []string{"-bogus"}},
 		{name: "stray argument", args: []string{"--state-dir", stateDir, "extra"}, wantErr: []string{`"extra"`}},
@@ -109,8 +111,8 @@ func TestRunErrors(t *testing.T) {
 		{name: "board file names absent hardware", args: []string{"--state-dir", stateDir, "--hal", "sim", "--board-file", absentBoard}, wantErr: []string{"GPIO99 is not on this board"}},
 		// The simulated board and a real one without hardware start; the
 		// agent then stops for want of a token.
-		{name: "hal sim", args: []string{"--state-dir", stateDir, "--hub", hub, "--hal", "sim"}, wantErr: []string{"--join-token"}},
-		{name: "hal periph without hardware", args: []string{"--state-dir", stateDir, "--hub", hub, "--hal", "periph"}, wantErr: []string{"--join-token"}},
+		{name: "hal sim", args: []string{"--state-dir", stateDir, "--hub", hub, "--hal", "sim"}, wantErr: []string{"--join-token"}, code: ExitNotEnrolled},
+		{name: "hal periph without hardware", args: []string{"--state-dir", stateDir, "--hub", hub, "--hal", "periph"}, wantErr: []string{"--join-token"}, code: ExitNotEnrolled},
 		{name: "log level from env", args: []string{"--state-dir", stateDir}, env: map[string]string{"ALICIA_LOG_LEVEL": "bogus"}, wantErr: []string{`log level "bogus"`}},
 		{name: "log level flag", args: []string{"--state-dir", stateDir, "--log-level", "loud"}, wantErr: []string{`log level "loud"`}},
 		{name: "config unknown key", args: []string{"--config", unknownKey}, wantErr: []string{unknownKey, "line 2", `"hubb"`}},
@@ -119,9 +121,10 @@ func TestRunErrors(t *testing.T) {
 		{name: "heartbeat out of range", args: []string{"--state-dir", stateDir, "--heartbeat", "10ms"}, wantErr: []string{"heartbeat interval 10ms"}},
 		{name: "empty state dir", args: []string{"--state-dir="}, wantErr: []string{"--state-dir"}},
 		{name: "hub is a URL", args: []string{"--state-dir", stateDir, "--hub", "http://hub.local"}, wantErr: []string{"not a URL"}},
-		// The flags reach the agent: it starts, and stops for want of a token.
-		{name: "not enrolled", args: []string{"--state-dir", stateDir, "--hub", hub}, wantErr: []string{"--join-token"}},
-		{name: "not enrolled, from env", env: map[string]string{"ALICIA_STATE_DIR": envStateDir, "ALICIA_HUB": hub}, wantErr: []string{"--join-token"}},
+		// The flags reach the agent: it starts, and stops for want of a token
+		// (exit code 78, which the unit does not restart).
+		{name: "not enrolled", args: []string{"--state-dir", stateDir, "--hub", hub}, wantErr: []string{"--join-token"}, code: ExitNotEnrolled},
+		{name: "not enrolled, from env", env: map[string]string{"ALICIA_STATE_DIR": envStateDir, "ALICIA_HUB": hub}, wantErr: []string{"--join-token"}, code: ExitNotEnrolled},
 		// The token reaches the agent, which wants the hub's CA fingerprint in it.
 		{name: "join token without fingerprint", args: []string{"--state-dir", stateDir, "--hub", hub, "--join-token", "alicia_join_x"}, wantErr: []string{"join token does not name the hub's CA"}},
 	} {
@@ -132,6 +135,9 @@ func TestRunErrors(t *testing.T) {
 				t.Fatalf("run(%q) succeeded, want an error", tc.args)
 			}
 			msg := err.Error() + "\n" + stderr.String() // the flag package prints its errors too
+			if want := max(tc.code, 1); cliconfig.ExitCode(err) != want {
+				t.Errorf("run(%q): exit code %d, want %d", tc.args, cliconfig.ExitCode(err), want)
+			}
 			for _, want := range tc.wantErr {
 				if !strings.Contains(msg, want) {
 					t.Errorf("run(%q): %v\nstderr: %s\nwant %q in the error", tc.args, err, stderr.String(), want)

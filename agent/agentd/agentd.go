@@ -161,6 +161,11 @@ type Hardware interface {
 // starts it again (the unit restarts on failure, and this exit is one).
 var ErrRestart = errors.New("agent: restart requested by the hub")
 
+// ErrNotEnrolled is returned by Run when the agent has no credentials and
+// no way to get them (neither a join token nor --pair): starting it again
+// as it is cannot help.
+var ErrNotEnrolled = errors.New("agent: not enrolled")
+
 // maxCommands bounds the commands executed at once.
 const maxCommands = 8
 
@@ -524,7 +529,7 @@ func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, nam
 	}
 	if creds == nil {
 		if cfg.JoinToken == "" {
-			return nil, errors.New("agent: not enrolled: start once with --join-token TOKEN (an admin creates one with POST /api/v1/join-tokens on the hub), or with --pair while the hub's pairing window is open")
+			return nil, fmt.Errorf("%w: start once with --join-token TOKEN (an admin creates one with POST /api/v1/join-tokens on the hub), or with --pair while the hub's pairing window is open", ErrNotEnrolled)
 		}
 		_, fp, err := identity.ParseJoinToken(cfg.JoinToken)
 		if err != nil {

@@ -141,14 +141,36 @@ type RunFunc func(ctx context.Context, args []string, getenv func(string) string
 
 // Main runs run with the process's arguments and environment and a context
 // cancelled by SIGINT or SIGTERM, then exits: 0 on success or --help, 1
-// with "name: error" on stderr otherwise.
+// with "name: error" on stderr otherwise (or the code WithExitCode gave
+// the error).
 func Main(name string, run RunFunc) {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
 	stop()
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Fprintln(os.Stderr, name+":", err)
-		os.Exit(1)
+		os.Exit(ExitCode(err))
 	}
 	os.Exit(0)
+}
+
+// exitError is an error with the process exit code it calls for.
+type exitError struct {
+	error
+	code int
+}
+
+func (e exitError) Unwrap() error { return e.error }
+
+// WithExitCode makes Main exit with code when run returns err (a service
+// manager can tell such an exit apart, e.g. not restart it).
+func WithExitCode(err error, code int) error { return exitError{err, code} }
+
+// ExitCode is the exit code Main uses for err: WithExitCode's, else 1.
+func ExitCode(err error) int {
+	var e exitError
+	if errors.As(err, &e) {
+		return e.code
+	}
+	return 1
 }

@@ -1,7 +1,9 @@
 package cliconfig
 
 import (
+	"errors"
 	"flag"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -107,5 +109,19 @@ func TestErrors(t *testing.T) {
 func TestEnvName(t *testing.T) {
 	if got := EnvName("data-dir"); got != "ALICIA_DATA_DIR" {
 		t.Errorf("EnvName = %q", got)
+	}
+}
+
+func TestExitCode(t *testing.T) {
+	base := errors.New("not enrolled")
+	err := fmt.Errorf("run: %w", WithExitCode(base, 78))
+	if got := ExitCode(err); got != 78 {
+		t.Errorf("ExitCode(wrapped WithExitCode 78) = %d", got)
+	}
+	if !errors.Is(err, base) {
+		t.Error("WithExitCode hides the error it wraps")
+	}
+	if got := ExitCode(errors.New("plain")); got != 1 {
+		t.Errorf("ExitCode(plain) = %d, want 1", got)
 	}
 }

@@ -27,15 +27,23 @@ if [ "$NAME" = alicia-agent ]; then
 	fi
 fi
 
+# A fresh install (Debian: "configure" without an old version; rpm: 1)
+# enables and starts the service. An upgrade restarts it if it is
+# enabled, with the new binary (its data and identity stay in
+# /var/lib/$NAME), and leaves a service the admin disabled alone.
 case "$1" in
-configure | 1 | 2 | "") ;;
+configure) if [ -z "${2:-}" ]; then fresh=1; else fresh=; fi ;;
+1) fresh=1 ;;
+2) fresh= ;;
 *) exit 0 ;;
 esac
 if [ -d /run/systemd/system ]; then
 	systemctl daemon-reload >/dev/null 2>&1 || true
-	systemctl enable "$NAME.service" >/dev/null 2>&1 || true
-	# A fresh install starts the service; an upgrade restarts it with the
-	# new binary (its data and identity stay in /var/lib/$NAME).
-	systemctl restart "$NAME.service" || echo "$NAME: the service did not start; see: journalctl -u $NAME" >&2
+	if [ -n "$fresh" ]; then
+		systemctl enable "$NAME.service" >/dev/null 2>&1 || true
+	fi
+	if systemctl is-enabled --quiet "$NAME.service" 2>/dev/null; then
+		systemctl restart "$NAME.service" || echo "$NAME: the service did not start; see: journalctl -u $NAME" >&2
+	fi
 fi
 exit 0
