@@ -23,14 +23,65 @@ import (
 )
 
 // The container's root file system: Debian bookworm, minbase plus what
-// booting systemd and the tests need. debootstrap runs once per machine;
-// the tree is kept as a tarball named after these settings.
+// booting systemd and the tests need, from the Debian mirror this
+// machine's apt uses (aptMirror). debootstrap runs once per machine; the
+// tree is kept as a tarball named after these settings.
 const (
 	debSuite    = "bookworm"
-	debMirror   = "http://deb.debian.org/debian"
 	debVariant  = "minbase"
 	debIncludes = "systemd,systemd-sysv,dbus,ca-certificates,curl,apt"
 )
+
+// aptMirror returns the URI of the first apt source of this machine that
+// serves debSuite's main component: deb822 stanzas in
+// /etc/apt/sources.list.d/*.sources, then one-line entries in
+// /etc/apt/sources.list and /etc/apt/sources.list.d/*.list.
+func aptMirror() (string, error) {
+	has := func(list []string, v string) bool { return slices.Contains(list, v) }
+	stanzas, _ := filepath.Glob("/etc/apt/sources.list.d/*.sources")
+	for _, f := range stanzas {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, stanza := range strings.Split(string(b), "\n\n") {
+			fields := map[string][]string{}
+			for _, line := range strings.Split(stanza, "\n") {
+				if k, v, ok := strings.Cut(line, ":"); ok && !strings.HasPrefix(line, "#") {
+					fields[strings.ToLower(strings.TrimSpace(k))] = strings.Fields(v)
+				}
+			}
+			if has(fields["types"], "deb") && has(fields["suites"], debSuite) && has(fields["components"], "main") && len(fields["uris"]) > 0 {
+				return fields["uris"][0], nil
+			}
+		}
+	}
+	lists, _ := filepath.Glob("/etc/apt/sources.list.d/*.list")
+	for _, f := range append([]string{"/etc/apt/sources.list"}, lists...) {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			w := strings.Fields(line) // deb [options] URI suite component…
+			if len(w) == 0 || w[0] != "deb" {
+				continue
+			}
+			w = w[1:]
+			if len(w) > 0 && strings.HasPrefix(w[0], "[") {
+				i := slices.IndexFunc(w, func(x string) bool { return strings.HasSuffix(x, "]") })
+				if i < 0 {
+					continue
+				}
+				w = w[i+1:]
+			}
+			if len(w) >= 3 && w[1] == debSuite && has(w[2:], "main") {
+				return w[0], nil
+			}
+		}
+	}
+	return "", fmt.Errorf("no apt source of this machine serves %s main", debSuite)
+}
 
 // TestPackagesInRealSystemd installs the .deb packages in a freshly booted
 // Debian with a real systemd as PID 1 and checks what a user would: the
@@ -594,7 +645,11 @@ func rootfsTarball(t *testing.T) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	key := sha256.Sum256([]byte(strings.Join([]string{debSuite, debMirror, debVariant, debIncludes}, "\n")))
+	mirror, err := aptMirror()
+	if err != nil {
+		missing(t, fmt.Sprintf("a Debian mirror for debootstrap (%v)", err))
+	}
+	key := sha256.Sum256([]byte(strings.Join([]string{debSuite, mirror, debVariant, debIncludes}, "\n")))
 	tarball := filepath.Join(dir, fmt.Sprintf("%s-%s-%s.tar", debSuite, debVariant, hex.EncodeToString(key[:6])))
 
 	lock, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o644)
@@ -613,7 +668,7 @@ func rootfsTarball(t *testing.T) string {
 	if _, err := exec.LookPath("debootstrap"); err != nil {
 		missing(t, "debootstrap")
 	}
-	if err := probeMirror(); err != nil {
+	if err := probeMirror(mirror); err != nil {
 		missing(t, fmt.Sprintf("a reachable Debian mirror for debootstrap (%v)", err))
 	}
 	start := time.Now()
@@ -629,7 +684,7 @@ func rootfsTarball(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.CommandContext(ctx, "debootstrap", "--variant="+debVariant, "--include="+debIncludes, debSuite, tree, debMirror)
+	cmd := exec.CommandContext(ctx, "debootstrap", "--variant="+debVariant, "--include="+debIncludes, debSuite, tree, mirror)
 	cmd.Stdout, cmd.Stderr = lf, lf
 	err = cmd.Run()
 	lf.Close()
@@ -654,9 +709,9 @@ func rootfsTarball(t *testing.T) string {
 
 // probeMirror tells whether the Debian mirror answers, so a machine
 // without it skips rather than fails deep in debootstrap.
-func probeMirror() error {
+func probeMirror(mirror string) error {
 	client := &http.Client{Timeout: 20 * time.Second}
-	resp, err := client.Head(debMirror + "/dists/" + debSuite + "/Release")
+	resp, err := client.Head(mirror + "/dists/" + debSuite + "/Release")
 	if err != nil {
 		return err
 	}
