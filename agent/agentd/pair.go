@@ -126,8 +126,13 @@ func retry[T any](ctx context.Context, a *Agent, what string, f func() (T, error
 	for {
 		v, err := f()
 		var perm errPermanent
-		if err == nil || errors.As(err, &perm) || ctx.Err() != nil {
+		if err == nil || errors.As(err, &perm) {
 			return v, err
+		}
+		if ctx.Err() != nil {
+			// Stopped while (or right after) an attempt failed: a stop, not
+			// that attempt's failure.
+			return v, ctx.Err()
 		}
 		a.log.Warn(what+" failed; retrying", "err", err, "retry_in", delay)
 		select {
