@@ -269,6 +269,41 @@ func TestPackagesInRealSystemd(t *testing.T) {
 			}
 		}
 	})
+
+	t.Run("remove keeps the configuration and data, purge deletes them", func(t *testing.T) {
+		exists := func(p string) bool { _, err := os.Stat(filepath.Join(root, p)); return err == nil }
+		identity := readFile(t, filepath.Join(root, "var/lib/alicia-agent/identity.key"))
+		c.must(t, 2*time.Minute, "apt-get", "remove", "-y", "alicia-agent")
+		if got := c.isActive("alicia-agent"); got == "active" {
+			t.Errorf("alicia-agent is still active after remove")
+		}
+		if exists("usr/bin/alicia-agent") {
+			t.Error("remove left the binary")
+		}
+		for _, p := range []string{"etc/alicia/agent.yaml", "etc/alicia/board.conf", "etc/default/alicia-agent"} {
+			if !exists(p) {
+				t.Errorf("remove deleted /%s (configuration is kept until purge)", p)
+			}
+		}
+		if got := readFile(t, filepath.Join(root, "var/lib/alicia-agent/identity.key")); got != identity {
+			t.Error("remove changed or deleted the device's identity")
+		}
+		if got := c.isActive("alicia-hub"); got != "active" {
+			t.Errorf("removing the agent stopped the hub: %q", got)
+		}
+		c.must(t, 2*time.Minute, "apt-get", "purge", "-y", "alicia-agent")
+		for _, p := range []string{"etc/alicia/agent.yaml", "etc/alicia/board.conf", "etc/default/alicia-agent", "var/lib/alicia-agent"} {
+			if exists(p) {
+				t.Errorf("purge left /%s", p)
+			}
+		}
+		if out, err := c.run(time.Minute, "getent", "passwd", "alicia-agent"); err == nil {
+			t.Errorf("purge left the user: %q", out)
+		}
+		if !exists("var/lib/alicia-hub/admin.token") || !exists("etc/alicia/hub.yaml") {
+			t.Error("purging the agent touched the hub's files")
+		}
+	})
 }
 
 // container is a booted systemd-nspawn container.
