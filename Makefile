@@ -57,9 +57,9 @@ test-unit: ## run only the fast unit tests (-short)
 	$(GO) test -short -count=1 ./...
 
 bench: ## run the benchmarks and print their figures (as root: uses network namespaces)
-	$(GO) test -run '^$$' -bench . -skip '^Benchmark(AgentFootprint|HubIngest|CommandRoundTrip)$$' -benchtime 7x ./internal/e2e
+	$(GO) test -run '^$$' -bench . -skip '^Benchmark(AgentFootprint|HubIngest|CommandRoundTrip|HubHousehold)$$' -benchtime 7x ./internal/e2e
 	@# Their body is one measured run (about 2 min; sizes in docs/benchmarks.md): run once.
-	$(GO) test -run '^$$' -bench '^Benchmark(AgentFootprint|HubIngest|CommandRoundTrip)$$' -benchtime 1x -timeout 15m ./internal/e2e
+	$(GO) test -run '^$$' -bench '^Benchmark(AgentFootprint|HubIngest|CommandRoundTrip|HubHousehold)$$' -benchtime 1x -timeout 15m ./internal/e2e
 
 lint: ## gofmt and go vet
 	@# gofmt -l with no file arguments would read stdin and pass: name the source trees.
