@@ -123,8 +123,9 @@ type Service struct {
 
 // live is a command not final yet.
 type live struct {
-	rec  Record
-	done chan struct{} // closed when rec is final
+	rec       Record
+	done      chan struct{} // closed when rec is final and stored
+	finishing bool          // finish has begun; s.mu guards it
 }
 
 // Open returns a Service whose audit log is in cfg.DB. Commands left
@@ -288,22 +289,28 @@ func (s *Service) send(ctx context.Context, r Record) (Record, error) {
 }
 
 // finish applies fn to the live record id, makes it final, stores it and
-// wakes its waiters. It reports false if id was not live.
+// wakes its waiters. It reports false if id was not live (or is being
+// finished). The record stays live until it is stored, so that Get and
+// Wait always find it, live or final.
 func (s *Service) finish(id string, fn func(*Record)) (Record, bool) {
 	s.mu.Lock()
 	l := s.live[id]
-	if l == nil {
+	if l == nil || l.finishing {
 		s.mu.Unlock()
 		return Record{}, false
 	}
-	delete(s.live, id)
-	fn(&l.rec)
-	l.rec.Done = s.cfg.Now()
+	l.finishing = true
 	rec := l.rec
+	fn(&rec)
+	rec.Done = s.cfg.Now()
 	s.mu.Unlock()
 	if err := s.put(rec); err != nil {
 		s.log.Error("command record not stored", "command", id, "err", err)
 	}
+	s.mu.Lock()
+	l.rec = rec
+	delete(s.live, id)
+	s.mu.Unlock()
 	close(l.done)
 	if s.cfg.OnDone != nil {
 		s.cfg.OnDone(rec)
@@ -320,14 +327,20 @@ func (s *Service) HandleResult(dev string, res *protocol.CommandResult) {
 	}
 	s.mu.Lock()
 	l := s.live[res.ID]
+	var owner string
+	if l != nil {
+		owner = l.rec.Device
+	}
 	s.mu.Unlock()
 	if l != nil {
-		if l.rec.Device != dev {
-			s.log.Warn("command result from the wrong device", "command", res.ID, "from", dev, "sent to", l.rec.Device)
+		if owner != dev {
+			s.log.Warn("command result from the wrong device", "command", res.ID, "from", dev, "sent to", owner)
 			return
 		}
-		s.finish(res.ID, apply)
-		return
+		if _, ok := s.finish(res.ID, apply); ok {
+			return
+		}
+		// It was timing out just now: the late-result path below.
 	}
 	r, err := s.Get(dev, res.ID)
 	if err != nil || r.Status != StatusTimeout {
