@@ -73,20 +73,20 @@ package() { # name label nfpm-arch bin
 	echo "  $name $label: ${name}_${pkgversion}_${label}.deb .rpm"
 }
 
-for t in "${hub_targets[@]}"; do
-	read -r label goarch goarm arch <<<"$t"
-	wanted "$label" || continue
-	bin=$(build alicia-hub "$label" "$goarch" "$goarm")
-	[ -n "$binaries" ] && cp "$bin" "$out/alicia-hub-linux-$label"
-	package alicia-hub "$label" "$arch" "$bin"
-done
-for t in "${agent_targets[@]}"; do
-	read -r label goarch goarm arch <<<"$t"
-	wanted "$label" || continue
-	bin=$(build alicia-agent "$label" "$goarch" "$goarm")
-	[ -n "$binaries" ] && cp "$bin" "$out/alicia-agent-linux-$label"
-	package alicia-agent "$label" "$arch" "$bin"
-done
-cp scripts/install.sh "$out/install.sh" 2>/dev/null || true
+release() { # name targets…
+	local name=$1 t label goarch goarm arch bin
+	shift
+	for t in "$@"; do
+		read -r label goarch goarm arch <<<"$t"
+		wanted "$label" || continue
+		bin=$(build "$name" "$label" "$goarch" "$goarm")
+		[ -n "$binaries" ] && cp "$bin" "$out/$name-linux-$label"
+		package "$name" "$label" "$arch" "$bin"
+	done
+}
+
+release alicia-hub "${hub_targets[@]}"
+release alicia-agent "${agent_targets[@]}"
+cp scripts/install.sh "$out/install.sh"
 (cd "$out" && sha256sum -- * | grep -v ' SHA256SUMS$' >SHA256SUMS)
 echo "$out: $(ls "$out" | wc -l) files, SHA256SUMS"

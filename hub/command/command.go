@@ -61,10 +61,11 @@ type Record struct {
 	Sent       time.Time `json:"sent,omitzero"`
 	Deadline   time.Time `json:"deadline,omitzero"`
 	Done       time.Time `json:"done,omitzero"`
-	// Timeout is how long the hub waits for the result once sent.
-	Timeout   time.Duration `json:"-"`
-	TimeoutMS int64         `json:"timeout_ms"`
+	// TimeoutMS is how long the hub waits for the result once sent.
+	TimeoutMS int64 `json:"timeout_ms"`
 }
+
+func (r Record) timeout() time.Duration { return time.Duration(r.TimeoutMS) * time.Millisecond }
 
 // Final reports whether r's status will not change any more (a timed-out
 // command is final too, though a late result still updates the record).
@@ -160,7 +161,6 @@ func Open(cfg Config) (*Service, error) {
 		return nil, err
 	}
 	for _, r := range recs {
-		r.Timeout = time.Duration(r.TimeoutMS) * time.Millisecond
 		if r.Status == StatusQueued {
 			s.live[r.ID] = &live{rec: r, done: make(chan struct{})}
 			continue
@@ -174,7 +174,6 @@ func Open(cfg Config) (*Service, error) {
 }
 
 func (s *Service) put(r Record) error {
-	r.TimeoutMS = r.Timeout.Milliseconds()
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
@@ -248,7 +247,7 @@ func (s *Service) Submit(ctx context.Context, dev string, req Request) (Record, 
 		req.Timeout = DefaultTimeout
 	}
 	now := s.cfg.Now()
-	r := Record{ID: protocol.NewID()[:16], Device: dev, Action: req.Action, Params: req.Params, Actor: req.Actor, Created: now, Timeout: req.Timeout}
+	r := Record{ID: protocol.NewID()[:16], Device: dev, Action: req.Action, Params: req.Params, Actor: req.Actor, Created: now, TimeoutMS: req.Timeout.Milliseconds()}
 	online := d.Status == registry.StatusOnline
 	switch {
 	case !d.Status.Accepted():
@@ -271,7 +270,7 @@ func (s *Service) Submit(ctx context.Context, dev string, req Request) (Record, 
 // send publishes r and records it as sent.
 func (s *Service) send(ctx context.Context, r Record) (Record, error) {
 	now := s.cfg.Now()
-	r.Status, r.Sent, r.Deadline = StatusSent, now, now.Add(r.Timeout)
+	r.Status, r.Sent, r.Deadline = StatusSent, now, now.Add(r.timeout())
 	l := &live{rec: r, done: make(chan struct{})}
 	s.mu.Lock()
 	s.live[r.ID] = l
@@ -395,7 +394,6 @@ func (s *Service) Get(dev, id string) (Record, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return Record{}, fmt.Errorf("command: record %s/%s: %w", dev, id, err)
 	}
-	r.Timeout = time.Duration(r.TimeoutMS) * time.Millisecond
 	return r, nil
 }
 
@@ -474,7 +472,7 @@ func (s *Service) Tick(now time.Time) {
 	}
 	for _, id := range timedOut {
 		s.finish(id, func(r *Record) {
-			r.Status, r.Error = StatusTimeout, fmt.Sprintf("no result from the device within %s", r.Timeout)
+			r.Status, r.Error = StatusTimeout, fmt.Sprintf("no result from the device within %s", r.timeout())
 		})
 	}
 }

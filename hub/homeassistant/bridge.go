@@ -53,9 +53,9 @@ type Config struct {
 	// returns its record once final (the device's result, or a timeout).
 	// Required. The bridge's requests have Actor "homeassistant".
 	Command func(ctx context.Context, device string, req command.Request) (command.Record, error)
-	// HubID and Version describe the hub. Version is the origin's sw
-	// version in every discovery config.
-	HubID, Version string
+	// Version is the hub's version: the origin's sw version in every
+	// discovery config.
+	Version string
 	// Now is the clock. Default time.Now.
 	Now func() time.Time
 	// Logger receives the bridge's logs. Default: discarded.

@@ -287,7 +287,7 @@ func newEnv(t *testing.T, cfg homeassistant.Config) *env {
 	cfg.Publish, cfg.Devices, cfg.Latest, cfg.Command = e.rec.publish, e.src.Devices, e.src.Latest, e.cmd.command
 	cfg.Now = e.clk.Now
 	cfg.Logger = slog.New(slog.NewTextHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	cfg.HubID, cfg.Version = "hub1", "0.5.0"
+	cfg.Version = "0.5.0"
 	b, err := homeassistant.New(cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)

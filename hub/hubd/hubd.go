@@ -383,7 +383,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		}
 	}
 	if !cfg.NoHomeAssistant {
-		bridge, err := homeassistant.New(homeassistant.Config{Prefix: cfg.HAPrefix, HubID: hubID, Version: buildinfo.Version,
+		bridge, err := homeassistant.New(homeassistant.Config{Prefix: cfg.HAPrefix, Version: buildinfo.Version,
 			Devices: reg.List, Latest: mstore.Latest, Logger: h.log.With("component", "homeassistant"),
 			Publish: func(ctx context.Context, topic string, payload []byte, retained bool) error {
 				return client.Publish(ctx, bus.Message{Topic: topic, Payload: payload, QoS: 1, Retained: retained})

@@ -47,10 +47,9 @@ func (in *ingest) handle(_ context.Context, m bus.Message) {
 		return
 	}
 	switch p := msg.Payload.(type) {
-	case *protocol.Metrics:
-		in.metricsBatch(m, id, msg, p)
-		return
-	case *protocol.CommandResult, *protocol.DeviceEvent:
+	case *protocol.Metrics, *protocol.CommandResult, *protocol.DeviceEvent:
+		// The registry checks what it handles itself; these go elsewhere,
+		// from an accepted device about itself only.
 		if msg.Source != id {
 			in.reject(m, fmt.Errorf("message on the topic of %s claims source %s", id, msg.Source))
 			return
@@ -59,31 +58,22 @@ func (in *ingest) handle(_ context.Context, m bus.Message) {
 			in.reject(m, fmt.Errorf("%s: %w", id, registry.ErrUnknownDevice))
 			return
 		}
-		if res, ok := p.(*protocol.CommandResult); ok {
-			in.commands.HandleResult(id, res)
-		} else {
-			in.input(id, p.(*protocol.DeviceEvent))
+		switch p := p.(type) {
+		case *protocol.Metrics:
+			// A batch that cannot be queued is not acknowledged, so the
+			// agent resends it.
+			if !in.metrics.Submit(id, p) {
+				in.log.Debug("metrics queue full; the agent will resend", "device", id, "seq", p.Seq)
+			}
+		case *protocol.CommandResult:
+			in.commands.HandleResult(id, p)
+		case *protocol.DeviceEvent:
+			in.input(id, p)
 		}
 		return
 	}
 	if err := in.reg.Handle(id, msg); err != nil {
 		in.reject(m, err)
-	}
-}
-
-// metricsBatch queues a device's metrics batch for the store. A batch that
-// cannot be queued is not acknowledged, so the agent resends it.
-func (in *ingest) metricsBatch(m bus.Message, id string, msg *protocol.Message, batch *protocol.Metrics) {
-	if msg.Source != id {
-		in.reject(m, fmt.Errorf("message on the topic of %s claims source %s", id, msg.Source))
-		return
-	}
-	if !in.reg.Allowed(id) {
-		in.reject(m, fmt.Errorf("%s: %w", id, registry.ErrUnknownDevice))
-		return
-	}
-	if !in.metrics.Submit(id, batch) {
-		in.log.Debug("metrics queue full; the agent will resend", "device", id, "seq", batch.Seq)
 	}
 }
 

@@ -42,20 +42,26 @@ func startSimAgent(t testing.TB, hubHTTP, stateDir, name, token string, logs *lo
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close() })
-	a, err := agentd.New(agentd.Config{StateDir: stateDir, Hub: hubHTTP, JoinToken: token, Name: name, Hardware: rt,
+	id, stop := runAgent(t, agentd.Config{StateDir: stateDir, Hub: hubHTTP, JoinToken: token, Name: name, Hardware: rt,
 		HeartbeatInterval: testHeartbeat, KeepAlive: testKeepAlive, SampleInterval: time.Second, Logger: logs.logger().With("agent", name)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	stop := runUntil(t, "agent "+name, a.Run)
-	deadline := time.Now().Add(10 * time.Second)
-	for a.DeviceID() == "" && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // polling for the identity to be loaded
-	}
-	if a.DeviceID() == "" {
-		t.Fatalf("agent %s has no device id after 10s", name)
-	}
-	return &simAgent{id: a.DeviceID(), board: b, stop: stop}
+	return &simAgent{id: id, board: b, stop: stop}
+}
+
+// startLoggedHub starts an in-process hub on loopback whose logs (and its
+// agents') are printed if the test fails, and returns it, its API client,
+// the log buffer and the test's directory.
+func startLoggedHub(t *testing.T) (*inprocHub, *apiClient, *logBuffer, string) {
+	t.Helper()
+	logs := &logBuffer{}
+	dir := t.TempDir()
+	h := &inprocHub{t: t, dir: filepath.Join(dir, "hub"), httpAddr: freeAddr(t), mqttAddr: freeAddr(t), mqttsAddr: freeAddr(t), logs: logs}
+	h.start()
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs)
+		}
+	})
+	return h, newAPIClient(t, h.httpAddr, h.dir), logs, dir
 }
 
 // commandRecord is the part of a command's record the tests look at.
@@ -140,16 +146,7 @@ func (w *sseEvents) wait(t *testing.T, match func(string) bool, timeout time.Dur
 // edge on the simulated button reaches the event stream; bad commands are
 // refused naming the problem; a command to an offline device fails fast.
 func TestCommandsOnSimulatedHardware(t *testing.T) {
-	logs := &logBuffer{}
-	dir := t.TempDir()
-	h := &inprocHub{t: t, dir: filepath.Join(dir, "hub"), httpAddr: freeAddr(t), mqttAddr: freeAddr(t), mqttsAddr: freeAddr(t), logs: logs}
-	h.start()
-	defer func() {
-		if t.Failed() {
-			t.Logf("logs:\n%s", logs)
-		}
-	}()
-	api := newAPIClient(t, h.httpAddr, h.dir)
+	h, api, logs, dir := startLoggedHub(t)
 	ag := startSimAgent(t, h.httpAddr, filepath.Join(dir, "agent"), "sim-pi", api.joinToken(1), logs)
 	defer ag.stop()
 	api.waitStatus(ag.id, "online", "", 10*time.Second)

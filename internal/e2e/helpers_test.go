@@ -47,26 +47,9 @@ func newAPIClient(t testing.TB, httpAddr, dataDir string) *apiClient {
 	return &apiClient{t: t, base: "http://" + httpAddr, token: strings.TrimSpace(string(tok))}
 }
 
-// doRaw is do returning the body of any answer, for errors.
+// doRaw sends a request with the admin token (body, if any, as JSON) and
+// returns the status and the body of any answer.
 func (c *apiClient) doRaw(method, path string, body any) (int, string) {
-	c.t.Helper()
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	req, _ := http.NewRequest(method, c.base+path, rd)
-	req.Header.Set("Authorization", "Bearer "+c.token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		c.t.Fatalf("%s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-func (c *apiClient) do(method, path string, body any, out any) int {
 	c.t.Helper()
 	var rd io.Reader
 	if body != nil {
@@ -84,12 +67,19 @@ func (c *apiClient) do(method, path string, body any, out any) int {
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
-	if out != nil && resp.StatusCode < 300 {
-		if err := json.Unmarshal(b, out); err != nil {
+	return resp.StatusCode, string(b)
+}
+
+// do is doRaw decoding a successful answer into out (if not nil).
+func (c *apiClient) do(method, path string, body any, out any) int {
+	c.t.Helper()
+	st, b := c.doRaw(method, path, body)
+	if out != nil && st < 300 {
+		if err := json.Unmarshal([]byte(b), out); err != nil {
 			c.t.Fatalf("%s %s: decode %q: %v", method, path, b, err)
 		}
 	}
-	return resp.StatusCode
+	return st
 }
 
 func (c *apiClient) joinToken(uses int) string {

@@ -132,21 +132,9 @@ var haUniqueID = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
 // read the devices' own topics.
 func TestHomeAssistantDiscovery(t *testing.T) {
 	if _, err := exec.LookPath("mosquitto_sub"); err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal("mosquitto_sub is missing (package mosquitto-clients)")
-		}
-		t.Skip("mosquitto_sub is missing (package mosquitto-clients)")
+		missing(t, "mosquitto_sub (package mosquitto-clients)")
 	}
-	logs := &logBuffer{}
-	dir := t.TempDir()
-	h := &inprocHub{t: t, dir: filepath.Join(dir, "hub"), httpAddr: freeAddr(t), mqttAddr: freeAddr(t), mqttsAddr: freeAddr(t), logs: logs}
-	h.start()
-	defer func() {
-		if t.Failed() {
-			t.Logf("logs:\n%s", logs)
-		}
-	}()
-	api := newAPIClient(t, h.httpAddr, h.dir)
+	h, api, logs, dir := startLoggedHub(t)
 	var creds struct {
 		Username string   `json:"username"`
 		Password string   `json:"password"`

@@ -48,18 +48,25 @@ const (
 // device ID and stop function.
 func startAgent(t *testing.T, hubHTTP, stateDir, name, token, brokerURL string, heartbeat time.Duration, logs *logBuffer) (string, func()) {
 	t.Helper()
-	a, err := agentd.New(agentd.Config{StateDir: stateDir, Hub: hubHTTP, JoinToken: token, Name: name,
+	return runAgent(t, agentd.Config{StateDir: stateDir, Hub: hubHTTP, JoinToken: token, Name: name,
 		HeartbeatInterval: heartbeat, KeepAlive: testKeepAlive, BrokerURL: brokerURL, Logger: logs.logger().With("agent", name)})
+}
+
+// runAgent runs an in-process agent with cfg and returns its device ID,
+// once it has loaded its identity, and its stop function.
+func runAgent(t testing.TB, cfg agentd.Config) (string, func()) {
+	t.Helper()
+	a, err := agentd.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := runUntil(t, "agent "+name, a.Run)
+	stop := runUntil(t, "agent "+cfg.Name, a.Run)
 	deadline := time.Now().Add(10 * time.Second)
 	for a.DeviceID() == "" && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond) // polling for the identity to be loaded
 	}
 	if a.DeviceID() == "" {
-		t.Fatalf("agent %s has no device id after 10s", name)
+		t.Fatalf("agent %s has no device id after 10s", cfg.Name)
 	}
 	return a.DeviceID(), stop
 }

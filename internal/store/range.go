@@ -9,8 +9,8 @@ import (
 	"github.com/dgraph-io/badger/v4"
 )
 
-// Time-series helpers: entries that expire by themselves, ordered range
-// scans and the last key under a prefix. Keys are ordered bytewise, so
+// Time-series helpers: entries that expire by themselves and ordered range
+// scans, forward and backward. Keys are ordered bytewise, so
 // callers that want time order encode times with fixed width (see
 // hub/metrics).
 
@@ -86,31 +86,4 @@ func (tx *Tx) scanRange(k Keyspace, start, end string, reverse bool, fn func(key
 		}
 	}
 	return nil
-}
-
-// Last returns the greatest key of k that starts with prefix, and its
-// value; the error wraps ErrNotFound if there is none.
-func (tx *Tx) Last(k Keyspace, prefix string) (string, []byte, error) {
-	if err := tx.checkKeyspace(k); err != nil {
-		return "", nil, fmt.Errorf("store: last %s: %w", keyName(k.prefix, prefix), err)
-	}
-	if prefix == "" || strings.IndexByte(prefix, 0) >= 0 {
-		return "", nil, fmt.Errorf("store: last %s: %w: want a non-empty prefix without NUL", keyName(k.prefix, prefix), ErrInvalidKey)
-	}
-	p := []byte(k.prefix + prefix)
-	it := tx.txn.NewIterator(badger.IteratorOptions{Reverse: true, Prefix: p})
-	defer it.Close()
-	// In reverse, Seek finds the greatest key ≤ its argument: past every
-	// key with the prefix.
-	it.Seek(append(bytes.Clone(p), 0xff))
-	if !it.ValidForPrefix(p) {
-		return "", nil, fmt.Errorf("store: last %s: %w", keyName(k.prefix, prefix), ErrNotFound)
-	}
-	item := it.Item()
-	key := string(item.Key()[len(k.prefix):])
-	val, err := readValue(item)
-	if err != nil {
-		return "", nil, fmt.Errorf("store: last %s: read %s: %w", keyName(k.prefix, prefix), keyName(k.prefix, key), err)
-	}
-	return key, val, nil
 }

@@ -91,25 +91,6 @@ func TestScanRangeAndLast(t *testing.T) {
 	if !errors.Is(err, stop) || n != 1 {
 		t.Errorf("ScanRange with a failing callback: %v after %d calls, want stop after 1", err, n)
 	}
-
-	last := func(prefix string) (string, string, error) {
-		var k string
-		var v []byte
-		err := db.View(func(tx *Tx) (err error) { k, v, err = tx.Last(ts, prefix); return err })
-		return k, string(v), err
-	}
-	if k, v, err := last("a/"); err != nil || k != "a/10" || v != "va/10" {
-		t.Errorf("Last(a/) = %q, %q, %v; want a/10", k, v, err)
-	}
-	if k, _, err := last("b/"); err != nil || k != "b/01" {
-		t.Errorf("Last(b/) = %q, %v; want b/01", k, err)
-	}
-	if _, _, err := last("c/"); !errors.Is(err, ErrNotFound) {
-		t.Errorf("Last(c/) = %v, want ErrNotFound", err)
-	}
-	if _, _, err := last(""); !errors.Is(err, ErrInvalidKey) {
-		t.Errorf("Last(\"\") = %v, want ErrInvalidKey", err)
-	}
 }
 
 func TestPutTTLExpires(t *testing.T) {
