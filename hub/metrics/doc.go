@@ -13,6 +13,23 @@
 // it resends. If the store refuses writes (disk full, I/O error), nothing is
 // acknowledged and the agents keep their batches.
 //
+// # Bounds: one device cannot hurt the others
+//
+// Each device has at most Config.MaxSeriesPerDevice series in the catalog
+// (DefaultMaxSeriesPerDevice). A sample of a new series past the limit is
+// left out of its batch's row, which is stored and acknowledged as usual
+// (so the agent does not resend it forever); the refusal is counted
+// (Stats, SeriesStats, the hub's /metrics) and the device's Latest carries
+// SeriesLimitedName = 1, which the default series_limit alert rule
+// watches. When a device is at its limit, series that had no sample for
+// the raw retention are evicted from the catalog to make room (at most
+// once a minute). Catalog writes and deletes, and rollup writes, go in
+// transactions of at most 1,000 keys, so no device's size can make one
+// too big. Every lock is per device except the one on the map of devices,
+// which is held only for O(1) or O(devices) work: a device's series cost
+// only that device's lock. A rollup that fails is counted and retried at
+// the next pass without stopping the other devices' rollups.
+//
 // # Key layout
 //
 // All keys are text (the store forbids NUL bytes); times and sequence

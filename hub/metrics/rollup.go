@@ -1,11 +1,15 @@
 package metrics
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -21,9 +25,8 @@ import (
 // recomputes each dirty minute from the raw samples once it is over (and
 // again if late samples arrive, as after an outage), writes the minute
 // buckets, marks the hour dirty, and recomputes dirty hours from the minute
-// buckets. The marks are removed in the transaction that writes the
-// buckets; a sample that lands meanwhile conflicts with it, and the
-// transaction is retried.
+// buckets. A mark is removed only if no sample landed while its buckets
+// were computed (see rollupOne).
 
 // Rollup resolutions and their default retention.
 const (
@@ -98,7 +101,10 @@ func (s *Store) markDirty(tx *store.Tx, dev string, t time.Time) error {
 
 // Rollup rolls up every dirty minute that ended at least rollupDelay
 // before now, and every dirty hour whose minutes are rolled up. It returns
-// how many minutes and hours it rolled up.
+// how many minutes and hours it rolled up. A rollup that fails is counted
+// (Stats().RollupFailures), keeps its mark to be retried at the next pass,
+// and does not stop the others: one device's trouble never stops the
+// history of the rest. The error joins the failures' errors.
 func (s *Store) Rollup(now time.Time) (minutes, hours int, err error) {
 	type mark struct {
 		key, dev string
@@ -120,95 +126,184 @@ func (s *Store) Rollup(now time.Time) (minutes, hours int, err error) {
 		})
 		return ms, err
 	}
+	var errs []error
+	fail := func(err error) {
+		s.stats.RollupFailures.Add(1)
+		if len(errs) < maxRollupErrors {
+			errs = append(errs, err)
+		}
+	}
 	mins, err := collect(s.dirtyMin, Minute)
 	if err != nil {
 		return 0, 0, err
 	}
 	for _, m := range mins {
 		if err := s.rollupOne(m.key, m.dev, m.start, Minute); err != nil {
-			return minutes, hours, err
+			fail(err)
+			continue
 		}
 		minutes++
 	}
 	hrs, err := collect(s.dirtyHour, Hour)
 	if err != nil {
-		return minutes, hours, err
+		return minutes, hours, errors.Join(append(errs, err)...)
 	}
 	for _, m := range hrs {
 		if err := s.rollupOne(m.key, m.dev, m.start, Hour); err != nil {
-			return minutes, hours, err
+			fail(err)
+			continue
 		}
 		hours++
 	}
-	return minutes, hours, nil
+	return minutes, hours, errors.Join(errs...)
 }
 
+// maxRollupErrors bounds the errors one Rollup pass returns (they are all
+// counted).
+const maxRollupErrors = 5
+
+// rollupChunk bounds the buckets written per transaction: one device's
+// minute may hold as many buckets as the device has series.
+const rollupChunk = 1000
+
 // rollupOne recomputes the buckets of every series of dev in [start,
-// start+width) and removes the dirty mark, in one transaction: a sample
-// committed meanwhile (which rewrites the mark) makes it conflict and
-// retry. Minute buckets come from one scan of the minute's rows, hour
-// buckets from each series' minute buckets.
+// start+width) and removes the dirty mark. Minute buckets come from one
+// scan of the minute's rows, hour buckets from each series' minute
+// buckets. The buckets are written in transactions of at most rollupChunk,
+// so that no device's series count can make a transaction too big. A
+// sample committed meanwhile must not be missed, so the mark is first
+// claimed (its value set to a random token) and removed at the end only if
+// it still holds the token: ingest rewrites it empty with each new sample,
+// and then the mark stays for the next pass, which recomputes the buckets
+// from all the rows (buckets are recomputed whole, so redoing one is
+// harmless).
 func (s *Store) rollupOne(markKey, dev string, start time.Time, width time.Duration) error {
-	s.mu.RLock()
-	var sids []sid
-	if d := s.devices[dev]; d != nil {
-		for id := range d.series {
-			sids = append(sids, id)
-		}
+	wrap := func(err error) error {
+		return fmt.Errorf("metrics: roll up %s %s at %s: %w", dev, width, start.Format(time.RFC3339), err)
 	}
-	s.mu.RUnlock()
 	dirty := s.dirtyMin
 	if width == Hour {
 		dirty = s.dirtyHour
 	}
-	end := start.Add(width)
+	token := make([]byte, 8)
+	rand.Read(token)
+	claimed := false
 	err := s.db.Update(func(tx *store.Tx) error {
+		claimed = false
 		if _, err := tx.Get(dirty, markKey); err != nil {
 			if errors.Is(err, store.ErrNotFound) {
 				return nil // done by someone else
 			}
 			return err
 		}
+		claimed = true
+		return tx.Put(dirty, markKey, token)
+	})
+	if err != nil || !claimed {
+		if err != nil {
+			return wrap(err)
+		}
+		return nil
+	}
+	if testHookClaimed != nil {
+		testHookClaimed()
+	}
+	end := start.Add(width)
+	type put struct {
+		key string
+		b   bucket
+	}
+	var puts []put
+	var retention time.Duration
+	err = s.db.View(func(tx *store.Tx) error {
 		if width == Minute {
-			if err := s.rollupMinute(tx, dev, start, end); err != nil {
+			retention = s.minuteRetention
+			buckets, err := s.minuteBuckets(tx, dev, start, end)
+			if err != nil {
 				return err
 			}
-			if err := tx.Put(s.dirtyHour, dev+"/"+msKey(start.Truncate(Hour)), nil); err != nil {
-				return err
+			for id, b := range buckets {
+				puts = append(puts, put{dev + "/" + id.String() + "/" + msKey(start), *b})
 			}
-		} else {
-			for _, id := range sids {
-				prefix := dev + "/" + id.String() + "/"
-				var b bucket
-				err := tx.ScanRange(s.rollMin, prefix+msKey(start), prefix+msKey(end), func(k string, v []byte) error {
-					_, mb, err := decodeBucket(k, v)
-					if err != nil {
-						return err
-					}
-					b.merge(mb)
-					return nil
-				})
+			return nil
+		}
+		retention = s.hourRetention
+		var sids []sid
+		if d := s.lookup(dev); d != nil {
+			d.mu.Lock()
+			sids = slices.Collect(maps.Keys(d.series))
+			d.mu.Unlock()
+		}
+		for _, id := range sids {
+			prefix := dev + "/" + id.String() + "/"
+			var b bucket
+			err := tx.ScanRange(s.rollMin, prefix+msKey(start), prefix+msKey(end), func(k string, v []byte) error {
+				_, mb, err := decodeBucket(k, v)
 				if err != nil {
 					return err
 				}
-				if b.count > 0 {
-					if err := tx.PutTTL(s.rollHour, prefix+msKey(start), b.encode(), s.hourRetention); err != nil {
-						return err
-					}
+				b.merge(mb)
+				return nil
+			})
+			if err != nil {
+				return err
+			}
+			if b.count > 0 {
+				puts = append(puts, put{prefix + msKey(start), b})
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return wrap(err)
+	}
+	dst := s.rollMin
+	if width == Hour {
+		dst = s.rollHour
+	}
+	for c := range slices.Chunk(puts, rollupChunk) {
+		err := s.db.Update(func(tx *store.Tx) error {
+			for _, p := range c {
+				if err := tx.PutTTL(dst, p.key, p.b.encode(), retention); err != nil {
+					return err
 				}
 			}
+			return nil
+		})
+		if err != nil {
+			return wrap(err)
+		}
+	}
+	err = s.db.Update(func(tx *store.Tx) error {
+		if width == Minute {
+			if err := tx.Put(s.dirtyHour, dev+"/"+msKey(start.Truncate(Hour)), nil); err != nil {
+				return err
+			}
+		}
+		v, err := tx.Get(dirty, markKey)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if !bytes.Equal(v, token) {
+			return nil // new samples: the next pass does it again
 		}
 		return tx.Delete(dirty, markKey)
 	})
 	if err != nil {
-		return fmt.Errorf("metrics: roll up %s %s at %s: %w", dev, width, start.Format(time.RFC3339), err)
+		return wrap(err)
 	}
 	return nil
 }
 
-// rollupMinute writes in tx the minute bucket of every series of dev with
+// testHookClaimed, if set by a test, runs after rollupOne claimed a mark.
+var testHookClaimed func()
+
+// minuteBuckets returns the minute bucket of every series of dev with
 // samples in the rows of [start, end).
-func (s *Store) rollupMinute(tx *store.Tx, dev string, start, end time.Time) error {
+func (s *Store) minuteBuckets(tx *store.Tx, dev string, start, end time.Time) (map[sid]*bucket, error) {
 	buckets := map[sid]*bucket{}
 	err := tx.ScanRange(s.rows, dev+"/"+msKey(start), dev+"/"+msKey(end), func(k string, v []byte) error {
 		r, err := decodeRow(k, v)
@@ -226,15 +321,7 @@ func (s *Store) rollupMinute(tx *store.Tx, dev string, start, end time.Time) err
 		}
 		return nil
 	})
-	if err != nil {
-		return err
-	}
-	for id, b := range buckets {
-		if err := tx.PutTTL(s.rollMin, dev+"/"+id.String()+"/"+msKey(start), b.encode(), s.minuteRetention); err != nil {
-			return err
-		}
-	}
-	return nil
+	return buckets, err
 }
 
 // RunRollups rolls up every interval until ctx is done.

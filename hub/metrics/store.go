@@ -32,9 +32,36 @@ type Config struct {
 	// MinuteRetention and HourRetention keep the rollups. Defaults
 	// DefaultMinuteRetention and DefaultHourRetention.
 	MinuteRetention, HourRetention time.Duration
+	// MaxSeriesPerDevice bounds the series of one device in the catalog.
+	// A sample of a new series beyond it is refused (the rest of its batch
+	// is stored and acknowledged), counted, and the device's
+	// alicia_device_series_limited sample is 1 for SeriesLimitedFor, which
+	// the default series_limit alert rule watches. Series with no sample
+	// for the raw retention make room for new ones. Default
+	// DefaultMaxSeriesPerDevice.
+	MaxSeriesPerDevice int
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
+
+// DefaultMaxSeriesPerDevice is the default per-device series limit: about
+// twenty times what an agent's host collectors send from a Raspberry Pi
+// (about a hundred series), and room for a many-core server's per-CPU
+// series and a device's own custom metrics.
+const DefaultMaxSeriesPerDevice = 2000
+
+// SeriesLimitedName is the name of the synthetic sample Latest adds to a
+// device that has had series refused: 1 while it had one refused within
+// SeriesLimitedFor, else 0.
+const SeriesLimitedName = "alicia_device_series_limited"
+
+// SeriesLimitedFor is how long a refused series keeps a device's
+// SeriesLimitedName sample at 1.
+const SeriesLimitedFor = 10 * time.Minute
+
+// evictEvery bounds how often a device at its series limit looks for idle
+// series to evict: the look is O(series of the device).
+const evictEvery = time.Minute
 
 // Store holds device samples. It is safe for concurrent use.
 type Store struct {
@@ -50,6 +77,7 @@ type Store struct {
 	retention time.Duration
 
 	minuteRetention, hourRetention time.Duration
+	maxSeries                      int
 	now                            func() time.Time
 
 	// budget is the most bytes (rows and marks, as estimated by
@@ -57,22 +85,54 @@ type Store struct {
 	// transaction too big.
 	budget atomic.Int64
 
+	// stats are the store's counters.
+	stats StoreStats
+
+	// catMu serializes catalog updates, so that a device's series limit
+	// holds exactly. Taken before mu.
+	catMu sync.Mutex
+
+	// mu guards the devices map itself (not the entries: each has its own
+	// lock). Lock order: catMu, then mu, then a device's mu; a device's mu
+	// is never held while taking mu, and never two devices' at once. Every
+	// section holding mu is O(1) or O(devices); work proportional to a
+	// device's series happens under that device's lock only, so one
+	// device's series cannot stall the others' ingest.
 	mu      sync.RWMutex
 	devices map[string]*device // by device ID
 }
 
+// StoreStats are the Store's counters.
+type StoreStats struct {
+	SeriesRefused  atomic.Uint64 // samples of new series refused by a device's series limit
+	SeriesEvicted  atomic.Uint64 // idle series removed from the catalog to make room
+	RollupFailures atomic.Uint64 // minute or hour rollups that failed (retried at the next pass)
+}
+
 // device is the in-memory catalog and latest values of one device.
 type device struct {
+	// mu guards the fields below.
+	mu      sync.Mutex
 	series  map[sid]*series
 	dropped Dropped
+	// refused counts the samples of new series refused by the limit;
+	// lastRefused is when the last was.
+	refused     uint64
+	lastRefused time.Time
+	// lastEvict is when the device last looked for idle series.
+	lastEvict time.Time
 }
 
 type series struct {
 	Name   string            `json:"name"`
-	Labels map[string]string `json:"labels,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"` // never changed after creation: shared freely
 	// latest sample, zero Time if none
 	t time.Time
 	v float64
+	// seen is when the series last had a sample, or when the store
+	// loaded it if that is unknown: series idle for the raw retention may
+	// be evicted from the catalog.
+	seen time.Time
 }
 
 // Dropped is the latest outbox drop count an agent reported.
@@ -105,10 +165,15 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 	if cfg.HourRetention <= 0 {
 		cfg.HourRetention = DefaultHourRetention
 	}
+	if cfg.MaxSeriesPerDevice <= 0 {
+		cfg.MaxSeriesPerDevice = DefaultMaxSeriesPerDevice
+	}
 	s := &Store{db: db, series: db.Keyspace("mseries"), rows: db.Keyspace("mrows"), seen: db.Keyspace("mseen"), drop: db.Keyspace("mdrop"),
 		rollMin: db.Keyspace("mroll1m"), rollHour: db.Keyspace("mroll1h"), dirtyMin: db.Keyspace("mdirty1m"), dirtyHour: db.Keyspace("mdirty1h"),
-		retention: cfg.Retention, minuteRetention: cfg.MinuteRetention, hourRetention: cfg.HourRetention, now: cfg.Now, devices: map[string]*device{}}
+		retention: cfg.Retention, minuteRetention: cfg.MinuteRetention, hourRetention: cfg.HourRetention, maxSeries: cfg.MaxSeriesPerDevice,
+		now: cfg.Now, devices: map[string]*device{}}
 	s.budget.Store(initialBudget)
+	loaded := cfg.Now()
 	err := s.series.Scan(func(key string, val []byte) error {
 		dev, hexID, ok := strings.Cut(key, "/")
 		if !ok {
@@ -118,7 +183,7 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 		if err != nil {
 			return fmt.Errorf("series key %q: %w", key, err)
 		}
-		var sr series
+		sr := series{seen: loaded}
 		if err := json.Unmarshal(val, &sr); err != nil {
 			return fmt.Errorf("series %q: %w", key, err)
 		}
@@ -184,6 +249,9 @@ func (s *Store) loadLatest(tx *store.Tx, dev string, d *device) error {
 					missing--
 				}
 				sr.t, sr.v = t, p.v
+				if t.After(sr.seen) {
+					sr.seen = t
+				}
 			}
 		}
 		if missing == 0 {
@@ -195,6 +263,23 @@ func (s *Store) loadLatest(tx *store.Tx, dev string, d *device) error {
 		return nil
 	}
 	return err
+}
+
+// lookup returns the entry of id, or nil.
+func (s *Store) lookup(id string) *device {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.devices[id]
+}
+
+// deviceEntry returns the entry of id, creating it.
+func (s *Store) deviceEntry(id string) *device {
+	if d := s.lookup(id); d != nil {
+		return d
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.device(id)
 }
 
 // device returns the entry of id, creating it. s.mu must be held for
@@ -227,9 +312,10 @@ type Batch struct {
 // a duplicate, already stored). Batches must have passed protocol
 // validation. Each batch is committed whole, with its dedup mark, in a
 // synced transaction shared with as many other batches as fit; new series
-// are added to the catalog first. On error the returned slice covers the
-// batches committed before the failure (a prefix of batches), which may be
-// acknowledged; the rest were not stored.
+// are added to the catalog first. Samples of new series beyond a device's
+// series limit are left out of its row (counted in Stats). On error the
+// returned slice covers the batches committed before the failure (a
+// prefix of batches), which may be acknowledged; the rest were not stored.
 func (s *Store) Ingest(batches []Batch) ([]bool, error) {
 	sids := make([][]sid, len(batches))
 	for i, b := range batches {
@@ -238,7 +324,8 @@ func (s *Store) Ingest(batches []Batch) ([]bool, error) {
 			sids[i][j] = seriesID(p.Name, p.Labels)
 		}
 	}
-	if err := s.catalog(batches, sids); err != nil {
+	refused, err := s.catalog(batches, sids)
+	if err != nil {
 		return nil, fmt.Errorf("metrics: ingest: %w", err)
 	}
 	fresh := make([]bool, len(batches))
@@ -253,7 +340,7 @@ func (s *Store) Ingest(batches []Batch) ([]bool, error) {
 			size += n
 			end++
 		}
-		err := s.commit(batches[start:end], sids[start:end], fresh[start:end])
+		err := s.commit(batches[start:end], sids[start:end], refused, fresh[start:end])
 		if errors.Is(err, store.ErrTxnTooBig) && end-start > 1 {
 			// Fewer batches per transaction from now on.
 			s.budget.Store(int64(max(size/2, 1)))
@@ -273,34 +360,58 @@ func batchBytes(b Batch) int {
 	return 1 + rowPointSize*len(b.Metrics.Points) + 4*(len(b.Device)+len(b.Metrics.Epoch)+64)
 }
 
+// devSID names a series of a device.
+type devSID struct {
+	dev string
+	id  sid
+}
+
 // catalog adds the batches' new series to the catalog, in transactions of
-// at most catalogChunk entries. A series without samples is harmless, so
-// this runs before, and apart from, the samples' commit.
-func (s *Store) catalog(batches []Batch, sids [][]sid) error {
+// at most catalogChunk entries, and returns the series it refused because
+// their device is at its series limit (nil if none). A series without
+// samples is harmless, so this runs before, and apart from, the samples'
+// commit.
+func (s *Store) catalog(batches []Batch, sids [][]sid) (map[devSID]bool, error) {
 	type entry struct {
-		dev string
-		id  sid
-		sr  *series
+		devSID
+		sr *series
 	}
-	type devSID struct {
-		dev string
-		id  sid
-	}
+	s.catMu.Lock()
+	defer s.catMu.Unlock()
 	var added []entry
+	var refused map[devSID]bool
 	seen := map[devSID]bool{}
-	s.mu.RLock()
+	pending := map[string]int{} // entries of added, by device
+	now := s.now()
 	for i, b := range batches {
-		d := s.devices[b.Device]
+		var d *device
 		for j, p := range b.Metrics.Points {
-			id := sids[i][j]
-			if (d != nil && d.series[id] != nil) || seen[devSID{b.Device, id}] {
+			k := devSID{b.Device, sids[i][j]}
+			if seen[k] || refused[k] {
 				continue
 			}
-			seen[devSID{b.Device, id}] = true
-			added = append(added, entry{b.Device, id, &series{Name: p.Name, Labels: maps.Clone(p.Labels)}})
+			if d == nil {
+				d = s.deviceEntry(b.Device)
+			}
+			d.mu.Lock()
+			known := d.series[k.id] != nil
+			n := len(d.series)
+			d.mu.Unlock()
+			if known {
+				continue
+			}
+			if n+pending[b.Device] >= s.maxSeries && !s.evictIdle(b.Device, d, now) {
+				if refused == nil {
+					refused = map[devSID]bool{}
+				}
+				refused[k] = true
+				continue
+			}
+			seen[k] = true
+			pending[b.Device]++
+			added = append(added, entry{k, &series{Name: p.Name, Labels: maps.Clone(p.Labels), seen: now}})
 		}
 	}
-	s.mu.RUnlock()
 	for c := range slices.Chunk(added, catalogChunk) {
 		err := s.db.Update(func(tx *store.Tx) error {
 			for _, a := range c {
@@ -315,15 +426,71 @@ func (s *Store) catalog(batches []Batch, sids [][]sid) error {
 			return nil
 		})
 		if err != nil {
-			return err
+			return nil, err
 		}
-		s.mu.Lock()
 		for _, a := range c {
-			if d := s.device(a.dev); d.series[a.id] == nil {
+			d := s.deviceEntry(a.dev)
+			d.mu.Lock()
+			if d.series[a.id] == nil {
 				d.series[a.id] = a.sr
 			}
+			d.mu.Unlock()
 		}
-		s.mu.Unlock()
+	}
+	return refused, nil
+}
+
+// evictIdle removes from d's catalog the series with no sample for the raw
+// retention (their samples have expired; their rollups stay on disk until
+// their own retention, no longer named in queries), at most once per
+// evictEvery. It reports whether it made room. s.catMu must be held.
+func (s *Store) evictIdle(dev string, d *device, now time.Time) bool {
+	d.mu.Lock()
+	if now.Sub(d.lastEvict) < evictEvery {
+		d.mu.Unlock()
+		return false
+	}
+	d.lastEvict = now
+	var idle []sid
+	for id, sr := range d.series {
+		if now.Sub(sr.seen) > s.retention {
+			idle = append(idle, id)
+		}
+	}
+	d.mu.Unlock()
+	if len(idle) == 0 {
+		return false
+	}
+	keys := make([]string, len(idle))
+	for i, id := range idle {
+		keys[i] = dev + "/" + id.String()
+	}
+	if err := s.deleteKeys(s.series, keys); err != nil {
+		return false // the next look tries again
+	}
+	d.mu.Lock()
+	for _, id := range idle {
+		delete(d.series, id)
+	}
+	d.mu.Unlock()
+	s.stats.SeriesEvicted.Add(uint64(len(idle)))
+	return true
+}
+
+// deleteKeys deletes keys of ks in transactions of at most catalogChunk.
+func (s *Store) deleteKeys(ks store.Keyspace, keys []string) error {
+	for c := range slices.Chunk(keys, catalogChunk) {
+		err := s.db.Update(func(tx *store.Tx) error {
+			for _, k := range c {
+				if err := tx.Delete(ks, k); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -331,11 +498,13 @@ func (s *Store) catalog(batches []Batch, sids [][]sid) error {
 // catalogChunk bounds the catalog entries written per transaction.
 const catalogChunk = 1000
 
-// commit stores batches (whose series, sids, are in the catalog) in one
-// synced transaction, setting fresh[i] for the new ones; then updates the
-// latest values.
-func (s *Store) commit(batches []Batch, sids [][]sid, fresh []bool) error {
+// commit stores batches (whose series, sids, are in the catalog, but for
+// those in refused) in one synced transaction, setting fresh[i] for the
+// new ones; then updates the latest values and counts the refused samples.
+func (s *Store) commit(batches []Batch, sids [][]sid, refused map[devSID]bool, fresh []bool) error {
+	var nRefused map[string]int // by device, of the fresh batches
 	err := s.db.Update(func(tx *store.Tx) error {
+		nRefused = nil
 		marks := map[string]bool{}
 		for i, b := range batches {
 			m := b.Metrics
@@ -359,9 +528,16 @@ func (s *Store) commit(batches []Batch, sids [][]sid, fresh []bool) error {
 			if err := s.markDirty(tx, b.Device, m.Time); err != nil {
 				return err
 			}
-			pts := make([]rowPoint, len(m.Points))
+			pts := make([]rowPoint, 0, len(m.Points))
 			for j, p := range m.Points {
-				pts[j] = rowPoint{sids[i][j], p.Value}
+				if refused[devSID{b.Device, sids[i][j]}] {
+					if nRefused == nil {
+						nRefused = map[string]int{}
+					}
+					nRefused[b.Device]++
+					continue
+				}
+				pts = append(pts, rowPoint{sids[i][j], p.Value})
 			}
 			if err := tx.PutTTL(s.rows, rowKey(b.Device, m.Time, m.Epoch, m.Seq), encodeRow(pts), s.retention); err != nil {
 				return err
@@ -381,21 +557,32 @@ func (s *Store) commit(batches []Batch, sids [][]sid, fresh []bool) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	now := s.now()
 	for i, b := range batches {
 		if !fresh[i] {
 			continue
 		}
-		d := s.device(b.Device)
+		d := s.deviceEntry(b.Device)
+		t := b.Metrics.Time
+		d.mu.Lock()
 		for j, p := range b.Metrics.Points {
-			if sr := d.series[sids[i][j]]; sr != nil && !b.Metrics.Time.Before(sr.t) {
-				sr.t, sr.v = b.Metrics.Time, p.Value
+			if sr := d.series[sids[i][j]]; sr != nil && !t.Before(sr.t) {
+				sr.t, sr.v = t, p.Value
+				if t.After(sr.seen) {
+					sr.seen = t
+				}
 			}
 		}
 		if b.Metrics.Dropped > 0 {
 			d.dropped = Dropped{Epoch: b.Metrics.Epoch, Dropped: b.Metrics.Dropped}
 		}
+		if n := nRefused[b.Device]; n > 0 {
+			d.refused += uint64(n)
+			d.lastRefused = now
+			s.stats.SeriesRefused.Add(uint64(n))
+			delete(nRefused, b.Device) // counted once per device and commit
+		}
+		d.mu.Unlock()
 	}
 	return nil
 }
@@ -409,36 +596,78 @@ type Sample struct {
 }
 
 // Latest returns the latest value of every series of a device, ordered by
-// name and labels.
+// name and labels. A device that has had series refused by its limit also
+// has a SeriesLimitedName sample, at the current time. The device's lock
+// is held only to copy the values: the copies and the sort are done
+// without it.
 func (s *Store) Latest(dev string) []Sample {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	d := s.devices[dev]
+	d := s.lookup(dev)
 	if d == nil {
 		return []Sample{}
 	}
-	out := make([]Sample, 0, len(d.series))
-	for _, sr := range d.series {
-		if sr.t.IsZero() {
-			continue
-		}
-		out = append(out, Sample{Name: sr.Name, Labels: nonNil(sr.Labels), Time: sr.t, Value: sr.v})
+	now := s.now()
+	type keyed struct {
+		labels string // labelString of the sample's labels
+		s      Sample
 	}
-	slices.SortFunc(out, func(a, b Sample) int {
-		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(labelString(a.Labels), labelString(b.Labels)))
+	d.mu.Lock()
+	all := make([]keyed, 0, len(d.series)+1)
+	for _, sr := range d.series {
+		if !sr.t.IsZero() {
+			all = append(all, keyed{s: Sample{Name: sr.Name, Labels: sr.Labels, Time: sr.t, Value: sr.v}})
+		}
+	}
+	refused, lastRefused := d.refused, d.lastRefused
+	d.mu.Unlock()
+	if refused > 0 {
+		v := 0.0
+		if now.Sub(lastRefused) < SeriesLimitedFor {
+			v = 1
+		}
+		all = append(all, keyed{s: Sample{Name: SeriesLimitedName, Time: now, Value: v}})
+	}
+	for i := range all {
+		all[i].s.Labels = nonNil(all[i].s.Labels)
+		all[i].labels = labelString(all[i].s.Labels)
+	}
+	slices.SortFunc(all, func(a, b keyed) int {
+		return cmp.Or(cmp.Compare(a.s.Name, b.s.Name), cmp.Compare(a.labels, b.labels))
 	})
+	out := make([]Sample, len(all))
+	for i := range all {
+		out[i] = all[i].s
+	}
 	return out
 }
 
 // Dropped returns the latest outbox drop count device dev reported.
 func (s *Store) Dropped(dev string) Dropped {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	if d := s.devices[dev]; d != nil {
+	if d := s.lookup(dev); d != nil {
+		d.mu.Lock()
+		defer d.mu.Unlock()
 		return d.dropped
 	}
 	return Dropped{}
 }
+
+// SeriesStats are one device's catalog figures.
+type SeriesStats struct {
+	Series  int    // series in the catalog
+	Refused uint64 // samples of new series refused by the limit since the hub started
+}
+
+// SeriesStats returns the catalog figures of device dev.
+func (s *Store) SeriesStats(dev string) SeriesStats {
+	if d := s.lookup(dev); d != nil {
+		d.mu.Lock()
+		defer d.mu.Unlock()
+		return SeriesStats{Series: len(d.series), Refused: d.refused}
+	}
+	return SeriesStats{}
+}
+
+// Stats returns the store's counters.
+func (s *Store) Stats() *StoreStats { return &s.stats }
 
 // Devices lists the devices with stored series.
 func (s *Store) Devices() []string {
@@ -507,8 +736,8 @@ func (s *Store) Range(q Query) ([]Series, error) {
 		return nil, fmt.Errorf("metrics: range: to %s is before from %s", q.To, q.From)
 	}
 	var accs []*accumulator
-	s.mu.RLock()
-	if d := s.devices[q.Device]; d != nil {
+	if d := s.lookup(q.Device); d != nil {
+		d.mu.Lock()
 		for id, sr := range d.series {
 			if sr.Name != q.Name {
 				continue
@@ -521,11 +750,14 @@ func (s *Store) Range(q Query) ([]Series, error) {
 				}
 			}
 			if ok {
-				accs = append(accs, &accumulator{id: id, sr: series{Name: sr.Name, Labels: nonNil(sr.Labels)}, step: q.Step})
+				accs = append(accs, &accumulator{id: id, sr: series{Name: sr.Name, Labels: sr.Labels}, step: q.Step})
 			}
 		}
+		d.mu.Unlock()
 	}
-	s.mu.RUnlock()
+	for _, a := range accs {
+		a.sr.Labels = nonNil(a.sr.Labels)
+	}
 	if len(accs) == 0 {
 		return []Series{}, nil
 	}
@@ -651,25 +883,40 @@ func minTime(a, b time.Time) time.Time {
 }
 
 // DeleteDevice removes a device's catalog and drop count and forgets its
-// latest values; its raw samples and marks expire with the retention.
+// latest values; its raw samples, marks and rollups expire with their
+// retention. The catalog is deleted in transactions of catalogChunk keys,
+// read from the store rather than from memory, so that entries left by an
+// interrupted delete are found again.
 func (s *Store) DeleteDevice(dev string) error {
+	s.catMu.Lock()
+	defer s.catMu.Unlock()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	d := s.devices[dev]
-	if d == nil {
-		return nil
-	}
-	err := s.db.Update(func(tx *store.Tx) error {
-		for id := range d.series {
-			if err := tx.Delete(s.series, dev+"/"+id.String()); err != nil {
-				return err
-			}
+	delete(s.devices, dev)
+	s.mu.Unlock()
+	for {
+		var keys []string
+		err := s.db.View(func(tx *store.Tx) error {
+			return tx.ScanRange(s.series, dev+"/", dev+"0", func(k string, _ []byte) error {
+				keys = append(keys, k)
+				if len(keys) == catalogChunk {
+					return errStop
+				}
+				return nil
+			})
+		})
+		if err != nil && !errors.Is(err, errStop) {
+			return fmt.Errorf("metrics: delete %s: %w", dev, err)
 		}
-		return tx.Delete(s.drop, dev)
-	})
+		if len(keys) == 0 {
+			break
+		}
+		if err := s.deleteKeys(s.series, keys); err != nil {
+			return fmt.Errorf("metrics: delete %s: %w", dev, err)
+		}
+	}
+	err := s.db.Update(func(tx *store.Tx) error { return tx.Delete(s.drop, dev) })
 	if err != nil {
 		return fmt.Errorf("metrics: delete %s: %w", dev, err)
 	}
-	delete(s.devices, dev)
 	return nil
 }
