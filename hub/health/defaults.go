@@ -41,6 +41,15 @@ import "time"
 //     power or network well before anyone notices. The registry marks a
 //     device offline after 30 s of missed heartbeats: that is the fast
 //     state on the dashboard, this is the alert.
+//   - series_limit (warning): alicia_device_series_limited > 0.5 (the hub
+//     sets it to 1 for ten minutes after it refused a new series of the
+//     device, see hub/metrics). An agent sends about a hundred series; a
+//     device at the hub's per-device limit almost always has a label that
+//     changes with every sample (a timestamp, a PID, a request ID) in a
+//     custom metric. One minute: data is being dropped.
+//
+// Rules added to this list in a later version are stored at the first
+// start of that version, once (see Engine.seed).
 //
 // There is no swap rule: agents send swap_used_bytes and swap_total_bytes
 // but no ratio, and a rule compares one series with a constant (nothing is
@@ -72,6 +81,11 @@ func DefaultRules() []Rule {
 			ID: "cpu_busy", Name: "CPU busy", Kind: KindThreshold, Metric: "cpu_usage_ratio", Match: map[string]string{"cpu": "total"},
 			Op: ">", Threshold: 0.95, For: 15 * time.Minute, ResolveMargin: 0.1, Severity: SeverityWarning, Enabled: false,
 			Suggestion: "CPU on {device_name} is {value_pct} busy for {for}: look for a runaway process (top)",
+		},
+		{
+			ID: "series_limit", Name: "Too many series", Kind: KindThreshold, Metric: "alicia_device_series_limited",
+			Op: ">", Threshold: 0.5, For: time.Minute, Severity: SeverityWarning, Enabled: true,
+			Suggestion: "{device_name} sends more distinct series than the hub keeps per device, and new ones are dropped: look for a metric label that changes with every sample",
 		},
 		{
 			ID: "no_data", Name: "No data", Kind: KindAbsence, For: 5 * time.Minute, Severity: SeverityCritical, Enabled: true,

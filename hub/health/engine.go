@@ -196,7 +196,7 @@ const (
 //	health_rule/<rule id>                   → JSON Rule
 //	health_alert/<alert id>                 → JSON Alert (firing)
 //	health_history/<resolved ms>/<alert id>/<fired ms> → JSON Alert (resolved)
-//	health_meta/seeded                      → "1" once DefaultRules were stored
+//	health_meta/seeded                      → JSON list of the DefaultRules IDs stored once (legacy: "1")
 const (
 	ksRule    = "health_rule"
 	ksAlert   = "health_alert"
@@ -325,13 +325,37 @@ func New(cfg Config) (*Engine, error) {
 	return e, nil
 }
 
-// seed stores DefaultRules unless the store was seeded before.
+// seed stores each of DefaultRules once: on the first start all of them,
+// on later starts those added to DefaultRules since (a default the user
+// deleted stays deleted; a rule of the user's with a default's ID is kept).
+// The IDs already offered are stored under keySeeded as a JSON list; the
+// value "1" of earlier versions means legacyDefaults.
 func (e *Engine) seed() error {
 	err := e.db.Update(func(tx *store.Tx) error {
-		if _, err := tx.Get(e.meta, keySeeded); !errors.Is(err, store.ErrNotFound) {
-			return err // seeded, or a read error
+		var offered []string
+		v, err := tx.Get(e.meta, keySeeded)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+		case err != nil:
+			return err
+		case string(v) == "1":
+			offered = slices.Clone(legacyDefaults)
+		default:
+			if err := json.Unmarshal(v, &offered); err != nil {
+				return fmt.Errorf("%s/%s: %w", ksMeta, keySeeded, err)
+			}
 		}
+		added := false
 		for _, r := range DefaultRules() {
+			if slices.Contains(offered, r.ID) {
+				continue
+			}
+			offered, added = append(offered, r.ID), true
+			if _, err := tx.Get(e.rules, r.ID); err == nil {
+				continue
+			} else if !errors.Is(err, store.ErrNotFound) {
+				return err
+			}
 			b, err := json.Marshal(r)
 			if err != nil {
 				return err
@@ -340,13 +364,24 @@ func (e *Engine) seed() error {
 				return err
 			}
 		}
-		return tx.Put(e.meta, keySeeded, []byte("1"))
+		if !added {
+			return nil
+		}
+		b, err := json.Marshal(offered)
+		if err != nil {
+			return err
+		}
+		return tx.Put(e.meta, keySeeded, b)
 	})
 	if err != nil {
 		return fmt.Errorf("health: store default rules: %w", err)
 	}
 	return nil
 }
+
+// legacyDefaults are the default rules of the versions that marked the
+// store seeded with "1".
+var legacyDefaults = []string{"cpu_temperature", "disk_full", "memory_high", "filesystem_readonly", "cpu_busy", "no_data"}
 
 // Run evaluates the rules every Interval until ctx is done, then returns
 // nil.

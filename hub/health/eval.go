@@ -127,6 +127,9 @@ func (p *pass) absence(r Rule, d registry.Device, samples []metrics.Sample) {
 		if r.Metric != "" && (s.Name != r.Metric || !selects(r.Match, s.Labels)) {
 			continue
 		}
+		if r.Metric == "" && s.Name == metrics.SeriesLimitedName {
+			continue // made by the hub, not data from the device
+		}
 		if s.Time.After(newest) {
 			newest = s.Time
 		}
