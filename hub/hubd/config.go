@@ -4,12 +4,14 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/url"
 	"regexp"
 	"time"
 
 	"github.com/alicia-home/alicia/hub/health"
+	"github.com/alicia-home/alicia/hub/metrics"
 )
 
 // haPrefix is a valid Home Assistant discovery prefix: one topic level.
@@ -54,6 +56,13 @@ type Config struct {
 	HAPrefix string
 	// NoHomeAssistant turns off Home Assistant discovery.
 	NoHomeAssistant bool
+	// MaxSeriesPerDevice bounds the metric series the hub keeps per
+	// device (see hub/metrics). Default metrics.DefaultMaxSeriesPerDevice.
+	MaxSeriesPerDevice int
+	// DeviceMsgRate is how many messages a second each device may send
+	// (bursts of twice that); the rest are dropped and counted. Default
+	// DefaultDeviceMsgRate.
+	DeviceMsgRate float64
 	// HeartbeatTimeoutCheck is how often the registry checks heartbeat
 	// deadlines. Default 500ms.
 	HeartbeatTimeoutCheck time.Duration
@@ -81,6 +90,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.HAPrefix == "" {
 		c.HAPrefix = "homeassistant"
+	}
+	if c.MaxSeriesPerDevice == 0 {
+		c.MaxSeriesPerDevice = metrics.DefaultMaxSeriesPerDevice
+	}
+	if c.DeviceMsgRate == 0 {
+		c.DeviceMsgRate = DefaultDeviceMsgRate
 	}
 	if c.HeartbeatTimeoutCheck <= 0 {
 		c.HeartbeatTimeoutCheck = 500 * time.Millisecond
@@ -131,6 +146,12 @@ func (c *Config) Validate() error {
 		if err := (&health.WebhookConfig{URL: c.AlertWebhook}).Validate(); err != nil {
 			return fmt.Errorf("alert webhook: %w", err)
 		}
+	}
+	if c.MaxSeriesPerDevice < 1 {
+		return fmt.Errorf("max series per device %d: want at least 1", c.MaxSeriesPerDevice)
+	}
+	if c.DeviceMsgRate < 1 || math.IsInf(c.DeviceMsgRate, 0) || math.IsNaN(c.DeviceMsgRate) {
+		return fmt.Errorf("device msg rate %v: want at least 1 message a second", c.DeviceMsgRate)
 	}
 	if c.HAPrefix != "" && !haPrefix.MatchString(c.HAPrefix) {
 		return fmt.Errorf("ha prefix %q: want 1 to 64 of [A-Za-z0-9_-] (a topic level, no wildcards or '/')", c.HAPrefix)

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"golang.org/x/time/rate"
 
 	"github.com/alicia-home/alicia/hub/api"
 	"github.com/alicia-home/alicia/hub/broker"
@@ -43,6 +44,7 @@ import (
 	"github.com/alicia-home/alicia/internal/pki"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
+	"github.com/alicia-home/alicia/internal/throttle"
 )
 
 // Hub is one running hub. Create it with New and run it with Run.
@@ -325,9 +327,18 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	mstore, err := metrics.Open(db, metrics.Config{})
+	mstore, err := metrics.Open(db, metrics.Config{MaxSeriesPerDevice: cfg.MaxSeriesPerDevice})
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
+	}
+	// Series of devices no longer in the registry (a delete that was
+	// interrupted) are removed now; failing that, they stay harmless.
+	for _, id := range mstore.Devices() {
+		if _, err := reg.Get(id); errors.Is(err, registry.ErrNotFound) {
+			if err := mstore.DeleteDevice(id); err != nil {
+				h.log.Warn("metrics of a deleted device not removed", "device", id, "err", err)
+			}
+		}
 	}
 	mingest := metrics.NewIngester(mstore, metrics.IngesterConfig{
 		// Sent after the commit: the agent may then forget the batches.
@@ -357,7 +368,8 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	ing := &ingest{reg: reg, metrics: mingest, commands: cmds, log: h.log.With("component", "ingest"),
+	ing := &ingest{reg: reg, metrics: mingest, commands: cmds, rate: rate.Limit(cfg.DeviceMsgRate), burst: int(2 * cfg.DeviceMsgRate),
+		log:   &throttle.Log{Logger: h.log.With("component", "ingest"), Every: rejectLogEvery},
 		input: func(dev string, ev *protocol.DeviceEvent) { evbus.Publish(events.DeviceInput, dev, ev) }}
 
 	// Health: alert rules over the latest samples, device health states.
@@ -466,6 +478,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 			StoreSize: db.Size,
 			Broker:    brokerStats,
 			Rejected:  ing.rejected.Load,
+			Limited:   ing.limited.Load,
 		}),
 		Logger: h.log.With("component", "api"),
 	})
@@ -513,7 +526,12 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		g.Go(func() error { return hook.Run(gctx) })
 	}
 	g.Go(func() error {
-		mstore.RunRollups(gctx, 15*time.Second, time.Now, func(err error) { h.log.Warn("metrics rollup", "err", err) })
+		// A rollup that keeps failing is retried every pass: say so every
+		// ten minutes, not every pass (the count is in /metrics).
+		rlog := &throttle.Log{Logger: h.log.With("component", "metrics"), Every: 10 * time.Minute}
+		mstore.RunRollups(gctx, 15*time.Second, time.Now, func(err error) {
+			rlog.Warn("rollup", "metrics rollups failed; retried every pass (alicia_hub_metrics_rollup_failures_total)", "err", err)
+		})
 		return nil
 	})
 	g.Go(func() error { forwardEvents(gctx, evbus, client, hubID, h.log); return nil })

@@ -36,6 +36,8 @@ type Sources struct {
 	Broker func() (clients, received, sent int64, refused, denied uint64)
 	// Rejected counts device messages the hub refused (malformed, forged…).
 	Rejected func() uint64
+	// Limited counts device messages dropped by the per-device rate limit.
+	Limited func() uint64
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -69,6 +71,10 @@ var (
 	descStore      = prometheus.NewDesc("alicia_hub_store_size_bytes", "Size of the hub's store on disk.", []string{"part"}, nil)
 	descDevices    = prometheus.NewDesc("alicia_hub_devices", "Devices by status.", []string{"status"}, nil)
 	descRejected   = prometheus.NewDesc("alicia_hub_rejected_messages_total", "Device messages the hub refused (malformed, forged, from unknown devices).", nil, nil)
+	descLimited    = prometheus.NewDesc("alicia_hub_rate_limited_messages_total", "Device messages dropped because their device sent more than its rate limit.", nil, nil)
+	descSRefused   = prometheus.NewDesc("alicia_hub_metrics_series_refused_total", "Samples of new series refused because their device is at its series limit.", nil, nil)
+	descSEvicted   = prometheus.NewDesc("alicia_hub_metrics_series_evicted_total", "Idle series removed from the catalog to make room under a device's series limit.", nil, nil)
+	descRollFail   = prometheus.NewDesc("alicia_hub_metrics_rollup_failures_total", "Minute or hour rollups that failed (retried at the next pass).", nil, nil)
 	descClients    = prometheus.NewDesc("alicia_hub_broker_clients", "Clients connected to the embedded broker.", nil, nil)
 	descReceived   = prometheus.NewDesc("alicia_hub_broker_received_messages_total", "PUBLISH packets the embedded broker received.", nil, nil)
 	descSent       = prometheus.NewDesc("alicia_hub_broker_sent_messages_total", "PUBLISH packets the embedded broker sent.", nil, nil)
@@ -77,7 +83,7 @@ var (
 )
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBatches, descPoints, descDuplicates, descRefused, descFailed, descCommits, descQueue,
+	for _, d := range []*prometheus.Desc{descBatches, descPoints, descDuplicates, descRefused, descFailed, descCommits, descQueue, descLimited, descSRefused, descSEvicted, descRollFail,
 		descStore, descDevices, descRejected, descClients, descReceived, descSent, descAuthFail, descDenied} {
 		ch <- d
 	}
@@ -101,6 +107,12 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descCommits, float64(st.Commits.Load()))
 		gauge(descQueue, float64(in.QueueDepth()))
 	}
+	if m := src.Metrics; m != nil {
+		st := m.Stats()
+		counter(descSRefused, float64(st.SeriesRefused.Load()))
+		counter(descSEvicted, float64(st.SeriesEvicted.Load()))
+		counter(descRollFail, float64(st.RollupFailures.Load()))
+	}
 	if src.StoreSize != nil {
 		lsm, vlog := src.StoreSize()
 		gauge(descStore, float64(lsm), "lsm")
@@ -117,6 +129,9 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if src.Rejected != nil {
 		counter(descRejected, float64(src.Rejected()))
+	}
+	if src.Limited != nil {
+		counter(descLimited, float64(src.Limited()))
 	}
 	if src.Broker != nil {
 		clients, recv, sent, refused, denied := src.Broker()
@@ -150,6 +165,8 @@ const (
 const (
 	nameUp      = "alicia_device_up"
 	nameDropped = "alicia_device_outbox_dropped_batches"
+	nameSeries  = "alicia_device_series"
+	nameSRefuse = "alicia_device_series_refused_total"
 )
 
 func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
@@ -238,6 +255,8 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 	keys := append([]string{labelDevice, labelName}, slices.Sorted(maps.Keys(regKeys))...)
 	up := prometheus.NewDesc(nameUp, "1 while the device is online.", keys, nil)
 	dropped := prometheus.NewDesc(nameDropped, "Batches the device's outbox dropped (oldest first) since its epoch began.", keys, nil)
+	nseries := prometheus.NewDesc(nameSeries, "Series of the device in the hub's catalog (bounded by the per-device series limit).", keys, nil)
+	srefused := prometheus.NewDesc(nameSRefuse, "Samples of new series of the device refused by its series limit since the hub started.", keys, nil)
 	for i := range devices {
 		d := &devices[i]
 		if !d.Status.Accepted() {
@@ -254,6 +273,9 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(up, prometheus.GaugeValue, v, vals...)
 		ch <- prometheus.MustNewConstMetric(dropped, prometheus.GaugeValue, float64(src.Metrics.Dropped(d.ID).Dropped), vals...)
+		st := src.Metrics.SeriesStats(d.ID)
+		ch <- prometheus.MustNewConstMetric(nseries, prometheus.GaugeValue, float64(st.Series), vals...)
+		ch <- prometheus.MustNewConstMetric(srefused, prometheus.CounterValue, float64(st.Refused), vals...)
 	}
 }
 

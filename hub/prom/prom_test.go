@@ -20,14 +20,15 @@ var t0 = time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)
 
 // scrape serves the exposition of the given devices and samples and
 // returns its text.
-func scrape(t *testing.T, devices []registry.Device, batches []metrics.Batch, now time.Time) string {
+func scrape(t *testing.T, cfg metrics.Config, devices []registry.Device, batches []metrics.Batch, now time.Time) string {
 	t.Helper()
 	db, err := store.Open(store.Options{Dir: t.TempDir(), MinFreeBytes: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	ms, err := metrics.Open(db, metrics.Config{Now: func() time.Time { return now }})
+	cfg.Now = func() time.Time { return now }
+	ms, err := metrics.Open(db, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,6 +40,7 @@ func scrape(t *testing.T, devices []registry.Device, batches []metrics.Batch, no
 		Devices: func() []registry.Device { return devices }, Metrics: ms, Ingest: in, StoreSize: db.Size,
 		Broker:   func() (int64, int64, int64, uint64, uint64) { return 3, 100, 90, 2, 1 },
 		Rejected: func() uint64 { return 5 },
+		Limited:  func() uint64 { return 4 },
 		Now:      func() time.Time { return now },
 	})
 	rec := httptest.NewRecorder()
@@ -70,7 +72,7 @@ func TestExposition(t *testing.T) {
 		{Device: "dgarage", Metrics: batch(2, t0.Add(-time.Hour), protocol.Point{Name: "temperature_celsius", Labels: map[string]string{"sensor": "cpu_thermal"}, Value: 50})},
 		{Device: "dpending", Metrics: batch(1, t0, protocol.Point{Name: "cpu_usage_ratio", Labels: map[string]string{"cpu": "total"}, Value: 0.9})},
 	}
-	out := scrape(t, devices, batches, now)
+	out := scrape(t, metrics.Config{}, devices, batches, now)
 	for _, want := range []string{
 		`cpu_usage_ratio{cpu="total",device="dkitchen",device_name="kitchen-pi",home_floor="1",room="kitchen"} 0.25`,
 		`cpu_usage_ratio{cpu="total",device="dgarage",device_name="garage-pi",home_floor="",room=""} 0.5`,
@@ -82,6 +84,8 @@ func TestExposition(t *testing.T) {
 		`alicia_hub_devices{status="pending"} 1`,
 		`alicia_hub_broker_clients 3`,
 		`alicia_hub_rejected_messages_total 5`,
+		`alicia_hub_rate_limited_messages_total 4`,
+		`alicia_device_series{device="dkitchen",device_name="kitchen-pi",home_floor="1",room="kitchen"} 3`,
 		`alicia_hub_store_size_bytes{part="lsm"}`,
 		"go_goroutines ",
 	} {
@@ -113,4 +117,27 @@ func promtool(t *testing.T, exposition string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
+}
+
+// A device past its series limit: its catalog size and refusals are
+// exposed per device and in total; the hub's own limit flag is not
+// exposed as a device family.
+func TestExpositionOfSeriesLimit(t *testing.T) {
+	devices := []registry.Device{{ID: "dflood", Name: "flood-pi", Status: registry.StatusOnline}}
+	pts := []protocol.Point{{Name: "a", Value: 1}, {Name: "b", Value: 2}, {Name: "c", Value: 3}, {Name: "d", Value: 4}}
+	out := scrape(t, metrics.Config{MaxSeriesPerDevice: 2}, devices, []metrics.Batch{{Device: "dflood", Metrics: batch(1, t0, pts...)}}, t0)
+	for _, want := range []string{
+		`alicia_device_series{device="dflood",device_name="flood-pi"} 2`,
+		`alicia_device_series_refused_total{device="dflood",device_name="flood-pi"} 2`,
+		`alicia_hub_metrics_series_refused_total 2`,
+		`alicia_hub_metrics_rollup_failures_total 0`,
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %s\n--- exposition ---\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, metrics.SeriesLimitedName+"{") {
+		t.Errorf("the hub's %s flag is exposed as a device sample", metrics.SeriesLimitedName)
+	}
+	promtool(t, out)
 }
