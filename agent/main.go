@@ -119,6 +119,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		// The unit does not restart this exit (RestartPreventExitStatus).
 		return cliconfig.WithExitCode(err, ExitNotEnrolled)
 	}
+	if err == nil {
+		log.Info("alicia-agent stopped")
+	}
 	return err
 }
 

@@ -86,5 +86,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}()
 	err = h.Run(ctx)
 	sdnotify.Stopping()
+	if err == nil {
+		log.Info("alicia-hub stopped")
+	}
 	return err
 }

@@ -4,7 +4,7 @@
 # ready-to-paste curl, and stops both on Ctrl-C. Used by `make run`.
 #
 # Environment: ALICIA_RUN_HTTP_PORT (default 8470), ALICIA_RUN_MQTT_PORT (default 1883),
-# ALICIA_RUN_MQTTS_PORT (default 8883).
+# ALICIA_RUN_MQTTS_PORT (default 8883), ALICIA_RUN_DIR (default .run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -12,7 +12,7 @@ http_port="${ALICIA_RUN_HTTP_PORT:-8470}"
 mqtt_port="${ALICIA_RUN_MQTT_PORT:-1883}"
 mqtts_port="${ALICIA_RUN_MQTTS_PORT:-8883}"
 api="http://127.0.0.1:${http_port}"
-data=".run"
+data="${ALICIA_RUN_DIR:-.run}"
 mkdir -p "$data"
 
 for tool in curl; do
@@ -40,10 +40,14 @@ trap stop EXIT
 # Everything binds to loopback and the local agent is given --hub, so the
 # hub does not announce itself on the LAN (--no-mdns).
 # setsid keeps Ctrl-C away from the binaries: the trap stops the agent
-# first (so the hub records it offline), then the hub.
+# first (so the hub records it offline), then the hub. The log prefixers
+# ignore Ctrl-C too (an ignored signal stays ignored across exec): if they
+# died with it, the binaries' next log line would kill them with SIGPIPE
+# before they could stop cleanly. They end when the binaries close stderr.
+prefix() { trap '' INT; exec sed -u "s/^/$1/" >&2; }
 setsid bin/alicia-hub --data-dir "$data/hub" --http-addr "127.0.0.1:${http_port}" --mqtt-addr "127.0.0.1:${mqtt_port}" \
   --mqtts-addr "127.0.0.1:${mqtts_port}" --no-mdns \
-  2> >(sed -u 's/^/[hub]   /' >&2) &
+  2> >(prefix '[hub]   ') &
 hub_pid=$!
 
 for _ in $(seq 100); do
@@ -60,7 +64,7 @@ if [ ! -f "$data/agent/credentials.json" ]; then
   join="${join#*\"token\":\"}"; join="${join%%\"*}"
   agent_args+=(--join-token "$join")
 fi
-setsid bin/alicia-agent "${agent_args[@]}" 2> >(sed -u 's/^/[agent] /' >&2) &
+setsid bin/alicia-agent "${agent_args[@]}" 2> >(prefix '[agent] ') &
 agent_pid=$!
 
 cat <<MSG

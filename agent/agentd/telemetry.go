@@ -123,7 +123,17 @@ func openTelemetry(cfg Config, log *slog.Logger) (*telemetry, error) {
 func (t *telemetry) Close() error { return t.ob.Close() }
 
 // collect appends one batch per interval until ctx is done.
+//
+// The first collection has no CPU usage (a ratio needs two readings of
+// /proc/stat), so the second follows after primeDelay instead of a whole
+// interval: a device that just started shows its CPU usage at once.
 func (t *telemetry) collect(ctx context.Context) {
+	t.collectOnce(ctx)
+	select {
+	case <-ctx.Done():
+		return
+	case <-time.After(min(primeDelay, t.every)):
+	}
 	tick := time.NewTicker(t.every)
 	defer tick.Stop()
 	for {
@@ -135,6 +145,9 @@ func (t *telemetry) collect(ctx context.Context) {
 		}
 	}
 }
+
+// primeDelay is the time between an agent's first two collections.
+const primeDelay = time.Second
 
 func (t *telemetry) collectOnce(ctx context.Context) {
 	now := time.Now()

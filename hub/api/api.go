@@ -100,6 +100,11 @@ type Config struct {
 	// Events is the hub's event stream; nil means a private one nobody
 	// else publishes to.
 	Events *events.Bus
+	// Stopping, once closed, ends every open event stream, so that the
+	// HTTP server's Shutdown does not wait for clients that never hang up
+	// (close it from http.Server.RegisterOnShutdown). Nil: streams end
+	// only when their client goes.
+	Stopping <-chan struct{}
 	// Metrics is the device time-series store; nil means an empty one.
 	Metrics Metrics
 	// Now is the hub's clock; default time.Now.

@@ -67,8 +67,10 @@ func (s *server) streamEvents(w http.ResponseWriter, r *http.Request) {
 		}
 		return rc.Flush()
 	}
-	// Ask EventSource clients to retry after 2 s when the stream breaks.
-	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil {
+	// Ask EventSource clients to retry after 2 s when the stream breaks,
+	// and show a person at a terminal (curl -N) at once that the stream
+	// is open: events may be seconds away.
+	if _, err := fmt.Fprintf(w, "retry: 2000\n: alicia hub %s: event stream open, waiting for events\n\n", s.cfg.HubID); err != nil {
 		return
 	}
 	for _, e := range replay {
@@ -84,6 +86,10 @@ func (s *server) streamEvents(w http.ResponseWriter, r *http.Request) {
 	for {
 		select {
 		case <-r.Context().Done():
+			return
+		case <-s.cfg.Stopping:
+			// The hub stops; the client reconnects with Last-Event-ID
+			// to the next hub.
 			return
 		case e, ok := <-sub.C:
 			if !ok {

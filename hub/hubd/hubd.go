@@ -443,6 +443,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	if cfg.Broker == "" {
 		apiIntegrations = accts
 	}
+	stopping := make(chan struct{}) // closed when the HTTP server shuts down
 	handler, err := api.New(api.Config{
 		Integrations: apiIntegrations,
 		HubID:        hubID, Devices: reg, Tokens: toks, Accounts: accounts, BrokerURLs: brokerURLs,
@@ -470,6 +471,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		CAPEM:    ca.CertPEM(),
 		Metrics:  mstore,
 		Events:   evbus,
+		Stopping: stopping,
 		Health:   mon,
 		Prometheus: prom.Handler(prom.Sources{
 			Devices:   reg.List,
@@ -493,6 +495,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		MaxHeaderBytes:    64 << 10,
 		ErrorLog:          slog.NewLogLogger(h.log.Handler(), slog.LevelWarn),
 	}
+	srv.RegisterOnShutdown(func() { close(stopping) })
 
 	// Everything that can fail is built before the first goroutine starts,
 	// so an error return never leaves goroutines behind.
