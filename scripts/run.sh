@@ -67,6 +67,25 @@ fi
 setsid bin/alicia-agent "${agent_args[@]}" 2> >(prefix '[agent] ') &
 agent_pid=$!
 
+# The variables README's examples use: API, TOKEN and the local agent's ID
+# (once it has enrolled).
+id=
+for _ in $(seq 100); do
+  id="$(sed -n 's/.*"device_id": *"\([^"]*\)".*/\1/p' "$data/agent/credentials.json" 2>/dev/null || true)"
+  [ -n "$id" ] && break
+  kill -0 "$agent_pid" 2>/dev/null || break
+  sleep 0.1
+done
+(umask 077; printf 'API=%s\nTOKEN=%s\nID=%s\n' "$api" "$token" "$id" >"$data/env")
+# Say "running" once the device reports: its CPU usage comes with the
+# second collection, a second after the agent starts.
+for _ in $(seq 100); do
+  [ -n "$id" ] || break
+  curl -fsS -H "Authorization: Bearer $token" "$api/api/v1/devices/$id/metrics/latest" 2>/dev/null | grep -q cpu_usage_ratio && break
+  kill -0 "$agent_pid" 2>/dev/null || break
+  sleep 0.1
+done
+
 cat <<MSG
 
   Alicia is running.
@@ -74,8 +93,9 @@ cat <<MSG
     MQTT broker: 127.0.0.1:${mqtt_port} (embedded; per-device accounts, no anonymous access)
     Data:        $data/hub (hub), $data/agent (agent)
 
-  List the devices:
-    curl -s -H "Authorization: Bearer \$(cat $data/hub/admin.token)" $api/api/v1/devices
+  In another terminal, here (README.md has more examples):
+    source $data/env    # API, TOKEN (the admin token) and ID (this agent: ${id:-not enrolled yet})
+    curl -s -H "Authorization: Bearer \$TOKEN" \$API/api/v1/devices
 
   Stop with Ctrl-C.
 
