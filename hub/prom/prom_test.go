@@ -39,7 +39,10 @@ func scrape(t *testing.T, devices []registry.Device, batches []metrics.Batch, no
 		Devices: func() []registry.Device { return devices }, Metrics: ms, Ingest: in, StoreSize: db.Size,
 		Broker:   func() (int64, int64, int64, uint64, uint64) { return 3, 100, 90, 2, 1 },
 		Rejected: func() uint64 { return 5 },
-		Now:      func() time.Time { return now },
+		Dropped: func() []Dropped {
+			return []Dropped{{"mqtt", "connect_timeout", 4}, {"mqtt", "tls_handshake_failed", 0}, {"http", "first_byte_timeout", 2}}
+		},
+		Now: func() time.Time { return now },
 	})
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -82,6 +85,9 @@ func TestExposition(t *testing.T) {
 		`alicia_hub_devices{status="pending"} 1`,
 		`alicia_hub_broker_clients 3`,
 		`alicia_hub_rejected_messages_total 5`,
+		`alicia_hub_dropped_connections_total{listener="mqtt",reason="connect_timeout"} 4`,
+		`alicia_hub_dropped_connections_total{listener="mqtt",reason="tls_handshake_failed"} 0`,
+		`alicia_hub_dropped_connections_total{listener="http",reason="first_byte_timeout"} 2`,
 		`alicia_hub_store_size_bytes{part="lsm"}`,
 		"go_goroutines ",
 	} {
