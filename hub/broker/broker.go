@@ -2,7 +2,6 @@ package broker
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	mqtt "github.com/mochi-mqtt/server/v2"
 	"github.com/mochi-mqtt/server/v2/listeners"
@@ -37,12 +37,26 @@ type Config struct {
 	// MaxPacketSize is the largest MQTT packet accepted, in bytes; larger
 	// packets close the connection. Default 256 KiB.
 	MaxPacketSize uint32
+	// ConnectTimeout bounds the time from accepting a connection to having
+	// its whole CONNECT packet, TLS handshake included; a client that takes
+	// longer is closed. After the CONNECT, the keepalive the client asked
+	// for governs. Default 10s.
+	ConnectTimeout time.Duration
+	// MaxConnectSize is the largest CONNECT packet accepted, in bytes after
+	// its fixed header (the remaining length); a client announcing more is
+	// closed before anything is allocated for its packet. Default 64 KiB, or
+	// MaxPacketSize if smaller; at most MaxPacketSize.
+	MaxConnectSize uint32
 	// Logger receives the broker's logs; nil discards them.
 	Logger *slog.Logger
 }
 
-// DefaultMaxPacketSize is the default of Config.MaxPacketSize.
-const DefaultMaxPacketSize = 256 << 10
+// Defaults of Config's fields.
+const (
+	DefaultMaxPacketSize  = 256 << 10
+	DefaultConnectTimeout = 10 * time.Second
+	DefaultMaxConnectSize = 64 << 10
+)
 
 // Broker is the embedded MQTT broker. Create it with New, add listeners with
 // Serve and stop it by cancelling Run's context.
@@ -50,6 +64,7 @@ type Broker struct {
 	log    *slog.Logger
 	server *mqtt.Server
 	auth   *authHook
+	guard  guard
 
 	mu        sync.Mutex // guards the fields below
 	listeners int
@@ -63,6 +78,18 @@ func New(cfg Config, auth Authenticator) (*Broker, error) {
 	}
 	if cfg.MaxPacketSize == 0 {
 		cfg.MaxPacketSize = DefaultMaxPacketSize
+	}
+	if cfg.MaxConnectSize == 0 {
+		cfg.MaxConnectSize = min(DefaultMaxConnectSize, cfg.MaxPacketSize)
+	}
+	if cfg.MaxConnectSize > cfg.MaxPacketSize {
+		return nil, fmt.Errorf("broker: MaxConnectSize %d exceeds MaxPacketSize %d", cfg.MaxConnectSize, cfg.MaxPacketSize)
+	}
+	switch {
+	case cfg.ConnectTimeout == 0:
+		cfg.ConnectTimeout = DefaultConnectTimeout
+	case cfg.ConnectTimeout < 0:
+		return nil, fmt.Errorf("broker: negative ConnectTimeout %s", cfg.ConnectTimeout)
 	}
 	log := cfg.Logger
 	if log == nil {
@@ -84,7 +111,8 @@ func New(cfg Config, auth Authenticator) (*Broker, error) {
 	if err := srv.AddHook(h, nil); err != nil {
 		return nil, fmt.Errorf("broker: add auth hook: %w", err)
 	}
-	return &Broker{log: log, server: srv, auth: h}, nil
+	g := guard{timeout: cfg.ConnectTimeout, maxSize: int(cfg.MaxConnectSize), drops: new(dropCounters)}
+	return &Broker{log: log, server: srv, auth: h, guard: g}, nil
 }
 
 // Serve accepts MQTT connections on ln (plain TCP, or a TLS listener) until
@@ -93,7 +121,8 @@ func (b *Broker) Serve(id string, ln net.Listener) error {
 	b.mu.Lock()
 	b.listeners++
 	b.mu.Unlock()
-	if err := b.server.AddListener(&netListener{id: id, ln: ln}); err != nil {
+	nl := &netListener{id: id, ln: ln, guard: &b.guard, log: b.log, pending: map[net.Conn]struct{}{}}
+	if err := b.server.AddListener(nl); err != nil {
 		return fmt.Errorf("broker: listener %s: %w", id, err)
 	}
 	return nil
@@ -137,6 +166,8 @@ type Stats struct {
 	MessagesSent     int64  // PUBLISH packets sent to clients
 	Refused          uint64 // connections refused by authentication
 	Denied           uint64 // publishes and subscriptions refused by ACL
+	Pending          int64  // connections accepted whose CONNECT is still awaited
+	Dropped          Dropped
 }
 
 // Stats returns the broker's counters.
@@ -147,6 +178,8 @@ func (b *Broker) Stats() Stats {
 		MessagesSent:     atomic.LoadInt64(&b.server.Info.MessagesSent),
 		Refused:          b.auth.refused.Load(),
 		Denied:           b.auth.denied.Load(),
+		Pending:          b.guard.drops.pending.Load(),
+		Dropped:          b.guard.drops.load(),
 	}
 }
 
@@ -211,7 +244,7 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	}
 	// On a TLS listener a device must present its client certificate (the
 	// listener has verified it against the hub CA), issued for its own ID.
-	if tc, isTLS := cl.Net.Conn.(*tls.Conn); isTLS {
+	if tc, isTLS := tlsConn(cl.Net.Conn); isTLS {
 		certs := tc.ConnectionState().PeerCertificates
 		switch {
 		case len(certs) > 0 && certs[0].Subject.CommonName != user:
@@ -276,13 +309,19 @@ func isFilter(s string) bool {
 }
 
 // netListener adapts an already-bound net.Listener to mochi's Listener, so
-// that the hub binds its sockets itself (and reports a busy port at once).
+// that the hub binds its sockets itself (and reports a busy port at once),
+// and admits each connection through the guard before mochi sees it.
 type netListener struct {
-	id string
-	ln net.Listener
+	id    string
+	ln    net.Listener
+	guard *guard
+	log   *slog.Logger
 
-	wg     sync.WaitGroup
-	closed atomic.Bool
+	wg sync.WaitGroup
+
+	mu      sync.Mutex // guards the fields below
+	closed  bool
+	pending map[net.Conn]struct{} // connections in guard.admit
 }
 
 var _ listeners.Listener = (*netListener)(nil)
@@ -298,22 +337,67 @@ func (l *netListener) Serve(establish listeners.EstablishFn) {
 		if err != nil {
 			return // closed
 		}
-		if l.closed.Load() {
+		if !l.track(conn) {
 			_ = conn.Close()
 			return
 		}
 		l.wg.Add(1)
 		go func() {
 			defer l.wg.Done()
-			_ = establish(l.id, conn) // errors are per-client and already logged by mochi
+			c, err := l.guard.admit(conn)
+			if !l.admitted(conn, err) {
+				_ = conn.Close()
+				return
+			}
+			_ = establish(l.id, c) // errors are per-client and already logged by mochi
 		}()
 	}
 }
 
+// track records conn as awaiting its CONNECT, unless the listener closed.
+func (l *netListener) track(conn net.Conn) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.closed {
+		return false
+	}
+	l.pending[conn] = struct{}{}
+	l.guard.drops.pending.Add(1)
+	return true
+}
+
+// admitted forgets conn, whose admission ended with err, and reports
+// whether it goes on to mochi: admitted, and the listener still open. A
+// refusal is counted (unless the listener closed it) before conn leaves
+// Stats.Pending.
+func (l *netListener) admitted(conn net.Conn, err error) bool {
+	var ae *admitError
+	refused := errors.As(err, &ae) && ae.reason != ""
+	l.mu.Lock()
+	open := !l.closed
+	if refused && open {
+		l.guard.drops.count(ae.reason)
+	}
+	delete(l.pending, conn)
+	l.guard.drops.pending.Add(-1)
+	l.mu.Unlock()
+	if refused && open {
+		l.log.Debug("mqtt connection dropped before CONNECT", "listener", l.id, "remote", conn.RemoteAddr().String(), "reason", ae.reason, "err", ae.err)
+	}
+	return open && err == nil
+}
+
 func (l *netListener) Close(closeClients listeners.CloseFn) {
-	if l.closed.Swap(true) {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
 		return
 	}
+	l.closed = true
+	for c := range l.pending {
+		_ = c.Close() // its admit returns at once
+	}
+	l.mu.Unlock()
 	_ = l.ln.Close()
 	closeClients(l.id)
 	l.wg.Wait()

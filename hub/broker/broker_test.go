@@ -88,6 +88,12 @@ type testBroker struct {
 // Run to return.
 func start(t *testing.T, cfg broker.Config) *testBroker {
 	t.Helper()
+	return startWith(t, cfg, nil)
+}
+
+// startWith is start with more listeners, which serve adds.
+func startWith(t *testing.T, cfg broker.Config, serve func(*broker.Broker)) *testBroker {
+	t.Helper()
 	auth := newAuth()
 	b, err := broker.New(cfg, auth)
 	if err != nil {
@@ -99,6 +105,9 @@ func start(t *testing.T, cfg broker.Config) *testBroker {
 	}
 	if err := b.Serve("test", ln); err != nil {
 		t.Fatalf("Serve: %v", err)
+	}
+	if serve != nil {
+		serve(b)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

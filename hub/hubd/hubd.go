@@ -187,7 +187,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("hub: http listener: %w", err)
 	}
 	defer rawHTTPLn.Close()
-	httpLn := newSniffListener(rawHTTPLn, apiTLS)
+	httpLn := newSniffListener(rawHTTPLn, apiTLS, sniffTimeout)
 
 	// The hub's own bus connection, and the broker behind it.
 	var (
@@ -481,6 +481,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 			Broker:    brokerStats,
 			Rejected:  ing.rejected.Load,
 			Limited:   ing.limited.Load,
+			Dropped:   func() []prom.Dropped { return append(brokerDropped(brk), httpLn.dropped()...) },
 		}),
 		Logger: h.log.With("component", "api"),
 	})
@@ -721,4 +722,21 @@ func announcementTXT(hubID, fingerprint string, mqttsPort int) map[string]string
 		txt["mqtts"] = strconv.Itoa(mqttsPort)
 	}
 	return txt
+}
+
+// brokerDropped returns the embedded broker's connections closed before
+// authentication, as labelled in the hub's metrics; none with an external
+// broker (brk nil).
+func brokerDropped(brk *broker.Broker) []prom.Dropped {
+	if brk == nil {
+		return nil
+	}
+	d := brk.Stats().Dropped
+	return []prom.Dropped{
+		{Listener: "mqtt", Reason: "connect_timeout", Count: d.ConnectTimeout},
+		{Listener: "mqtt", Reason: "connect_too_large", Count: d.ConnectTooLarge},
+		{Listener: "mqtt", Reason: "connect_malformed", Count: d.ConnectMalformed},
+		{Listener: "mqtt", Reason: "tls_handshake_timeout", Count: d.TLSHandshakeTimeout},
+		{Listener: "mqtt", Reason: "tls_handshake_failed", Count: d.TLSHandshakeFailed},
+	}
 }

@@ -2,13 +2,17 @@ package hubd
 
 import (
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/alicia-home/alicia/internal/pki"
 )
@@ -56,7 +60,7 @@ func TestSniffListener(t *testing.T) {
 	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		fmt.Fprint(w, r.TLS != nil)
 	})}
-	go srv.Serve(newSniffListener(raw, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}))
+	go srv.Serve(newSniffListener(raw, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}, sniffTimeout))
 	t.Cleanup(func() { srv.Close() })
 	addr := raw.Addr().String()
 
@@ -83,6 +87,107 @@ func TestSniffListener(t *testing.T) {
 	}
 	if got := get(pinned, "https://"+addr+"/"); got != "true" {
 		t.Errorf("TLS request saw TLS = %s", got)
+	}
+}
+
+// TestSniffListenerBoundsAbuse: on the HTTP port, a silent client, a
+// stalled TLS handshake and a failed one are each closed within the
+// listener's timeout and counted, whatever net/http's own timeouts, while
+// plain and TLS requests are served.
+func TestSniffListenerBoundsAbuse(t *testing.T) {
+	const (
+		timeout = time.Second
+		margin  = 5 * time.Second
+		n       = 10 // connections of each kind
+	)
+	ca, _, err := pki.LoadOrCreateCA(t.TempDir(), "hub-1", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := ca.IssueServer("hub-1", nil, nil, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln := newSniffListener(raw, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13}, timeout)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprint(w, r.TLS != nil)
+	})} // no timeouts: the listener must bound the abuse by itself
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	addr := raw.Addr().String()
+
+	kinds := []struct {
+		name   string
+		send   []byte
+		reason string
+	}{
+		{"silent", nil, "first_byte_timeout"},
+		{"TLS record header, stalled", []byte{0x16, 0x03, 0x01, 0x02, 0x00}, "tls_handshake_timeout"},
+		{"TLS record of garbage", append([]byte{0x16, 0x03, 0x01, 0x00, 0x04}, "junk"...), "tls_handshake_failed"},
+	}
+	want := map[string]uint64{}
+	closed := make(chan error, n*len(kinds))
+	for _, k := range kinds {
+		for range n {
+			c, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { c.Close() })
+			if _, err := c.Write(k.send); err != nil {
+				t.Fatal(err)
+			}
+			want[k.reason]++
+			go func() {
+				_ = c.SetReadDeadline(time.Now().Add(timeout + margin))
+				_, err := io.Copy(io.Discard, c) // a TLS alert, at most
+				if errors.Is(err, os.ErrDeadlineExceeded) {
+					err = fmt.Errorf("%s: still open after %s", k.name, timeout+margin)
+				} else {
+					err = nil
+				}
+				closed <- err
+			}()
+		}
+	}
+
+	get := func(c *http.Client, url string) string {
+		t.Helper()
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatalf("GET %s during the abuse: %v", url, err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return string(b)
+	}
+	plain := &http.Client{Timeout: 5 * time.Second}
+	pinned := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: pki.PinnedClientConfig(ca.Fingerprint(), nil)}}
+	if got := get(plain, "http://"+addr+"/"); got != "false" {
+		t.Errorf("plain request saw TLS = %s", got)
+	}
+	if got := get(pinned, "https://"+addr+"/"); got != "true" {
+		t.Errorf("TLS request saw TLS = %s", got)
+	}
+
+	for range n * len(kinds) {
+		if err := <-closed; err != nil {
+			t.Error(err)
+		}
+	}
+	got := map[string]uint64{}
+	for _, d := range ln.dropped() {
+		if d.Listener != "http" {
+			t.Errorf("dropped %+v: listener is not http", d)
+		}
+		got[d.Reason] += d.Count
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("dropped (-want +got):\n%s", diff)
 	}
 }
 

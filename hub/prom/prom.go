@@ -38,8 +38,19 @@ type Sources struct {
 	Rejected func() uint64
 	// Limited counts device messages dropped by the per-device rate limit.
 	Limited func() uint64
+	// Dropped returns the counts of connections the hub closed before the
+	// client authenticated or sent a request (silent, stalled, oversize,
+	// failed TLS handshake), by listener and reason.
+	Dropped func() []Dropped
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+}
+
+// Dropped is a count of connections closed before authentication.
+type Dropped struct {
+	Listener string // "mqtt" (the embedded broker's ports) or "http" (the API port)
+	Reason   string // snake_case: "connect_timeout", "tls_handshake_failed"…
+	Count    uint64
 }
 
 // Handler returns the /metrics handler.
@@ -80,11 +91,12 @@ var (
 	descSent       = prometheus.NewDesc("alicia_hub_broker_sent_messages_total", "PUBLISH packets the embedded broker sent.", nil, nil)
 	descAuthFail   = prometheus.NewDesc("alicia_hub_broker_refused_connections_total", "Connections the embedded broker refused (authentication).", nil, nil)
 	descDenied     = prometheus.NewDesc("alicia_hub_broker_denied_total", "Publishes and subscriptions the embedded broker denied (ACL).", nil, nil)
+	descDropped    = prometheus.NewDesc("alicia_hub_dropped_connections_total", "Connections closed before the client authenticated or sent a request (silent, stalled, oversize CONNECT, failed TLS handshake).", []string{"listener", "reason"}, nil)
 )
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descBatches, descPoints, descDuplicates, descRefused, descFailed, descCommits, descQueue, descLimited, descSRefused, descSEvicted, descRollFail,
-		descStore, descDevices, descRejected, descClients, descReceived, descSent, descAuthFail, descDenied} {
+		descStore, descDevices, descRejected, descClients, descReceived, descSent, descAuthFail, descDenied, descDropped} {
 		ch <- d
 	}
 }
@@ -140,6 +152,11 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSent, float64(sent))
 		counter(descAuthFail, float64(refused))
 		counter(descDenied, float64(denied))
+	}
+	if src.Dropped != nil {
+		for _, d := range src.Dropped() {
+			counter(descDropped, float64(d.Count), d.Listener, d.Reason)
+		}
 	}
 }
 

@@ -41,7 +41,10 @@ func scrape(t *testing.T, cfg metrics.Config, devices []registry.Device, batches
 		Broker:   func() (int64, int64, int64, uint64, uint64) { return 3, 100, 90, 2, 1 },
 		Rejected: func() uint64 { return 5 },
 		Limited:  func() uint64 { return 4 },
-		Now:      func() time.Time { return now },
+		Dropped: func() []Dropped {
+			return []Dropped{{"mqtt", "connect_timeout", 4}, {"mqtt", "tls_handshake_failed", 0}, {"http", "first_byte_timeout", 2}}
+		},
+		Now: func() time.Time { return now },
 	})
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
@@ -86,6 +89,9 @@ func TestExposition(t *testing.T) {
 		`alicia_hub_rejected_messages_total 5`,
 		`alicia_hub_rate_limited_messages_total 4`,
 		`alicia_device_series{device="dkitchen",device_name="kitchen-pi",home_floor="1",room="kitchen"} 3`,
+		`alicia_hub_dropped_connections_total{listener="mqtt",reason="connect_timeout"} 4`,
+		`alicia_hub_dropped_connections_total{listener="mqtt",reason="tls_handshake_failed"} 0`,
+		`alicia_hub_dropped_connections_total{listener="http",reason="first_byte_timeout"} 2`,
 		`alicia_hub_store_size_bytes{part="lsm"}`,
 		"go_goroutines ",
 	} {
