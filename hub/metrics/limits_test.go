@@ -178,6 +178,9 @@ func TestRollupFailureSkipsOnlyThatDevice(t *testing.T) {
 	if n := e.s.Stats().RollupFailures.Load(); n != 1 {
 		t.Errorf("RollupFailures = %d, want 1", n)
 	}
+	if n := e.s.Stats().MinutesRolled.Load(); n != 1 {
+		t.Errorf("MinutesRolled = %d, want 1", n)
+	}
 	got := e.rangeQ(Query{Device: "dev-b", Name: "memory_used_bytes", From: t0, To: t0.Add(time.Hour), Step: time.Hour})
 	if len(got) != 1 || len(got[0].Points) != 1 {
 		t.Errorf("dev-b's hour = %+v, want one bucket", got)

@@ -143,6 +143,7 @@ func (s *Store) Rollup(now time.Time) (minutes, hours int, err error) {
 			continue
 		}
 		minutes++
+		s.stats.MinutesRolled.Add(1)
 	}
 	hrs, err := collect(s.dirtyHour, Hour)
 	if err != nil {
@@ -154,6 +155,7 @@ func (s *Store) Rollup(now time.Time) (minutes, hours int, err error) {
 			continue
 		}
 		hours++
+		s.stats.HoursRolled.Add(1)
 	}
 	return minutes, hours, errors.Join(errs...)
 }

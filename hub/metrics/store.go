@@ -107,6 +107,8 @@ type StoreStats struct {
 	SeriesRefused  atomic.Uint64 // samples of new series refused by a device's series limit
 	SeriesEvicted  atomic.Uint64 // idle series removed from the catalog to make room
 	RollupFailures atomic.Uint64 // minute or hour rollups that failed (retried at the next pass)
+	MinutesRolled  atomic.Uint64 // (device, minute) rollups done
+	HoursRolled    atomic.Uint64 // (device, hour) rollups done
 }
 
 // device is the in-memory catalog and latest values of one device.

@@ -85,6 +85,7 @@ var (
 	descLimited    = prometheus.NewDesc("alicia_hub_rate_limited_messages_total", "Device messages dropped because their device sent more than its rate limit.", nil, nil)
 	descSRefused   = prometheus.NewDesc("alicia_hub_metrics_series_refused_total", "Samples of new series refused because their device is at its series limit.", nil, nil)
 	descSEvicted   = prometheus.NewDesc("alicia_hub_metrics_series_evicted_total", "Idle series removed from the catalog to make room under a device's series limit.", nil, nil)
+	descRolled     = prometheus.NewDesc("alicia_hub_metrics_rollups_total", "Rollups of one device's minute or hour done.", []string{"resolution"}, nil)
 	descRollFail   = prometheus.NewDesc("alicia_hub_metrics_rollup_failures_total", "Minute or hour rollups that failed (retried at the next pass).", nil, nil)
 	descClients    = prometheus.NewDesc("alicia_hub_broker_clients", "Clients connected to the embedded broker.", nil, nil)
 	descReceived   = prometheus.NewDesc("alicia_hub_broker_received_messages_total", "PUBLISH packets the embedded broker received.", nil, nil)
@@ -95,7 +96,7 @@ var (
 )
 
 func (c *hubCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{descBatches, descPoints, descDuplicates, descRefused, descFailed, descCommits, descQueue, descLimited, descSRefused, descSEvicted, descRollFail,
+	for _, d := range []*prometheus.Desc{descBatches, descPoints, descDuplicates, descRefused, descFailed, descCommits, descQueue, descLimited, descSRefused, descSEvicted, descRolled, descRollFail,
 		descStore, descDevices, descRejected, descClients, descReceived, descSent, descAuthFail, descDenied, descDropped} {
 		ch <- d
 	}
@@ -124,6 +125,8 @@ func (c *hubCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(descSRefused, float64(st.SeriesRefused.Load()))
 		counter(descSEvicted, float64(st.SeriesEvicted.Load()))
 		counter(descRollFail, float64(st.RollupFailures.Load()))
+		counter(descRolled, float64(st.MinutesRolled.Load()), "minute")
+		counter(descRolled, float64(st.HoursRolled.Load()), "hour")
 	}
 	if src.StoreSize != nil {
 		lsm, vlog := src.StoreSize()

@@ -137,6 +137,7 @@ func TestExpositionOfSeriesLimit(t *testing.T) {
 		`alicia_device_series_refused_total{device="dflood",device_name="flood-pi"} 2`,
 		`alicia_hub_metrics_series_refused_total 2`,
 		`alicia_hub_metrics_rollup_failures_total 0`,
+		`alicia_hub_metrics_rollups_total{resolution="minute"} 0`,
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("missing %s\n--- exposition ---\n%s", want, out)
