@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -292,6 +293,7 @@ func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, 
 	if err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
+	brokerURL = zoneLike(brokerURL, creds.Hub)
 	// The client certificate is read at each handshake, so a renewed one
 	// is used from the next connection on.
 	var cert atomic.Pointer[tls.Certificate]
@@ -666,6 +668,39 @@ func usableBrokers(urls []string) error {
 		}
 	}
 	return nil
+}
+
+// zoneLike gives the host of broker, if it is an IPv6 link-local address
+// without a zone, the zone of hub (HOST:PORT, the address the agent reached
+// the hub's API at) if that is a link-local address with one. The hub
+// builds broker URLs from the Host header of the agent's request, which
+// carries no zone (RFC 7230 has no syntax for it), and a link-local address
+// dialled without one fails ("connect: invalid argument"). The zone names
+// this machine's interface towards the hub, so it fits every link-local
+// address of the hub.
+func zoneLike(broker, hub string) string {
+	h, _, err := net.SplitHostPort(hub)
+	if err != nil {
+		return broker
+	}
+	ha, err := netip.ParseAddr(h)
+	if err != nil || ha.Zone() == "" || !ha.IsLinkLocalUnicast() {
+		return broker
+	}
+	u, err := url.Parse(broker)
+	if err != nil {
+		return broker
+	}
+	ba, err := netip.ParseAddr(u.Hostname())
+	if err != nil || !ba.Is6() || !ba.IsLinkLocalUnicast() || ba.Zone() != "" {
+		return broker
+	}
+	if p := u.Port(); p != "" {
+		u.Host = net.JoinHostPort(ba.WithZone(ha.Zone()).String(), p)
+	} else {
+		u.Host = "[" + ba.WithZone(ha.Zone()).String() + "]"
+	}
+	return u.String()
 }
 
 // pickBroker chooses the broker URL: the override if set, else the first

@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -70,6 +71,7 @@ func saveCredentials(path string, c *credentials) error {
 }
 
 // hubURL turns HOST[:PORT] into the API's HTTPS base URL (default port 8470).
+// An IPv6 link-local HOST carries its zone: "[fe80::1%eth0]:8470".
 func hubURL(hub string) (string, error) {
 	if hub == "" {
 		return "", errors.New("empty hub address")
@@ -86,7 +88,9 @@ func hubURL(hub string) (string, error) {
 	if host == "" {
 		return "", fmt.Errorf("hub %q: missing host", hub)
 	}
-	return "https://" + net.JoinHostPort(host, port), nil
+	// url.URL escapes the zone of an IPv6 link-local address
+	// ("fe80::1%eth0" becomes "[fe80::1%25eth0]"), which net/http needs.
+	return (&url.URL{Scheme: "https", Host: net.JoinHostPort(host, port)}).String(), nil
 }
 
 // errPermanent marks an enrolment failure that retrying cannot fix.

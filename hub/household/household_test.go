@@ -3,7 +3,7 @@ package household
 import (
 	"context"
 	"log/slog"
-	"net"
+	"net/netip"
 	"testing"
 	"time"
 
@@ -15,10 +15,10 @@ import (
 func TestSeenAndExpire(t *testing.T) {
 	now := time.Date(2026, 11, 27, 12, 0, 0, 0, time.UTC)
 	w := New(Config{Expiry: time.Minute, Now: func() time.Time { return now }})
-	w.Seen("_ipp._tcp", discovery.Candidate{Instance: "Printer", Addrs: []net.IP{net.ParseIP("198.18.0.20")}, Port: 631, TXT: map[string]string{"ty": "Laser"}})
+	w.Seen("_ipp._tcp", discovery.Candidate{Instance: "Printer", Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.20")}, Port: 631, TXT: map[string]string{"ty": "Laser"}})
 	first := now
 	now = now.Add(30 * time.Second)
-	w.Seen("_ipp._tcp", discovery.Candidate{Instance: "Printer", Addrs: []net.IP{net.ParseIP("198.18.0.21")}, Port: 631, TXT: map[string]string{"ty": "Laser"}})
+	w.Seen("_ipp._tcp", discovery.Candidate{Instance: "Printer", Addrs: []netip.Addr{netip.MustParseAddr("198.18.0.21")}, Port: 631, TXT: map[string]string{"ty": "Laser"}})
 	w.Seen("_hap._tcp", discovery.Candidate{Instance: "Lamp", Port: 8080})
 	want := []Service{
 		{Instance: "Lamp", Type: "_hap._tcp", Addrs: []string{}, Port: 8080, FirstSeen: now, LastSeen: now},

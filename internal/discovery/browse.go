@@ -1,22 +1,18 @@
 package discovery
 
 import (
-	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
-	"net"
+	"net/netip"
 	"slices"
 	"time"
-
-	"github.com/grandcat/zeroconf"
 )
 
-// browseSession is how long one zeroconf browser runs before Browse replaces
-// it with a fresh one. zeroconf reports an instance only once per browser
-// (unless a goodbye came first), so this bounds how long a change announced
-// without a goodbye (a hub that crashed and came back elsewhere) stays unseen.
+// browseSession is how long one browser socket is used before Browse opens
+// a fresh one, so that interfaces that came up since are joined.
 const browseSession = 30 * time.Second
 
 // Backoff between failed browser starts.
@@ -25,13 +21,23 @@ const (
 	maxBackoff = 30 * time.Second
 )
 
+// Queries of a session: the first at once, then after 1 s, doubling up to
+// maxQueryInterval (RFC 6762 5.2).
+const (
+	firstQueryInterval = time.Second
+	maxQueryInterval   = time.Minute
+)
+
 // Candidate is one instance of a service seen on the LAN. Nothing in it is
 // authenticated: anyone on the LAN can announce anything.
 type Candidate struct {
 	// Instance is the instance name, unescaped ("Alicia hub 3f9a").
 	Instance string
-	// Addrs are the announced addresses, IPv4 first, each sorted.
-	Addrs []net.IP
+	// Addrs are the announced addresses, IPv4 first, each sorted. IPv6
+	// link-local addresses carry the zone of the interface the
+	// announcement came in on ("fe80::1%eth0"): dial
+	// net.JoinHostPort(a.String(), port).
+	Addrs []netip.Addr
 	// Port is the SRV port.
 	Port int
 	// TXT holds the TXT record; keys are lower case.
@@ -42,18 +48,17 @@ type Candidate struct {
 
 // same reports whether c and d announce the same thing (Seen aside).
 func (c Candidate) same(d Candidate) bool {
-	return c.Instance == d.Instance && c.Port == d.Port && maps.Equal(c.TXT, d.TXT) &&
-		slices.EqualFunc(c.Addrs, d.Addrs, net.IP.Equal)
+	return c.Instance == d.Instance && c.Port == d.Port && maps.Equal(c.TXT, d.TXT) && slices.Equal(c.Addrs, d.Addrs)
 }
 
 // Browse browses for service (such as ServiceType) on every multicast
 // interface until ctx is done, then returns nil. It calls found, on Browse's
 // own goroutine, for every candidate that is new or differs from what was
 // last reported under its instance name (addresses, port or TXT); found should
-// return quickly. Browse keeps going through errors: it restarts zeroconf's
-// browser every 30 s and after failures with a backoff, and logs problems on
-// log (nil means slog.Default()), once each. It returns an error only for an
-// invalid service type.
+// return quickly. Browse keeps going through errors: it reopens its socket
+// every 30 s and after failures with a backoff, and logs problems on log (nil
+// means slog.Default()), once each. It returns an error only for an invalid
+// service type.
 //
 // Browse opens sockets and lists interfaces only on its own goroutine.
 func Browse(ctx context.Context, service string, found func(Candidate), log *slog.Logger) error {
@@ -61,8 +66,9 @@ func Browse(ctx context.Context, service string, found func(Candidate), log *slo
 }
 
 // Watch is Browse that reports every sighting, changed or not: each
-// instance still announced is reported again in every session (about every
-// 30 s), so a caller can expire what is no longer seen.
+// instance still announced is reported again with every response that
+// carries it (every session queries at least 5 times), so a caller can expire
+// what is no longer seen.
 func Watch(ctx context.Context, service string, seen func(Candidate), log *slog.Logger) error {
 	return browseWith(ctx, service, seen, log, browseSession, true)
 }
@@ -120,7 +126,7 @@ type browser struct {
 	every    bool                 // report every sighting, not only changes
 	log      *slog.Logger
 	reported string // last problem logged
-	degraded bool   // the last browser runs over IPv6 only
+	degraded bool   // the last session ran over IPv6 only
 }
 
 // note logs msg once until a different key is noted; key "" resets.
@@ -134,95 +140,95 @@ func (b *browser) note(level slog.Level, key, msg string, args ...any) {
 	}
 }
 
-// run runs one zeroconf browser for b.session. It returns nil when
-// the session ran its course or ctx is done, an error when the browser could
-// not start or stopped early.
+// run runs one session: it opens a socket, queries for b.service and reads
+// responses for b.session. It returns nil when the session ran its course or
+// ctx is done, an error when the socket could not be opened or reading
+// from it failed.
 func (b *browser) run(ctx context.Context) error {
-	r, err := b.resolver()
-	b.degraded = err == nil && r.ipv6only
+	query, err := browseQuery(b.service)
+	if err != nil {
+		return fmt.Errorf("discovery: browse %s: pack query: %w", b.service, err)
+	}
+	sock, err := b.open()
+	b.degraded = err == nil && sock.v6 != nil
 	if err != nil {
 		return err
 	}
 	sctx, cancel := context.WithTimeout(ctx, b.session)
 	defer cancel()
-	entries := make(chan *zeroconf.ServiceEntry, 16)
-	if err := r.Browse(sctx, b.service, "local.", entries); err != nil {
-		// zeroconf cancelled its own context; its main loop closes entries
-		// and the sockets.
-		for range entries {
+
+	packets := make(chan packet, 16)
+	stop, stopped := make(chan struct{}), make(chan struct{})
+	var rerr error
+	go func() {
+		defer close(stopped)
+		rerr = sock.receive(packets, stop)
+	}()
+	defer func() {
+		close(stop)
+		sock.close()
+		<-stopped
+	}()
+
+	sess := newSession(b.service)
+	next := time.NewTimer(0)
+	defer next.Stop()
+	interval := firstQueryInterval
+	partial := false // a partly unreadable response was logged
+	unsent := false  // a failed query was logged
+	for {
+		select {
+		case <-sctx.Done():
+			return nil
+		case <-stopped:
+			return fmt.Errorf("discovery: browse %s: read: %w", b.service, rerr)
+		case <-next.C:
+			// A failed query is not the end of the session: answers to
+			// others and announcements still arrive, and the next query may
+			// pass (an IPv6 source address is unusable for about a second
+			// after its interface comes up).
+			if err := sock.send(query); err != nil && !unsent {
+				unsent = true
+				b.log.Debug("mdns query failed; will query again", "err", err)
+			}
+			next.Reset(interval)
+			interval = min(2*interval, maxQueryInterval)
+		case p := <-packets:
+			rrs, skipped, err := responseRecords(p.data)
+			if errors.Is(err, errNotResponse) {
+				continue
+			}
+			if (err != nil || skipped > 0) && !partial {
+				partial = true // once a session: an old responder sends such a packet every time
+				b.log.Debug("mdns response partly unreadable; using the rest", "records_skipped", skipped, "err", err, "interface", sock.zone(p.ifindex))
+			}
+			for _, c := range sess.read(rrs, sock.zone(p.ifindex), time.Now()) {
+				if old, ok := b.known[c.Instance]; ok && old.same(c) && !b.every {
+					continue
+				}
+				b.known[c.Instance] = c
+				b.found(c)
+			}
 		}
-		return fmt.Errorf("discovery: browse %s: %w", b.service, err)
 	}
-	// zeroconf closes entries when sctx is done or its periodic query fails;
-	// until then its main loop blocks on this channel, so always drain it.
-	for e := range entries {
-		c := candidateFrom(e, time.Now())
-		if old, ok := b.known[c.Instance]; ok && old.same(c) && !b.every {
-			continue
-		}
-		b.known[c.Instance] = c
-		b.found(c)
-	}
-	if sctx.Err() == nil {
-		return fmt.Errorf("discovery: browse %s: zeroconf's browser stopped", b.service)
-	}
-	return nil
 }
 
-// resolver opens a zeroconf resolver for IPv4, or else IPv6 with a warning.
-// It never asks for both at once: zeroconf's NewResolver leaks the IPv4
-// socket when IPv6 fails (client.go newClient), and the hub always announces
-// over IPv4 (it refuses to run without), with its IPv6 addresses in the same
-// packets.
-func (b *browser) resolver() (resolver, error) {
-	r, err4 := zeroconf.NewResolver(zeroconf.SelectIPTraffic(zeroconf.IPv4))
+// open opens a socket for IPv4, or else IPv6 with a warning. It never opens
+// both: the hub always announces over IPv4 (it refuses to run without), with
+// its IPv6 addresses in the same packets.
+func (b *browser) open() (*mdnsSocket, error) {
+	s, err4 := listenMDNS(false)
 	if err4 == nil {
-		return resolver{Resolver: r}, nil
+		return s, nil
 	}
-	r, err6 := zeroconf.NewResolver(zeroconf.SelectIPTraffic(zeroconf.IPv6))
+	s, err6 := listenMDNS(true)
 	if err6 == nil {
 		b.note(slog.LevelWarn, "v6only:"+err4.Error(),
 			"mdns over IPv4 unavailable, browsing over IPv6 only; a hub announcing over IPv4 only will not be found",
 			"err", err4, "fix", "check that an interface with IPv4 is up and that nothing holds UDP port 5353 exclusively (`ss -ulpn 'sport = :5353'`)")
-		return resolver{Resolver: r, ipv6only: true}, nil
+		return s, nil
 	}
-	return resolver{}, fmt.Errorf("discovery: %w: ipv4: %w; ipv6: %w", ErrNoMulticast, err4, err6)
-}
-
-// resolver is a zeroconf resolver and the IP version it uses.
-type resolver struct {
-	*zeroconf.Resolver
-	ipv6only bool
-}
-
-// candidateFrom converts a zeroconf entry, whose names and TXT strings are in
-// miekg/dns presentation form.
-func candidateFrom(e *zeroconf.ServiceEntry, now time.Time) Candidate {
-	var addrs []net.IP
-	for _, ip := range slices.Concat(e.AddrIPv4, e.AddrIPv6) {
-		if !slices.ContainsFunc(addrs, ip.Equal) {
-			addrs = append(addrs, ip)
-		}
-	}
-	slices.SortFunc(addrs, func(a, b net.IP) int {
-		a4, b4 := a.To4(), b.To4()
-		switch {
-		case a4 != nil && b4 == nil:
-			return -1
-		case a4 == nil && b4 != nil:
-			return 1
-		case a4 != nil:
-			return bytes.Compare(a4, b4)
-		}
-		return bytes.Compare(a.To16(), b.To16())
-	})
-	return Candidate{
-		Instance: unescape(e.Instance),
-		Addrs:    addrs,
-		Port:     e.Port,
-		TXT:      parseTXT(e.Text),
-		Seen:     now,
-	}
+	return nil, fmt.Errorf("discovery: %w: ipv4: %w; ipv6: %w", ErrNoMulticast, err4, err6)
 }
 
 // Lookup browses for service until match (nil matches anything) accepts a
