@@ -7,6 +7,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -14,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"regexp"
 	"runtime/debug"
 	"strings"
 	"time"
@@ -78,6 +80,10 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 		return nil
 	})
+	fs.Func("net-exclude", "network `interfaces` to leave out, a regular expression (e.g. ^wlan; lo is always left out)", regexpFlag(&cfg.SampleFilters.NetExclude))
+	fs.BoolVar(&cfg.SampleFilters.NetIncludeVirtual, "net-include-virtual", false, "also report virtual network interfaces (bridges, veth, tun, WireGuard, VLANs: those under /sys/devices/virtual/net)")
+	fs.Func("fs-exclude-types", "filesystem `types` to leave out, a regular expression (default "+sample.DefaultFSExcludeTypes+"; empty: none)", regexpFlag(&cfg.SampleFilters.FSExcludeTypes))
+	fs.Func("fs-exclude-mounts", "mount `points` to leave out, a regular expression (default "+sample.DefaultFSExcludeMounts+"; empty: none)", regexpFlag(&cfg.SampleFilters.FSExcludeMounts))
 	fs.DurationVar(&cfg.KeepAlive, "keepalive", 30*time.Second, "MQTT keep-alive `interval`")
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&version, "version", false, "print the version and exit")
@@ -123,6 +129,19 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info("alicia-agent stopped")
 	}
 	return err
+}
+
+// regexpFlag sets *re from a flag's value, a regular expression; an empty
+// value matches only the empty name, that is leaves nothing out.
+func regexpFlag(re **regexp.Regexp) func(string) error {
+	return func(v string) error {
+		r, err := regexp.Compile(cmp.Or(v, "^$"))
+		if err != nil {
+			return err
+		}
+		*re = r
+		return nil
+	}
 }
 
 // ExitNotEnrolled is the agent's exit code when it is not enrolled and has

@@ -83,7 +83,7 @@ func TestHelp(t *testing.T) {
 	if !errors.Is(err, flag.ErrHelp) {
 		t.Fatalf("run --help: %v, want flag.ErrHelp (exit status 0)", err)
 	}
-	for _, f := range []string{"-state-dir", "-hub", "-join-token", "-hal", "-config"} {
+	for _, f := range []string{"-state-dir", "-hub", "-join-token", "-hal", "-config", "-net-exclude", "-net-include-virtual", "-fs-exclude-types", "-fs-exclude-mounts"} {
 		if !strings.Contains(stderr.String(), f) {
 			t.Errorf("usage does not mention %s:\n%s", f, stderr.String())
 		}
@@ -120,6 +120,10 @@ func TestRunErrors(t *testing.T) {
 		{name: "bad heartbeat env", args: []string{"--state-dir", stateDir}, env: map[string]string{"ALICIA_HEARTBEAT": "often"}, wantErr: []string{"ALICIA_HEARTBEAT"}},
 		{name: "heartbeat out of range", args: []string{"--state-dir", stateDir, "--heartbeat", "10ms"}, wantErr: []string{"heartbeat interval 10ms"}},
 		{name: "empty state dir", args: []string{"--state-dir="}, wantErr: []string{"--state-dir"}},
+		{name: "net exclude not a regexp", args: []string{"--state-dir", stateDir, "--net-exclude", "eth(0"}, wantErr: []string{"-net-exclude", "missing closing )"}},
+		{name: "fs types not a regexp, from env", args: []string{"--state-dir", stateDir}, env: map[string]string{"ALICIA_FS_EXCLUDE_TYPES": "[tmpfs"}, wantErr: []string{"ALICIA_FS_EXCLUDE_TYPES", "missing closing ]"}},
+		{name: "filters reach the agent", args: []string{"--state-dir", stateDir, "--hub", hub, "--net-exclude", "^wlan", "--net-include-virtual", "--fs-exclude-types=", "--fs-exclude-mounts", "^/mnt/"},
+			wantErr: []string{"--join-token"}, code: ExitNotEnrolled},
 		{name: "hub is a URL", args: []string{"--state-dir", stateDir, "--hub", "http://hub.local"}, wantErr: []string{"not a URL"}},
 		// The flags reach the agent: it starts, and stops for want of a token
 		// (exit code 78, which the unit does not restart).
@@ -181,5 +185,31 @@ func TestTuneGC(t *testing.T) {
 	tuneGC(env(map[string]string{"GOGC": "100"}))
 	if got := debug.SetGCPercent(100); got != 100 {
 		t.Errorf("with GOGC=100 in the environment: GC percent %d, want it left at 100", got)
+	}
+}
+
+// TestRegexpFlag: a filter flag holds its expression; an empty value
+// leaves nothing out (it matches no interface, type or mount point).
+func TestRegexpFlag(t *testing.T) {
+	var re *regexp.Regexp
+	set := regexpFlag(&re)
+	if err := set("^(veth|docker)"); err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string]bool{"veth12": true, "docker0": true, "eth0": false} {
+		if got := re.MatchString(name); got != want {
+			t.Errorf("%q matches %q: %v, want %v", re, name, got, want)
+		}
+	}
+	if err := set(""); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"eth0", "tmpfs", "/", "/run/user/1000"} {
+		if re.MatchString(name) {
+			t.Errorf("the empty filter matches %q", name)
+		}
+	}
+	if err := set("(("); err == nil {
+		t.Error("an invalid expression was accepted")
 	}
 }

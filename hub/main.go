@@ -4,6 +4,9 @@
 //
 // Flags may also be given as ALICIA_* environment variables or as keys of a
 // YAML file named by --config; see README.md.
+//
+// "alicia-hub admin-token rotate" (with the hub stopped) replaces the admin
+// token: a new admin.token and its hash in the store.
 package main
 
 import (
@@ -23,23 +26,28 @@ import (
 
 func main() { cliconfig.Main("alicia-hub", run) }
 
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	var (
-		cfg       hubd.Config
-		advertise string
-		logLevel  string
-		version   bool
-	)
-	fs := flag.NewFlagSet("alicia-hub", flag.ContinueOnError)
+// options are the hub's flags. Its subcommands register them too, so that
+// they read the hub's config file and environment as the hub does.
+type options struct {
+	cfg           hubd.Config
+	advertise     string
+	discoverTypes string
+	logLevel      string
+	version       bool
+}
+
+func newFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *options) {
+	var o options
+	cfg := &o.cfg
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.DataDir, "data-dir", "/var/lib/alicia-hub", "`dir`ectory for the store and admin.token")
 	fs.StringVar(&cfg.HTTPAddr, "http-addr", ":8470", "REST API listen `address`")
 	fs.StringVar(&cfg.MQTTAddr, "mqtt-addr", "127.0.0.1:1883", "embedded broker's plain MQTT listen `address` (loopback only by default; \"off\" to disable)")
 	fs.StringVar(&cfg.MQTTSAddr, "mqtts-addr", ":8883", "embedded broker's MQTT-over-TLS listen `address` (hub CA; \"off\" to disable)")
 	fs.StringVar(&cfg.Broker, "broker", "", "external broker `url` (mqtt://user:pass@host:port) instead of the embedded broker")
-	fs.StringVar(&advertise, "advertise-mqtt", "", "comma-separated broker `urls` given to agents (default: derived)")
-	var discoverTypes string
-	fs.StringVar(&discoverTypes, "discover-types", "", "comma-separated DNS-SD `types` of household services to watch for (default: a list of common ones)")
+	fs.StringVar(&o.advertise, "advertise-mqtt", "", "comma-separated broker `urls` given to agents (default: derived)")
+	fs.StringVar(&o.discoverTypes, "discover-types", "", "comma-separated DNS-SD `types` of household services to watch for (default: a list of common ones)")
 	fs.StringVar(&cfg.PprofAddr, "pprof-addr", "", "serve Go runtime profiles on this loopback `address` (e.g. 127.0.0.1:6060; off by default)")
 	fs.StringVar(&cfg.AlertWebhook, "alert-webhook", "", "http(s) `url` that receives alerts fired and resolved as JSON POSTs")
 	fs.StringVar(&cfg.HAPrefix, "ha-prefix", "homeassistant", "Home Assistant's MQTT discovery `prefix`")
@@ -47,22 +55,31 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "no mDNS: do not announce the hub (agents then need --hub) nor watch the LAN for household services")
 	fs.IntVar(&cfg.MaxSeriesPerDevice, "max-series-per-device", metrics.DefaultMaxSeriesPerDevice, "most metric series the hub keeps per device; new ones past it are refused and alerted on")
 	fs.Float64Var(&cfg.DeviceMsgRate, "device-msg-rate", hubd.DefaultDeviceMsgRate, "most messages a `second` each device may send (bursts of twice that); the rest are dropped and counted")
-	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
-	fs.BoolVar(&version, "version", false, "print the version and exit")
+	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
+	fs.BoolVar(&o.version, "version", false, "print the version and exit")
+	return fs, &o
+}
+
+func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == adminTokenCommand {
+		return adminToken(args[1:], getenv, stdout, stderr)
+	}
+	fs, o := newFlagSet("alicia-hub", stderr)
 	if err := cliconfig.Parse(fs, args, getenv); err != nil {
 		return err
 	}
-	if version {
+	cfg := o.cfg
+	if o.version {
 		fmt.Fprintln(stdout, "alicia-hub", buildinfo.String())
 		return nil
 	}
-	if discoverTypes != "" {
-		cfg.DiscoverTypes = strings.Split(discoverTypes, ",")
+	if o.discoverTypes != "" {
+		cfg.DiscoverTypes = strings.Split(o.discoverTypes, ",")
 	}
-	if advertise != "" {
-		cfg.AdvertiseMQTT = strings.Split(advertise, ",")
+	if o.advertise != "" {
+		cfg.AdvertiseMQTT = strings.Split(o.advertise, ",")
 	}
-	log, err := logging.New(stderr, logLevel)
+	log, err := logging.New(stderr, o.logLevel)
 	if err != nil {
 		return err
 	}

@@ -64,6 +64,9 @@ type Config struct {
 	// Collectors names the metric collectors to run (agent/sample); nil
 	// runs them all.
 	Collectors []string
+	// SampleFilters say which network interfaces and filesystems the
+	// collectors leave out; the zero value applies agent/sample's defaults.
+	SampleFilters sample.Filters
 	// OutboxMaxBytes and OutboxMaxAge bound the outbox of unacknowledged
 	// samples (zero: the outbox package's defaults, 64 MiB and 72 h, at
 	// least 24 h of samples at the default interval).

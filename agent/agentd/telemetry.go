@@ -108,7 +108,7 @@ func openTelemetry(cfg Config, log *slog.Logger) (*telemetry, error) {
 	if err != nil {
 		return nil, fmt.Errorf("agent: outbox: %w", err)
 	}
-	s, err := sample.New(sample.Config{Enabled: cfg.Collectors, Timeout: min(cfg.SampleInterval, sample.DefaultTimeout), Logger: log.With("component", "sample")})
+	s, err := sample.New(sample.Config{Enabled: cfg.Collectors, Filters: cfg.SampleFilters, Timeout: min(cfg.SampleInterval, sample.DefaultTimeout), Logger: log.With("component", "sample")})
 	if err != nil {
 		ob.Close()
 		return nil, fmt.Errorf("agent: collectors: %w", err)

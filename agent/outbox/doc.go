@@ -38,7 +38,8 @@
 // A new file is created under a temporary name, initialised (buckets,
 // epoch), synced and then hard-linked into place, so a crash during creation
 // never leaves a half-initialised file at Path. An existing file that is not
-// a valid outbox (garbage, a bbolt file with other buckets, an empty file)
+// a valid outbox (garbage, a bbolt file with other buckets, an empty file, a
+// file truncated at any length that loses pages it needs)
 // makes Open fail with an error wrapping ErrCorrupt: the agent moves it aside
 // and opens a new file, which is a new epoch. A file another process holds
 // (a second agent on the same state directory) makes Open fail after

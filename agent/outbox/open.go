@@ -120,10 +120,21 @@ func openExisting(opts Options, log *slog.Logger) (db *bolt.DB, err error) {
 		return nil, fmt.Errorf("outbox: open %s: %w", opts.Path, ErrLocked)
 	case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch):
 		return nil, fmt.Errorf("outbox: open %s: %w: %w", opts.Path, ErrCorrupt, err)
+	case tooSmall(err):
+		return nil, fmt.Errorf("outbox: open %s: %w: truncated, shorter than its two meta pages: %w", opts.Path, ErrCorrupt, err)
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, err // unwrapped: Open creates the file
 	}
 	return nil, fmt.Errorf("outbox: open %s: %w", opts.Path, err)
+}
+
+// tooSmall reports whether err is bbolt's refusal of a file shorter than
+// two pages (of the page size its first meta page records): a file cut
+// between one byte past its first meta page and the end of its second.
+// bbolt has no sentinel for it, only this message; TestTruncated fails if
+// the message changes.
+func tooSmall(err error) bool {
+	return errors.Unwrap(err) == nil && strings.HasPrefix(err.Error(), "file size too small ")
 }
 
 // checkFile refuses an empty or non-regular file and tightens a mode that

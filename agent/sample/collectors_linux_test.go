@@ -5,10 +5,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/alicia-home/alicia/internal/protocol"
 )
 
 // The fixture tests check each collector's values against numbers worked
@@ -137,10 +141,11 @@ func TestFilesystem(t *testing.T) {
 	}
 
 	// Only real filesystems are asked, once each: not /dev, /proc, /sys
-	// and what is under them, not cgroup2, squashfs (a snap), overlay
-	// (docker) or the bind mount /var/lib/photos.
+	// and what is under them, not what is below /run, not cgroup2,
+	// squashfs (a snap), overlay (docker), a Kubernetes volume or the bind
+	// mount /var/lib/photos.
 	wantCalls := map[string]int{}
-	for mp := range pi4Usage() {
+	for _, mp := range pi4Reported() {
 		wantCalls[mp] = 1
 	}
 	if diff := cmp.Diff(wantCalls, fake.called()); diff != "" {
@@ -182,14 +187,14 @@ func TestFilesystem(t *testing.T) {
 		if strings.Contains(k, "inodes") && strings.Contains(k, "vfat") {
 			t.Errorf("inode ratio for vfat: %s", k)
 		}
-		for _, bad := range []string{`mount="/dev`, `mount="/sys`, `mount="/proc`, "cgroup", "squashfs", "overlay", "/var/lib/photos"} {
+		for _, bad := range []string{`mount="/dev`, `mount="/sys`, `mount="/proc`, `mount="/run/`, "cgroup", "squashfs", "overlay", "/var/lib/photos", "kubelet"} {
 			if strings.Contains(k, bad) {
 				t.Errorf("excluded mount reported: %s", k)
 			}
 		}
 	}
-	if n := len(withPrefix(got, "filesystem_readonly")); n != len(pi4Usage()) {
-		t.Errorf("%d filesystems reported, want %d", n, len(pi4Usage()))
+	if n := len(withPrefix(got, "filesystem_readonly")); n != len(pi4Reported()) {
+		t.Errorf("%d filesystems reported, want %d", n, len(pi4Reported()))
 	}
 }
 
@@ -220,7 +225,15 @@ func TestRealMountsRules(t *testing.T) {
 		ignored       bool
 	}{
 		{"/", "ext4", false},
-		{"/run", "tmpfs", false},
+		{"/run", "tmpfs", false}, // a full /run breaks a system
+		{"/runner", "ext4", false},
+		{"/run/user/1000", "tmpfs", true},
+		{"/run/lock", "tmpfs", true},
+		{"/run/netns/ns1", "nsfs", true},
+		{"/snap", "ext4", true},
+		{"/snapshots", "btrfs", false},
+		{"/var/lib/kubelet/pods/0c1d/volumes/kubernetes.io~secret/token", "tmpfs", true},
+		{"/var/lib/kubelet", "ext4", false},
 		{"/mnt/nas", "nfs4", false},
 		{"/home/pi/remote", "fuse.sshfs", false},
 		{"/devices", "ext4", false}, // only /dev itself and below
@@ -233,7 +246,7 @@ func TestRealMountsRules(t *testing.T) {
 		{"/snap/core22/1122", "squashfs", true},
 		{"/media/cdrom", "iso9660", true},
 	} {
-		got := ignoredMountPoints.MatchString(tc.mount) || ignoredFSTypes.MatchString(tc.fstype)
+		got := defaultFSExcludeMounts.MatchString(tc.mount) || defaultFSExcludeTypes.MatchString(tc.fstype)
 		if got != tc.ignored {
 			t.Errorf("%s (%s): ignored = %v, want %v", tc.mount, tc.fstype, got, tc.ignored)
 		}
@@ -279,21 +292,89 @@ func TestIgnoredDisks(t *testing.T) {
 	}
 }
 
+// TestNetwork: lo and the virtual interfaces (those testdata/pi4 lists
+// under sys/devices/virtual/net: docker0, a veth and a bridge) are left
+// out by default; Filters bring the virtual ones back or leave out more.
 func TestNetwork(t *testing.T) {
-	s := newFixtureSampler(t, fixture(t, "pi4"), nil, Network)
-	points, _ := collect(t, s)
-	want := map[string]float64{}
-	for dev, v := range map[string][8]float64{
+	counters := map[string][8]float64{
 		// rx bytes, packets, errs, drop; tx bytes, packets, errs, drop
-		"eth0":  {987654321, 1234567, 3, 12, 123456789, 876543, 1, 2},
-		"wlan0": {456789, 3456, 0, 7, 98765, 1234, 0, 0},
-	} {
-		for i, name := range []string{"receive_bytes", "receive_packets", "receive_errs", "receive_drop", "transmit_bytes", "transmit_packets", "transmit_errs", "transmit_drop"} {
-			want[fmt.Sprintf("network_%s_total{interface=%q}", name, dev)] = v[i]
-		}
+		"eth0":            {987654321, 1234567, 3, 12, 123456789, 876543, 1, 2},
+		"wlan0":           {456789, 3456, 0, 7, 98765, 1234, 0, 0},
+		"docker0":         {5242880, 4096, 0, 0, 10485760, 8192, 0, 0},
+		"veth1a2b3c4":     {1048576, 512, 0, 0, 2097152, 1024, 0, 0},
+		"br-5d6e7f809a1b": {204800, 200, 0, 1, 409600, 400, 0, 0},
 	}
-	if diff := cmp.Diff(want, values(points)); diff != "" {
-		t.Errorf("(-want +got; lo must not appear):\n%s", diff)
+	for _, tc := range []struct {
+		name    string
+		filters Filters
+		want    []string
+	}{
+		{"default", Filters{}, []string{"eth0", "wlan0"}},
+		{"virtual included", Filters{NetIncludeVirtual: true}, []string{"eth0", "wlan0", "docker0", "veth1a2b3c4", "br-5d6e7f809a1b"}},
+		{"excluded by name", Filters{NetExclude: regexp.MustCompile(`^wlan`)}, []string{"eth0"}},
+		{"virtual included, veth excluded", Filters{NetIncludeVirtual: true, NetExclude: regexp.MustCompile(`^veth`)}, []string{"eth0", "wlan0", "docker0", "br-5d6e7f809a1b"}},
+		{"lo never", Filters{NetIncludeVirtual: true, NetExclude: regexp.MustCompile(`^$`)}, []string{"eth0", "wlan0", "docker0", "veth1a2b3c4", "br-5d6e7f809a1b"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newFilteredSampler(t, fixture(t, "pi4"), nil, tc.filters, Network)
+			points, rep := collect(t, s)
+			if r := reportFor(t, rep, Network); r.Status != StatusOK || r.Err != nil {
+				t.Errorf("report: %+v", r)
+			}
+			want := map[string]float64{}
+			for _, dev := range tc.want {
+				for i, name := range []string{"receive_bytes", "receive_packets", "receive_errs", "receive_drop", "transmit_bytes", "transmit_packets", "transmit_errs", "transmit_drop"} {
+					want[fmt.Sprintf("network_%s_total{interface=%q}", name, dev)] = counters[dev][i]
+				}
+			}
+			if diff := cmp.Diff(want, values(points)); diff != "" {
+				t.Errorf("(-want +got; lo must never appear):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestFilesystemFilters: the filters replace the default types and mount
+// points left out.
+func TestFilesystemFilters(t *testing.T) {
+	mounts := func(points []protocol.Point) []string {
+		var out []string
+		for _, p := range points {
+			if p.Name == "filesystem_readonly" {
+				out = append(out, p.Labels["mount"])
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		filters Filters
+		want    []string
+	}{
+		{"default", Filters{}, []string{"/", "/boot/firmware", "/media/ro-backup", "/mnt/nas", "/mnt/usb disk", "/run"}},
+		{"only the types of the default, no mount points",
+			Filters{FSExcludeMounts: regexp.MustCompile(`^$`)},
+			[]string{"/", "/boot/firmware", "/dev/shm", "/media/ro-backup", "/mnt/nas", "/mnt/usb disk", "/run", "/run/lock", "/run/user/1000",
+				"/var/lib/kubelet/pods/0c1d2e3f/volumes/kubernetes.io~projected/kube-api-access-x7k2p"}},
+		{"tmpfs and nfs by type", Filters{FSExcludeTypes: regexp.MustCompile(`^(tmpfs|nfs4?)$`)}, []string{"/", "/boot/firmware", "/media/ro-backup", "/mnt/usb disk"}},
+		// The expression replaces the default mount points: /dev/shm, below
+		// /run and the Kubernetes volume come back.
+		{"mounts under /mnt", Filters{FSExcludeMounts: regexp.MustCompile(`^/mnt/`)}, []string{"/", "/boot/firmware", "/dev/shm", "/media/ro-backup", "/run", "/run/lock", "/run/user/1000",
+			"/var/lib/kubelet/pods/0c1d2e3f/volumes/kubernetes.io~projected/kube-api-access-x7k2p"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			usage := pi4Usage()
+			usage["/dev/shm"] = usage["/run"]
+			s := newFilteredSampler(t, fixture(t, "pi4"), &fakeStatFS{usage: usage}, tc.filters, Filesystem)
+			points, rep := collect(t, s)
+			if r := reportFor(t, rep, Filesystem); r.Status != StatusOK || r.Err != nil {
+				t.Errorf("report: %+v", r)
+			}
+			if diff := cmp.Diff(tc.want, mounts(points)); diff != "" {
+				t.Errorf("mounts reported (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 

@@ -47,13 +47,22 @@
 //
 // # What is left out, and why
 //
+// A host running containers or VMs has dozens of virtual interfaces and
+// container filesystems; each would become a series, and a Home Assistant
+// entity. Config.Filters changes what is left out (the agent's
+// --net-exclude, --net-include-virtual, --fs-exclude-types and
+// --fs-exclude-mounts).
+//
 // Filesystems: like node_exporter's defaults, pseudo and image filesystems
-// are skipped by type (autofs, binfmt_misc, bpf, cgroup, cgroup2, configfs,
-// debugfs, devpts, devtmpfs, fusectl, hugetlbfs, iso9660, mqueue, nsfs,
-// overlay, proc, procfs, pstore, rpc_pipefs, securityfs, selinuxfs,
-// squashfs, sysfs, tracefs) and by mount point (/dev, /proc, /sys,
-// /run/credentials/…, /var/lib/docker/…, /var/lib/containers/storage/…).
-// tmpfs is kept (a full /run breaks a system) and so are network
+// are skipped by type (DefaultFSExcludeTypes: autofs, binfmt_misc, bpf,
+// cgroup, cgroup2, configfs, debugfs, devpts, devtmpfs, fusectl, hugetlbfs,
+// iso9660, mqueue, nsfs, overlay, proc, procfs, pstore, rpc_pipefs,
+// securityfs, selinuxfs, squashfs, sysfs, tracefs) and by mount point
+// (DefaultFSExcludeMounts: /dev, /proc, /sys, /snap and what is below them,
+// everything below /run — per-user and runtime tmpfs, credentials, network
+// namespaces —, /var/lib/docker/…, /var/lib/containers/storage/… and
+// /var/lib/kubelet/…, the volumes of Kubernetes pods).
+// tmpfs is otherwise kept (a full /run breaks a system) and so are network
 // filesystems (nfs, cifs, fuse), whose statfs may hang: each statfs runs
 // with its own timeout, and a mount whose statfs has not returned is not
 // asked again until it does, so a dead NFS server costs one goroutine per
@@ -66,5 +75,10 @@
 // loop, ram, zram and floppy devices, as node_exporter does (plus mmcblk
 // partitions, which its default misses).
 //
-// Network: every interface but lo.
+// Network: every physical interface. lo is always left out, and so, by
+// default, are the virtual interfaces — those the kernel lists under
+// /sys/devices/virtual/net: bridges (docker0, br-…, virbr…), veth pairs,
+// tun/tap, WireGuard, VLANs, bonds, ifb, dummy — whose traffic the physical
+// interfaces count too. An agent in a container with its own network
+// namespace sees only a veth: give it Filters.NetIncludeVirtual.
 package sample

@@ -14,13 +14,6 @@ import (
 	"github.com/shirou/gopsutil/v4/disk"
 )
 
-// Mounts left out, as node_exporter leaves them out by default (see the
-// package documentation).
-var (
-	ignoredMountPoints = regexp.MustCompile(`^/(dev|proc|run/credentials/.+|sys|var/lib/docker/.+|var/lib/containers/storage/.+)($|/)`)
-	ignoredFSTypes     = regexp.MustCompile(`^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$`)
-)
-
 // filesystemCollector reports the usage of each mounted real filesystem.
 // The mount table comes from gopsutil (ProcRoot/1/mountinfo, else
 // ProcRoot/self/mountinfo); the usage from statfs, which may block for
@@ -30,14 +23,16 @@ type filesystemCollector struct {
 	proc    string
 	statfs  func(string) (FSStat, error)
 	timeout time.Duration
+	// excludeTypes and excludeMounts match the mounts left out.
+	excludeTypes, excludeMounts *regexp.Regexp
 
 	// mu guards busy.
 	mu   sync.Mutex
 	busy map[string]time.Time // mount points whose statfs has not returned, and since when
 }
 
-func newFilesystemCollector(proc string, statfs func(string) (FSStat, error), timeout time.Duration) *filesystemCollector {
-	return &filesystemCollector{proc: proc, statfs: statfs, timeout: timeout, busy: map[string]time.Time{}}
+func newFilesystemCollector(proc string, statfs func(string) (FSStat, error), timeout time.Duration, excludeTypes, excludeMounts *regexp.Regexp) *filesystemCollector {
+	return &filesystemCollector{proc: proc, statfs: statfs, timeout: timeout, excludeTypes: excludeTypes, excludeMounts: excludeMounts, busy: map[string]time.Time{}}
 }
 
 // statFS is the default Config.StatFS. gopsutil's UsageStat.Free is the
@@ -62,9 +57,9 @@ func (c *filesystemCollector) collect(ctx context.Context, b *batch) error {
 			cmp.Or(readError(filepath.Join(c.proc, "1", "mountinfo")), errors.New("1/mountinfo: no mounts")),
 			cmp.Or(readError(filepath.Join(c.proc, "self", "mountinfo")), errors.New("self/mountinfo: no mounts"))))
 	}
-	mounts := realMounts(parts)
+	mounts := c.realMounts(parts)
 	if len(mounts) == 0 {
-		return skipf("no real filesystems among the %d mounts", len(parts))
+		return skipf("no real filesystems among the %d mounts (pseudo, sandbox and excluded ones are left out)", len(parts))
 	}
 	for i, r := range c.statAll(ctx, mounts) {
 		m := mounts[i]
@@ -90,13 +85,14 @@ func (c *filesystemCollector) collect(ctx context.Context, b *batch) error {
 	return nil
 }
 
-// realMounts keeps the mounts worth reporting, in mount-table order: no
-// pseudo filesystems, no bind mounts of subdirectories, and only the
+// realMounts keeps the mounts worth reporting, in mount-table order: none
+// of the excluded types or mount points (by default pseudo, image and
+// container filesystems), no bind mounts of subdirectories, and only the
 // topmost of several mounts on one mount point.
-func realMounts(parts []disk.PartitionStat) []disk.PartitionStat {
+func (c *filesystemCollector) realMounts(parts []disk.PartitionStat) []disk.PartitionStat {
 	out := make([]disk.PartitionStat, 0, len(parts))
 	for _, p := range parts {
-		if ignoredFSTypes.MatchString(p.Fstype) || ignoredMountPoints.MatchString(p.Mountpoint) || slices.Contains(p.Opts, "bind") {
+		if c.excludeTypes.MatchString(p.Fstype) || c.excludeMounts.MatchString(p.Mountpoint) || slices.Contains(p.Opts, "bind") {
 			continue
 		}
 		out = slices.DeleteFunc(out, func(q disk.PartitionStat) bool { return q.Mountpoint == p.Mountpoint })

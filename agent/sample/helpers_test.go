@@ -123,12 +123,26 @@ func pi4Usage() map[string]FSStat {
 		"/run":             {Size: 795516928, Used: 2097152, Avail: 793419776, Inodes: 970985, InodesFree: 970000},
 		"/run/lock":        {Size: 5242880, Used: 4096, Avail: 5238784, Inodes: 970985, InodesFree: 970982},
 		"/run/user/1000":   {Size: 397758464, Used: 16384, Avail: 397742080, Inodes: 97109, InodesFree: 97080},
+		"/var/lib/kubelet/pods/0c1d2e3f/volumes/kubernetes.io~projected/kube-api-access-x7k2p": {Size: 3977584640, Used: 12288, Avail: 3977572352, Inodes: 971090, InodesFree: 971081},
 	}
+}
+
+// pi4Reported are the mount points of testdata/pi4 the default filters
+// keep: not /run/lock, /run/user/1000 (below /run) nor the Kubernetes
+// volume, though pi4Usage knows them.
+func pi4Reported() []string {
+	return []string{"/", "/boot/firmware", "/media/ro-backup", "/mnt/usb disk", "/mnt/nas", "/run"}
 }
 
 // newFixtureSampler returns a Sampler reading the tree at root, with a
 // fake statfs.
 func newFixtureSampler(t testing.TB, root string, fake *fakeStatFS, enabled ...string) *Sampler {
+	t.Helper()
+	return newFilteredSampler(t, root, fake, Filters{}, enabled...)
+}
+
+// newFilteredSampler is newFixtureSampler with filters.
+func newFilteredSampler(t testing.TB, root string, fake *fakeStatFS, filters Filters, enabled ...string) *Sampler {
 	t.Helper()
 	if fake == nil {
 		fake = &fakeStatFS{usage: pi4Usage()}
@@ -139,6 +153,7 @@ func newFixtureSampler(t testing.TB, root string, fake *fakeStatFS, enabled ...s
 		EtcRoot:  filepath.Join(root, "etc"),
 		Enabled:  enabled,
 		StatFS:   fake.statfs,
+		Filters:  filters,
 	})
 	if err != nil {
 		t.Fatal(err)

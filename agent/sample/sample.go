@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -78,11 +79,49 @@ type Config struct {
 	// agent that reads the host's /proc needs the host's root mounted at
 	// the same paths, or a StatFS that prefixes them).
 	StatFS func(path string) (FSStat, error)
+	// Filters say which network interfaces and filesystems are left out;
+	// the zero value leaves out what the package documentation lists.
+	Filters Filters
 	// Logger receives a record, with a "collector" attribute, each time a
 	// collector's outcome changes (starts failing, recovers, is skipped).
 	// The caller adds the component attribute. Default: discard.
 	Logger *slog.Logger
 }
+
+// Filters say which network interfaces and filesystems the collectors
+// leave out. The expressions are Go regular expressions, unanchored (write
+// ^…$ to match whole names). The zero value applies the defaults.
+type Filters struct {
+	// NetExclude matches the names of network interfaces to leave out,
+	// besides lo (always left out) and the virtual ones. Nil: none by name.
+	NetExclude *regexp.Regexp
+	// NetIncludeVirtual reports virtual interfaces too: those the kernel
+	// lists under SysRoot/devices/virtual/net (bridges, veth, tun and tap,
+	// WireGuard, VLANs, bonds, ifb, dummy), which a host running
+	// containers or VMs has dozens of, and whose traffic the physical
+	// interfaces also count.
+	NetIncludeVirtual bool
+	// FSExcludeTypes matches the filesystem types to leave out; nil:
+	// DefaultFSExcludeTypes.
+	FSExcludeTypes *regexp.Regexp
+	// FSExcludeMounts matches the mount points to leave out; nil:
+	// DefaultFSExcludeMounts.
+	FSExcludeMounts *regexp.Regexp
+}
+
+// Default filters: node_exporter's defaults (its filesystem collector's
+// fs-types-exclude and mount-points-exclude), with every mount below /run
+// (per-user and runtime tmpfs; /run itself is kept), /snap and the volumes
+// of Kubernetes pods added to the mount points.
+const (
+	DefaultFSExcludeTypes  = `^(autofs|binfmt_misc|bpf|cgroup2?|configfs|debugfs|devpts|devtmpfs|fusectl|hugetlbfs|iso9660|mqueue|nsfs|overlay|proc|procfs|pstore|rpc_pipefs|securityfs|selinuxfs|squashfs|sysfs|tracefs)$`
+	DefaultFSExcludeMounts = `^/(dev|proc|run/.+|snap|sys|var/lib/docker/.+|var/lib/containers/storage/.+|var/lib/kubelet/.+)($|/)`
+)
+
+var (
+	defaultFSExcludeTypes  = regexp.MustCompile(DefaultFSExcludeTypes)
+	defaultFSExcludeMounts = regexp.MustCompile(DefaultFSExcludeMounts)
+)
 
 // FSStat is the usage of one filesystem as statfs(2) reports it.
 type FSStat struct {
@@ -142,6 +181,8 @@ func New(cfg Config) (*Sampler, error) {
 	if cfg.StatFS == nil {
 		cfg.StatFS = statFS
 	}
+	cfg.Filters.FSExcludeTypes = cmp.Or(cfg.Filters.FSExcludeTypes, defaultFSExcludeTypes)
+	cfg.Filters.FSExcludeMounts = cmp.Or(cfg.Filters.FSExcludeMounts, defaultFSExcludeMounts)
 	logger := cfg.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
@@ -175,11 +216,12 @@ func newCollector(name string, cfg *Config) collector {
 	case Swap:
 		return swapCollector{meminfo: filepath.Join(cfg.ProcRoot, "meminfo")}
 	case Filesystem:
-		return newFilesystemCollector(cfg.ProcRoot, cfg.StatFS, cfg.MountTimeout)
+		return newFilesystemCollector(cfg.ProcRoot, cfg.StatFS, cfg.MountTimeout, cfg.Filters.FSExcludeTypes, cfg.Filters.FSExcludeMounts)
 	case DiskIO:
 		return diskIOCollector{diskstats: filepath.Join(cfg.ProcRoot, "diskstats")}
 	case Network:
-		return networkCollector{netdev: filepath.Join(cfg.ProcRoot, "net", "dev")}
+		return networkCollector{netdev: filepath.Join(cfg.ProcRoot, "net", "dev"), virtual: filepath.Join(cfg.SysRoot, "devices", "virtual", "net"),
+			exclude: cfg.Filters.NetExclude, includeVirtual: cfg.Filters.NetIncludeVirtual}
 	case Thermal:
 		return thermalCollector{class: filepath.Join(cfg.SysRoot, "class")}
 	case System:

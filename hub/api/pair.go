@@ -22,8 +22,9 @@ import (
 //
 // The window bounds when new devices may ask, not when they may be decided:
 // a device that became pending while it was open can be approved later, and
-// stays pending until approved, rejected or deleted (at most
-// registry.MaxPending wait). The pairing proof is a signature over a fixed
+// stays pending until approved, rejected or deleted, or for an hour
+// (registry.DefaultPendingTTL; then it is deleted and must ask again during
+// a window). At most registry.MaxPending wait. The pairing proof is a signature over a fixed
 // message, sent only to the hub whose CA it names (inside TLS pinned to that
 // CA); approval needs the code from the device's own log.
 

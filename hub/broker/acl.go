@@ -75,6 +75,26 @@ func topicMatches(filter, topic string) bool {
 	return len(fs) == len(ts)
 }
 
+// ConnectionSeparator separates an integration's username from the suffix
+// that names one of its extra connections: client ID
+// <username><ConnectionSeparator><suffix>. Integration usernames must not
+// contain it, so that every client ID belongs to exactly one account (with
+// "-", integration "a" could name a connection "int-a-b" and take over the
+// session of integration "a-b").
+const ConnectionSeparator = "."
+
+// mayUseClientID reports whether the client authenticated as user with
+// identity id may connect under client ID cid: its own username, or, for an
+// integration, <username>.<suffix>. Nobody can thus take over another
+// client's session.
+func (id Identity) mayUseClientID(user, cid string) bool {
+	if cid == user {
+		return true
+	}
+	suffix, ok := strings.CutPrefix(cid, user+ConnectionSeparator)
+	return id.Role == RoleIntegration && ok && suffix != ""
+}
+
 // mayPublish reports whether id may publish to topic.
 func (id Identity) mayPublish(topic string) bool {
 	if strings.ContainsAny(topic, "+#") || strings.HasPrefix(topic, "$") {

@@ -89,3 +89,35 @@ func TestTopicMatches(t *testing.T) {
 		}
 	}
 }
+
+// TestClientIDBelongsToOneAccount: a client ID maps to exactly one account.
+// An integration's extra connections are <username>.<suffix>; a "-" suffix
+// would let integration "int-a" take over the session of integration
+// "int-a-b", whose names may contain "-".
+func TestClientIDBelongsToOneAccount(t *testing.T) {
+	integ := Identity{Role: RoleIntegration, ID: "int-a"}
+	dev := Identity{Role: RoleDevice, ID: "dev-a"}
+	for _, c := range []struct {
+		id        Identity
+		user, cid string
+		want      bool
+	}{
+		{integ, "int-a", "int-a", true},
+		{integ, "int-a", "int-a.cli", true},
+		{integ, "int-a", "int-a.b-c.d", true},
+		{integ, "int-a", "int-a-b", false}, // integration "a-b"'s own client ID
+		{integ, "int-a", "int-a-b.cli", false},
+		{integ, "int-a", "int-ab", false},
+		{integ, "int-a", "int-a.", false},
+		{integ, "int-a", "int-b", false},
+		{integ, "int-a", "dev-a", false},
+		{dev, "dev-a", "dev-a", true},
+		{dev, "dev-a", "dev-a.2", false},
+		{dev, "dev-a", "dev-a-2", false},
+		{Identity{Role: RoleHub, ID: "hub-1"}, "hub-1", "hub-1.x", false},
+	} {
+		if got := c.id.mayUseClientID(c.user, c.cid); got != c.want {
+			t.Errorf("role %d user %q: mayUseClientID(%q) = %v, want %v", c.id.Role, c.user, c.cid, got, c.want)
+		}
+	}
+}

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -236,11 +235,8 @@ func (h *authHook) OnConnectAuthenticate(cl *mqtt.Client, pk packets.Packet) boo
 	if !ok {
 		return refuse("unknown client or wrong password")
 	}
-	// The client ID is the username, so that nobody can take over another
-	// client's session; an integration may run several connections, named
-	// <username>-<anything>.
-	if cid := pk.Connect.ClientIdentifier; cid != user && (id.Role != RoleIntegration || !strings.HasPrefix(cid, user+"-")) {
-		return refuse("client id differs from username")
+	if !id.mayUseClientID(user, pk.Connect.ClientIdentifier) {
+		return refuse("client id is neither the username nor, for an integration, <username>" + ConnectionSeparator + "<suffix>")
 	}
 	// On a TLS listener a device must present its client certificate (the
 	// listener has verified it against the hub CA), issued for its own ID.

@@ -320,6 +320,8 @@ func TestConnectRefused(t *testing.T) {
 		{"device with a suffixed client id", "dev-a-2", "dev-a", "secret-a"},
 		{"integration with a foreign client id", "dev-a", "int-ha", "secret-ha"},
 		{"integration with a client id merely starting like it", "int-hax", "int-ha", "secret-ha"},
+		{"integration with the client id of integration int-ha-2", "int-ha-2", "int-ha", "secret-ha"},
+		{"device with an integration's connection suffix", "dev-a.2", "dev-a", "secret-a"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			before := b.Stats().Refused
@@ -335,12 +337,12 @@ func TestConnectRefused(t *testing.T) {
 		t.Errorf("ClientsConnected = %d after refusals only", got)
 	}
 	// The right credentials work; an integration may open several
-	// connections named <username>-<suffix>.
+	// connections named <username>.<suffix>.
 	b.connect(t, "dev-a")
 	b.connect(t, "hub-1")
 	b.connect(t, "int-ha")
-	if _, err := dial(t, b.clientOpts("int-ha-2", "int-ha", "secret-ha")); err != nil {
-		t.Errorf("an integration's second connection int-ha-2: %v", err)
+	if _, err := dial(t, b.clientOpts("int-ha.2", "int-ha", "secret-ha")); err != nil {
+		t.Errorf("an integration's second connection int-ha.2: %v", err)
 	}
 }
 

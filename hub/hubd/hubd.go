@@ -127,6 +127,9 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	}
 	if created {
 		h.log.Info("created the admin token", "path", adminPath)
+	} else if err := toks.CheckAdminFile(adminPath); err != nil {
+		h.log.Warn("the admin token file does not hold the working admin token: the REST API refuses what it holds",
+			"path", adminPath, "err", err, "fix", "stop the hub, then run: "+tokens.RotateCommand+" --data-dir "+cfg.DataDir)
 	}
 
 	// Integrations' broker accounts (Home Assistant).

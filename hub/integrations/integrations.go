@@ -56,6 +56,10 @@ type Account struct {
 	Hash []byte `json:"secret_hash"`
 }
 
+// nameRE is an integration's name. It must never admit
+// broker.ConnectionSeparator ("."), which separates a username from the
+// suffix of an extra connection's client ID (int-<name>.<suffix>), so that
+// every client ID belongs to one account.
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9-]{0,30}$`)
 
 // Accounts stores the integrations' accounts. Safe for concurrent use.

@@ -41,7 +41,7 @@ func TestAccounts(t *testing.T) {
 	if _, ok := a.Authenticate("homeassistant", []byte(pw)); ok {
 		t.Error("the name without the prefix was accepted as a username")
 	}
-	for _, bad := range []struct{ name, kind string }{{"Home", "homeassistant"}, {"", "homeassistant"}, {"a/b", "homeassistant"}, {"nodered", "nodered"}} {
+	for _, bad := range []struct{ name, kind string }{{"Home", "homeassistant"}, {"", "homeassistant"}, {"a/b", "homeassistant"}, {"nodered", "nodered"}, {"ha" + broker.ConnectionSeparator + "2", "homeassistant"}} {
 		if _, _, err := a.Create(bad.name, bad.kind); !errors.Is(err, ErrInvalid) {
 			t.Errorf("Create(%q, %q) = %v, want ErrInvalid", bad.name, bad.kind, err)
 		}

@@ -1,7 +1,8 @@
 // Package pairing is the hub's pairing window: for at most five minutes,
 // opened by an administrator, agents without a join token may ask to pair
-// and wait as pending devices for approval. The window lives in memory
-// only, so a hub restart closes it.
+// and wait as pending devices for approval (kept by hub/registry, for at
+// most registry.Config.PendingTTL). The window lives in memory only, so a
+// hub restart closes it.
 package pairing
 
 import (

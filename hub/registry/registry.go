@@ -32,6 +32,11 @@ type Config struct {
 	// (unsynced: a crash may lose the last few seconds of them, never a
 	// status change). Default 30s.
 	FlushInterval time.Duration
+	// PendingTTL is how long a pairing request (a pending device) waits
+	// for an administrator's decision; then it is deleted, its slot among
+	// the MaxPending is freed, and the agent must ask again during a
+	// pairing window. Default DefaultPendingTTL.
+	PendingTTL time.Duration
 	// OnChange, if set, is called after every status change, outside the
 	// registry's lock and in the order of the changes. It must not block.
 	OnChange func(Device)
@@ -55,10 +60,19 @@ func (c *Config) setDefaults() {
 	if c.FlushInterval <= 0 {
 		c.FlushInterval = 30 * time.Second
 	}
+	if c.PendingTTL <= 0 {
+		c.PendingTTL = DefaultPendingTTL
+	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
 }
+
+// DefaultPendingTTL is how long a pairing request waits for a decision by
+// default: time to go round the house typing codes, short enough that
+// requests nobody decides (junk sent during an open window) free their
+// slots without an administrator.
+const DefaultPendingTTL = time.Hour
 
 // Registry holds every enrolled device. Its methods are safe for
 // concurrent use.
@@ -161,7 +175,8 @@ func (r *Registry) Enroll(id, name string, publicKey, secretHash []byte) (Device
 
 // AddPending records a device that asks to pair during a pairing window:
 // it is listed as pending, with no credentials, until an administrator
-// approves or rejects it. A known ID is refused with ErrExists.
+// approves or rejects it, or for PendingTTL. A known ID is refused with
+// ErrExists.
 func (r *Registry) AddPending(id, name string, publicKey []byte) (Device, error) {
 	if err := protocol.ValidateID(id); err != nil {
 		return Device{}, fmt.Errorf("registry: pair: %w: %w", ErrInvalid, err)
@@ -170,6 +185,8 @@ func (r *Registry) AddPending(id, name string, publicKey []byte) (Device, error)
 		return Device{}, fmt.Errorf("registry: pair %s: %w", id, err)
 	}
 	r.mu.Lock()
+	now := r.cfg.Now()
+	r.purgeExpiredLocked(now)
 	if _, ok := r.devices[id]; ok {
 		r.mu.Unlock()
 		return Device{}, fmt.Errorf("registry: pair %s: %w", id, ErrExists)
@@ -184,7 +201,6 @@ func (r *Registry) AddPending(id, name string, publicKey []byte) (Device, error)
 		r.mu.Unlock()
 		return Device{}, fmt.Errorf("registry: pair %s: %w (%d): approve, reject or delete some", id, ErrTooManyPending, MaxPending)
 	}
-	now := r.cfg.Now()
 	d := Device{ID: id, Name: name, Status: StatusPending, StatusReason: ReasonPairing, StatusSince: now, PublicKey: slices.Clone(publicKey)}
 	if err := r.putLocked(&d); err != nil {
 		r.mu.Unlock()
@@ -212,6 +228,12 @@ func (r *Registry) Reject(id string) (Device, error) {
 
 func (r *Registry) decide(id string, s Status, reason string) (Device, error) {
 	r.mu.Lock()
+	now := r.cfg.Now()
+	if e, ok := r.devices[id]; ok && r.expired(e, now) {
+		r.purgeExpiredLocked(now)
+		r.mu.Unlock()
+		return Device{}, fmt.Errorf("registry: %s: its pairing request expired (after %s): %w", id, r.cfg.PendingTTL, ErrNotFound)
+	}
 	e, ok := r.devices[id]
 	if !ok {
 		r.mu.Unlock()
@@ -222,7 +244,6 @@ func (r *Registry) decide(id string, s Status, reason string) (Device, error) {
 		r.mu.Unlock()
 		return Device{}, fmt.Errorf("registry: %s is %s, not pending: %w", id, st, ErrNotAccepted)
 	}
-	now := r.cfg.Now()
 	if s.Accepted() {
 		e.EnrolledAt = now
 	}
@@ -596,10 +617,34 @@ func (r *Registry) notifyChanges() {
 	}
 }
 
+// expired reports whether e is a pairing request older than PendingTTL at
+// now.
+func (r *Registry) expired(e *entry, now time.Time) bool {
+	return e.Status == StatusPending && !now.Before(e.StatusSince.Add(r.cfg.PendingTTL))
+}
+
+// purgeExpiredLocked deletes the pairing requests that expired at now,
+// freeing their slots. r.mu must be held.
+func (r *Registry) purgeExpiredLocked(now time.Time) {
+	for id, e := range r.devices {
+		if !r.expired(e, now) {
+			continue
+		}
+		if err := r.ks.Delete(id); err != nil {
+			r.log.Error("delete an expired pairing request", "device", id, "err", err)
+			continue
+		}
+		delete(r.devices, id)
+		r.log.Info("pairing request expired: deleted", "device", id, "name", e.Name, "asked_at", e.StatusSince, "ttl", r.cfg.PendingTTL.String())
+	}
+}
+
 // Tick marks offline every online device whose heartbeat deadline has
-// passed at now. Run calls it every TickInterval; tests call it directly.
+// passed at now, and deletes expired pairing requests. Run calls it every
+// TickInterval; tests call it directly.
 func (r *Registry) Tick(now time.Time) {
 	r.mu.Lock()
+	r.purgeExpiredLocked(now)
 	for _, e := range r.devices {
 		if e.Status == StatusOnline && !e.deadline.IsZero() && now.After(e.deadline) {
 			if err := r.setStatusLocked(e, StatusOffline, ReasonHeartbeatTimeout, now); err != nil {

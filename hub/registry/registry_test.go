@@ -1107,3 +1107,100 @@ func TestAddPendingLimits(t *testing.T) {
 		}
 	}
 }
+
+// TestPendingExpires: pairing requests nobody decides expire after
+// PendingTTL and free their slots, so junk sent during one open window
+// cannot keep every slot for good; decided devices never expire.
+func TestPendingExpires(t *testing.T) {
+	e := newEnv(t, registry.Config{})
+	ttl := registry.DefaultPendingTTL
+	ids := func() []string {
+		var out []string
+		for _, d := range e.reg.List() {
+			out = append(out, d.ID)
+		}
+		return out
+	}
+	// Half of the slots at t0, half 10 minutes later; one of the early
+	// requests approved and one rejected: decided, they leave the pending
+	// set and never expire.
+	half := registry.MaxPending / 2
+	for i := range registry.MaxPending + 2 {
+		if i == half+2 {
+			e.clk.Advance(10 * time.Minute)
+		}
+		if _, err := e.reg.AddPending(fmt.Sprintf("dev-%02d", i), "x", []byte{byte(i)}); err != nil {
+			t.Fatalf("AddPending %d: %v", i, err)
+		}
+		if i == 0 {
+			if _, err := e.reg.Approve("dev-00"); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if i == 1 {
+			if _, err := e.reg.Reject("dev-01"); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := e.reg.AddPending("dev-new", "x", []byte("n")); !errors.Is(err, registry.ErrTooManyPending) {
+		t.Fatalf("AddPending with every slot taken = %v, want ErrTooManyPending", err)
+	}
+
+	// Just before the first requests expire, nothing changes.
+	e.clk.Set(t0.Add(ttl - time.Nanosecond))
+	e.reg.Tick(e.clk.Now())
+	if _, err := e.reg.AddPending("dev-new", "x", []byte("n")); !errors.Is(err, registry.ErrTooManyPending) {
+		t.Fatalf("AddPending just before the first expiry = %v, want ErrTooManyPending", err)
+	}
+	if _, err := e.reg.Approve("dev-02"); err != nil {
+		t.Fatalf("Approve just before expiry: %v", err)
+	}
+
+	// At t0+TTL the first half's undecided requests are gone: approving one
+	// is "not found", and their slots are free without a Tick.
+	e.clk.Set(t0.Add(ttl))
+	if _, err := e.reg.Approve("dev-03"); !errors.Is(err, registry.ErrNotFound) || !strings.Contains(err.Error(), "expired") {
+		t.Errorf("Approve of an expired request = %v, want ErrNotFound saying it expired", err)
+	}
+	if _, err := e.reg.AddPending("dev-new", "x", []byte("n")); err != nil {
+		t.Fatalf("AddPending once the first requests expired: %v", err)
+	}
+	var want []string
+	want = append(want, "dev-00", "dev-01", "dev-02") // decided: kept
+	for i := half + 2; i < registry.MaxPending+2; i++ {
+		want = append(want, fmt.Sprintf("dev-%02d", i))
+	}
+	want = append(want, "dev-new")
+	if diff := cmp.Diff(want, ids()); diff != "" {
+		t.Errorf("devices once the first requests expired (-want +got):\n%s", diff)
+	}
+
+	// The rest expire by Tick alone, and stay deleted after a restart.
+	e.reopen()
+	e.clk.Set(t0.Add(10*time.Minute + ttl))
+	e.reg.Tick(e.clk.Now())
+	if diff := cmp.Diff([]string{"dev-00", "dev-01", "dev-02", "dev-new"}, ids()); diff != "" {
+		t.Errorf("devices after the second expiry (-want +got):\n%s", diff)
+	}
+	e.reopen()
+	if diff := cmp.Diff([]string{"dev-00", "dev-01", "dev-02", "dev-new"}, ids()); diff != "" {
+		t.Errorf("devices after a restart (-want +got):\n%s", diff)
+	}
+	if _, err := e.reg.Get("dev-40"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Get of an expired request = %v, want ErrNotFound", err)
+	}
+}
+
+func TestPendingTTLConfigurable(t *testing.T) {
+	e := newEnv(t, registry.Config{PendingTTL: time.Minute})
+	if _, err := e.reg.AddPending("dev-p", "x", []byte("p")); err != nil {
+		t.Fatal(err)
+	}
+	e.reg.Tick(e.clk.Advance(time.Minute - time.Nanosecond))
+	e.get("dev-p")
+	e.reg.Tick(e.clk.Advance(time.Nanosecond))
+	if _, err := e.reg.Get("dev-p"); !errors.Is(err, registry.ErrNotFound) {
+		t.Errorf("Get a minute after asking, with PendingTTL 1m = %v, want ErrNotFound", err)
+	}
+}

@@ -86,7 +86,7 @@ func (t *Tokens) EnsureAdmin(path string) (created bool, err error) {
 	if b, err := os.ReadFile(path); err == nil {
 		tok := strings.TrimSpace(string(b))
 		if !strings.HasPrefix(tok, AdminPrefix) {
-			return false, fmt.Errorf("tokens: %s does not hold an admin token (want prefix %s)", path, AdminPrefix)
+			return false, fmt.Errorf("tokens: %s does not hold an admin token (want prefix %s); remove it for a new token, or run %q", path, AdminPrefix, RotateCommand)
 		}
 		return false, t.ks.Put(adminKey, []byte(hash(tok)))
 	} else if !errors.Is(err, fs.ErrNotExist) {
@@ -100,6 +100,54 @@ func (t *Tokens) EnsureAdmin(path string) (created bool, err error) {
 		return false, fmt.Errorf("tokens: store admin token hash: %w", err)
 	}
 	return true, nil
+}
+
+// RotateCommand is how an administrator replaces a lost or leaked admin
+// token (the hub must be stopped: it holds the store).
+const RotateCommand = "alicia-hub admin-token rotate"
+
+// RotateAdmin makes a new admin token: it writes it to path (mode 0600,
+// atomically) and then replaces the stored hash, so the old token stops
+// working. If storing the hash fails, path holds a token that does not work
+// yet and a second RotateAdmin fixes both.
+func (t *Tokens) RotateAdmin(path string) error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	tok := newSecret(AdminPrefix)
+	if err := atomicfile.WriteFile(path, []byte(tok+"\n"), 0o600); err != nil {
+		return fmt.Errorf("tokens: write admin token: %w", err)
+	}
+	if err := t.ks.Put(adminKey, []byte(hash(tok))); err != nil {
+		return fmt.Errorf("tokens: store admin token hash: %w", err)
+	}
+	return nil
+}
+
+// ErrAdminFile is wrapped by CheckAdminFile's errors.
+var ErrAdminFile = errors.New("the file does not hold the working admin token")
+
+// CheckAdminFile reports whether the file at path holds the admin token
+// whose hash the store keeps. Its error, wrapping ErrAdminFile, says what
+// is wrong: the file is missing, empty, not an admin token, or another
+// token than the working one (the REST API then refuses what it holds).
+func (t *Tokens) CheckAdminFile(path string) error {
+	b, err := os.ReadFile(path)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return fmt.Errorf("%w: %s is missing", ErrAdminFile, path)
+	case err != nil:
+		return fmt.Errorf("%w: %w", ErrAdminFile, err)
+	}
+	tok := strings.TrimSpace(string(b))
+	switch {
+	case tok == "":
+		return fmt.Errorf("%w: %s is empty", ErrAdminFile, path)
+	case !strings.HasPrefix(tok, AdminPrefix):
+		return fmt.Errorf("%w: %s does not hold an admin token (want prefix %s)", ErrAdminFile, path, AdminPrefix)
+	case !t.CheckAdmin(tok):
+		return fmt.Errorf("%w: %s holds another token than the one whose hash the store keeps", ErrAdminFile, path)
+	}
+	return nil
 }
 
 // CheckAdmin reports whether token is the admin token.

@@ -440,3 +440,94 @@ func TestCheckJoin(t *testing.T) {
 		t.Errorf("CheckJoin at expiry = %v, want ErrExpired", err)
 	}
 }
+
+// TestCheckAdminFile: at start the hub learns whether admin.token still
+// holds the working token, and why not.
+func TestCheckAdminFile(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		content func(tok string) *string // nil: no file
+		wantErr string                   // "" for no error
+	}{
+		{"the working token", func(tok string) *string { s := tok + "\n"; return &s }, ""},
+		{"without newline", func(tok string) *string { return &tok }, ""},
+		{"missing", func(string) *string { return nil }, "is missing"},
+		{"empty", func(string) *string { s := ""; return &s }, "is empty"},
+		{"blank", func(string) *string { s := " \n"; return &s }, "is empty"},
+		{"garbled", func(string) *string { s := "\x00\x17garbage"; return &s }, "does not hold an admin token"},
+		{"a join token", func(string) *string { s := tokens.JoinPrefix + "abc"; return &s }, "does not hold an admin token"},
+		{"another admin token", func(string) *string { s := tokens.AdminPrefix + strings.Repeat("A", 43); return &s }, "holds another token"},
+		{"cut short", func(tok string) *string { s := tok[:len(tok)-5]; return &s }, "holds another token"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tk, _, _ := newTokens(t)
+			path := filepath.Join(t.TempDir(), "admin.token")
+			if _, err := tk.EnsureAdmin(path); err != nil {
+				t.Fatal(err)
+			}
+			tok := readToken(t, path)
+			if content := c.content(tok); content == nil {
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+			} else if err := os.WriteFile(path, []byte(*content), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			err := tk.CheckAdminFile(path)
+			switch {
+			case c.wantErr == "" && err != nil:
+				t.Fatalf("CheckAdminFile = %v, want nil", err)
+			case c.wantErr != "" && (!errors.Is(err, tokens.ErrAdminFile) || !strings.Contains(err.Error(), c.wantErr) || !strings.Contains(err.Error(), path)):
+				t.Fatalf("CheckAdminFile = %v, want an error wrapping ErrAdminFile, naming %s and saying %q", err, path, c.wantErr)
+			}
+		})
+	}
+}
+
+// TestRotateAdmin: a rotation replaces a lost or leaked token: the new file
+// (0600) holds the only working token.
+func TestRotateAdmin(t *testing.T) {
+	for _, lose := range []string{"kept", "deleted", "emptied"} {
+		t.Run(lose, func(t *testing.T) {
+			tk, _, _ := newTokens(t)
+			path := filepath.Join(t.TempDir(), "admin.token")
+			if _, err := tk.EnsureAdmin(path); err != nil {
+				t.Fatal(err)
+			}
+			old := readToken(t, path)
+			switch lose {
+			case "deleted":
+				if err := os.Remove(path); err != nil {
+					t.Fatal(err)
+				}
+			case "emptied":
+				if err := os.WriteFile(path, nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if err := tk.RotateAdmin(path); err != nil {
+				t.Fatalf("RotateAdmin: %v", err)
+			}
+			fi, err := os.Stat(path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if mode := fi.Mode(); mode != 0o600 {
+				t.Errorf("rotated token file mode %v, want -rw-------", mode)
+			}
+			tok := readToken(t, path)
+			if tok == old || !strings.HasPrefix(tok, tokens.AdminPrefix) {
+				t.Fatalf("rotated token %q (old %q)", tok, old)
+			}
+			if !tk.CheckAdmin(tok) || tk.CheckAdmin(old) {
+				t.Errorf("after rotation: new token accepted %v, old token accepted %v; want true, false", tk.CheckAdmin(tok), tk.CheckAdmin(old))
+			}
+			if err := tk.CheckAdminFile(path); err != nil {
+				t.Errorf("CheckAdminFile after rotation: %v", err)
+			}
+			if created, err := tk.EnsureAdmin(path); err != nil || created {
+				t.Errorf("EnsureAdmin after rotation = %v, %v; want false, nil", created, err)
+			}
+		})
+	}
+}

@@ -1,19 +1,24 @@
 package e2e
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
 
-// TestCrossArchAgents runs the arm64 and armv7 agents of the release
-// (scripts/package.sh, as `make release` builds them) under qemu-user
-// against a hub on this machine, and checks that each registers with the
-// right architecture and goes online. (TestReleaseArtifacts runs the
-// armv6 one's --version.)
+// TestCrossArchAgents runs the arm64, armv7 and riscv64 agents of the
+// release (scripts/package.sh, as `make release` builds them) under
+// qemu-user, and the i386 one natively (an amd64 kernel runs 32-bit x86;
+// Go's 386 binaries crash under Debian 12's qemu-i386), against a hub on
+// this machine, and checks that each registers with the right architecture
+// and goes online. (TestReleaseArtifacts runs the armv6 one's --version.)
 func TestCrossArchAgents(t *testing.T) {
 	bin := binaries(t)
 	rel := release(t)
@@ -29,22 +34,34 @@ func TestCrossArchAgents(t *testing.T) {
 	}{
 		{"arm64", "arm64", "qemu-aarch64-static", "arm64"},
 		{"armhf", "arm", "qemu-arm-static", "arm/v7"},
+		{"riscv64", "riscv64", "qemu-riscv64-static", "riscv64"},
+		{"i386", "386", "", "386"}, // natively
 	} {
 		t.Run(c.wantArch, func(t *testing.T) {
-			qemu, err := exec.LookPath(c.qemu)
-			if err != nil {
-				missing(t, c.qemu+" (package qemu-user-static)")
-			}
 			agent := filepath.Join(rel, "alicia-agent-linux-"+c.label)
-			out, err := exec.Command(qemu, agent, "--version").CombinedOutput()
-			if err != nil || !strings.Contains(string(out), "linux/"+c.goarch) {
-				t.Fatalf("%s %s --version = %q, %v", c.qemu, agent, out, err)
+			run := func(args ...string) *exec.Cmd { return exec.Command(agent, args...) }
+			if c.qemu != "" {
+				qemu, err := exec.LookPath(c.qemu)
+				if err != nil {
+					missing(t, c.qemu+" (package qemu-user-static)")
+				}
+				run = func(args ...string) *exec.Cmd { return exec.Command(qemu, append([]string{agent}, args...)...) }
+			} else if runtime.GOARCH != "amd64" {
+				t.Skipf("the %s agent runs natively only on amd64, this is %s", c.label, runtime.GOARCH)
 			}
-			name := "qemu-" + strings.ReplaceAll(c.wantArch, "/", "")
+			out, err := run("--version").CombinedOutput()
+			if errors.Is(err, syscall.ENOEXEC) {
+				missing(t, "32-bit x86 support in the kernel (CONFIG_IA32_EMULATION) to run the i386 agent")
+			}
+			if err != nil || !strings.Contains(string(out), "linux/"+c.goarch) {
+				t.Fatalf("%s --version = %q, %v", strings.Join(run().Args, " "), out, err)
+			}
+			name := "agent-" + strings.ReplaceAll(c.wantArch, "/", "")
 			state := filepath.Join(dir, name)
 			// qemu is 10-50x slower: generous heartbeat and keep-alive.
-			startProc(t, name, qemu, agent, "--state-dir", state, "--hub", httpAddr, "--join-token", api.joinToken(1),
+			cmd := run("--state-dir", state, "--hub", httpAddr, "--join-token", api.joinToken(1),
 				"--name", name, "--heartbeat", "2s", "--keepalive", "10s")
+			startProc(t, name, cmd.Path, cmd.Args[1:]...)
 			var id string
 			deadline := time.Now().Add(60 * time.Second)
 			for id == "" && time.Now().Before(deadline) {
@@ -63,7 +80,7 @@ func TestCrossArchAgents(t *testing.T) {
 			if d.Facts == nil || d.Facts.Arch != c.wantArch {
 				t.Errorf("registered facts %+v, want arch %s", d.Facts, c.wantArch)
 			}
-			t.Log(fmt.Sprintf("%s agent under %s registered as %s", c.wantArch, c.qemu, id))
+			t.Log(fmt.Sprintf("%s agent (%s) registered as %s", c.wantArch, cmp.Or(c.qemu, "native"), id))
 		})
 	}
 }
