@@ -389,7 +389,7 @@ type inflight struct {
 
 // enrolSimDevice enrols a new key with the hub through POST /api/v1/enroll,
 // as an agent does.
-func enrolSimDevice(b *testing.B, api *apiClient, token, name string, points int) *simDevice {
+func enrolSimDevice(b testing.TB, api *apiClient, token, name string, points int) *simDevice {
 	b.Helper()
 	pub, key, err := ed25519.GenerateKey(nil)
 	if err != nil {
@@ -770,7 +770,7 @@ func (l *load) run(b *testing.B, pid int, warmup, dur time.Duration, track bool)
 }
 
 // connect returns a connected paho client (MQTT 3.1.1, clean session).
-func connect(b *testing.B, broker, clientID, user, pass string) mqtt.Client {
+func connect(b testing.TB, broker, clientID, user, pass string) mqtt.Client {
 	b.Helper()
 	opts := mqtt.NewClientOptions().AddBroker(broker).SetClientID(clientID).SetUsername(user).SetPassword(pass).
 		SetCleanSession(true).SetAutoReconnect(false).SetConnectTimeout(10 * time.Second).SetKeepAlive(30 * time.Second)
