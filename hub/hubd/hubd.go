@@ -372,7 +372,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("hub: %w", err)
 	}
 	ing := &ingest{reg: reg, metrics: mingest, commands: cmds, rate: rate.Limit(cfg.DeviceMsgRate), burst: int(2 * cfg.DeviceMsgRate),
-		log:   &throttle.Log{Logger: h.log.With("component", "ingest"), Every: rejectLogEvery},
+		log:   &throttle.Log{Logger: h.log.With("component", "ingest"), Every: rejectLogEvery, Burst: rejectLogBurst},
 		input: func(dev string, ev *protocol.DeviceEvent) { evbus.Publish(events.DeviceInput, dev, ev) }}
 
 	// Health: alert rules over the latest samples, device health states.

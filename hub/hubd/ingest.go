@@ -20,7 +20,7 @@ import (
 
 // ingest turns device messages from the bus into registry updates. Bad
 // messages are counted and logged with what is wrong and where (at most
-// one line per device every rejectLogEvery), and change nothing. Each
+// rejectLogBurst lines per topic every rejectLogEvery), and change nothing. Each
 // device may send rate messages a second, with bursts of burst; the rest
 // are dropped before they are decoded and counted (a metrics batch dropped
 // so is not acknowledged: the agent sends it again).
@@ -47,8 +47,10 @@ type ingest struct {
 const (
 	DefaultDeviceMsgRate  = 200
 	defaultDeviceMsgBurst = 400
-	// rejectLogEvery bounds the "rejected" log lines per device.
+	// rejectLogEvery and rejectLogBurst bound the "rejected" log lines:
+	// at most rejectLogBurst per topic every rejectLogEvery.
 	rejectLogEvery = 10 * time.Second
+	rejectLogBurst = 10
 	// maxLimiters bounds the limiters kept: device IDs come from topics
 	// the broker lets only enrolled devices publish on, so this is far
 	// above any household; past it the limiters start afresh.

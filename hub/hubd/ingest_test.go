@@ -60,7 +60,7 @@ func TestIngestRateLimitPerDevice(t *testing.T) {
 	mi := metrics.NewIngester(ms, metrics.IngesterConfig{QueueLen: 10})
 	var logs syncBuffer
 	in := &ingest{reg: reg, metrics: mi, rate: rate.Limit(1), burst: 5,
-		log: &throttle.Log{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Every: time.Hour}}
+		log: &throttle.Log{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Every: time.Hour, Burst: rejectLogBurst}}
 	msg := func(dev string, seq uint64) bus.Message {
 		b, err := protocol.Encode(dev, time.Now(), &protocol.Metrics{Epoch: "e1", Seq: seq, Time: time.Now(),
 			Points: []protocol.Point{{Name: "x", Value: 1}}})
@@ -90,7 +90,7 @@ func TestIngestRateLimitPerDevice(t *testing.T) {
 	if got := in.rejected.Load(); got != 1000 {
 		t.Errorf("rejected = %d, want 1000", got)
 	}
-	if lines := logs.lines(); len(lines) != 2 {
-		t.Errorf("%d log lines for %d limited and 1000 rejected messages, want 2 (one each):\n%s", len(lines), n, strings.Join(lines, "\n"))
+	if lines := logs.lines(); len(lines) != 2*rejectLogBurst {
+		t.Errorf("%d log lines for %d limited and 1000 rejected messages, want %d (a burst each):\n%s", len(lines), n, 2*rejectLogBurst, strings.Join(lines, "\n"))
 	}
 }
