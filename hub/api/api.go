@@ -486,25 +486,12 @@ func checkSigned(w http.ResponseWriter, pubB64, sigB64, name string, verify func
 		return nil, false
 	}
 	if name != "" {
-		if err := checkName(name); err != nil {
-			writeProblem(w, http.StatusBadRequest, "name: "+err.Error())
+		if err := registry.ValidateName(name); err != nil {
+			writeProblem(w, http.StatusBadRequest, err.Error())
 			return nil, false
 		}
 	}
 	return pub, true
-}
-
-// checkName applies the registry's rules for device names.
-func checkName(name string) error {
-	switch {
-	case strings.TrimSpace(name) == "":
-		return errors.New("must not be blank")
-	case len(name) > registry.MaxNameLen:
-		return fmt.Errorf("longer than %d bytes", registry.MaxNameLen)
-	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return errors.New("contains a control character")
-	}
-	return nil
 }
 
 // JoinTokenRequest is the (optional) body of POST /api/v1/join-tokens.

@@ -727,6 +727,11 @@ func TestEnrollBadRequest(t *testing.T) {
 			return enrolment(key, tok, strings.Repeat("n", registry.MaxNameLen+1))
 		}, 400, "name"},
 		{"name with a newline", func(key ed25519.PrivateKey, tok string) any { return enrolment(key, tok, "pi\nroot") }, 400, "name"},
+		{"name with a right-to-left override", func(key ed25519.PrivateKey, tok string) any {
+			return enrolment(key, tok, "kitchen\u202Egpj.exe")
+		}, 400, "name: byte 7 is U+202E, a bidirectional control"},
+		{"name with an isolate", func(key ed25519.PrivateKey, tok string) any { return enrolment(key, tok, "\u2067pi") }, 400, "U+2067"},
+		{"name with a C1 control", func(key ed25519.PrivateKey, tok string) any { return enrolment(key, tok, "pi\u009b") }, 400, "U+009B"},
 		{"unknown field", func(key ed25519.PrivateKey, tok string) any {
 			b, _ := json.Marshal(enrolment(key, tok, "pi"))
 			return strings.Replace(string(b), "{", `{"admin":true,`, 1)
@@ -959,6 +964,10 @@ func TestPatchDevice(t *testing.T) {
 		{name: "blank name", body: `{"name":"  "}`, wantStatus: 400, wantDetail: "name"},
 		{name: "name too long", body: `{"name":"` + strings.Repeat("n", registry.MaxNameLen+1) + `"}`, wantStatus: 400, wantDetail: "name"},
 		{name: "name with a tab", body: `{"name":"a\tb"}`, wantStatus: 400, wantDetail: "name"},
+		{name: "name with a right-to-left override", body: `{"name":"kitchen\u202egpj.exe"}`, wantStatus: 400, wantDetail: "name: byte 7 is U+202E, a bidirectional control"},
+		{name: "name with a right-to-left mark", body: `{"name":"\u200fkitchen"}`, wantStatus: 400, wantDetail: "U+200F"},
+		{name: "label value with a bidi isolate", body: `{"labels":{"room":"\u2066hall"}}`, wantStatus: 400, wantDetail: `label "room": value: byte 0 is U+2066`},
+		{name: "label value with a C1 control", body: `{"labels":{"room":"hall\u0085"}}`, wantStatus: 400, wantDetail: "U+0085"},
 		{name: "unknown field", body: `{"nmae":"x"}`, wantStatus: 400, wantDetail: "nmae"},
 		{name: "labels not an object", body: `{"labels":["room"]}`, wantStatus: 400, wantDetail: "labels"},
 		{name: "invalid JSON", body: `{"name":"x"`, wantStatus: 400, wantDetail: "JSON"},
