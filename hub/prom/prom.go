@@ -2,7 +2,9 @@
 // hub's own counters (ingest, queue, store, broker, devices) and the latest
 // value of every device series as a sample labelled with the device's ID,
 // name and registry labels, so that Prometheus can scrape one endpoint for
-// the whole household.
+// the whole household. Label values pass through protocol.SafeText (a
+// control or bidirectional character, or an invalid byte, becomes U+FFFD)
+// and client_golang escapes them for the text format.
 package prom
 
 import (
@@ -18,6 +20,7 @@ import (
 
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/internal/protocol"
 )
 
 // Fresh is how old a device sample may be and still be exposed: values of
@@ -168,7 +171,7 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 			if pk == labelDevice || pk == labelName {
 				continue
 			}
-			m[pk] = v
+			m[pk] = protocol.SafeText(v)
 			regKeys[pk] = true
 		}
 		devLabels[d.ID] = m
@@ -194,7 +197,7 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	base := func(d *registry.Device) map[string]string {
 		m := maps.Clone(devLabels[d.ID])
-		m[labelDevice], m[labelName] = d.ID, d.Name
+		m[labelDevice], m[labelName] = d.ID, protocol.SafeText(d.Name)
 		return m
 	}
 	// One family per name; every sample of a family carries the same label
@@ -219,7 +222,7 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 			lv := base(s.dev)
 			for k, v := range s.labels {
 				if k != labelDevice && k != labelName {
-					lv[k] = v // a sample label wins over a registry label of the same name
+					lv[k] = protocol.SafeText(v) // a sample label wins over a registry label of the same name
 				}
 			}
 			vals := make([]string, len(names))
@@ -252,8 +255,16 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 		if d.Status == registry.StatusOnline {
 			v = 1
 		}
-		ch <- prometheus.MustNewConstMetric(up, prometheus.GaugeValue, v, vals...)
-		ch <- prometheus.MustNewConstMetric(dropped, prometheus.GaugeValue, float64(src.Metrics.Dropped(d.ID).Dropped), vals...)
+		for _, m := range []struct {
+			desc *prometheus.Desc
+			v    float64
+		}{{up, v}, {dropped, float64(src.Metrics.Dropped(d.ID).Dropped)}} {
+			cm, err := prometheus.NewConstMetric(m.desc, prometheus.GaugeValue, m.v, vals...)
+			if err != nil {
+				cm = prometheus.NewInvalidMetric(m.desc, err)
+			}
+			ch <- cm
+		}
 	}
 }
 
