@@ -37,6 +37,7 @@ import (
 	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/prom"
 	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/hub/sniff"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/bus"
@@ -190,7 +191,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("hub: http listener: %w", err)
 	}
 	defer rawHTTPLn.Close()
-	httpLn := newSniffListener(rawHTTPLn, apiTLS, sniffTimeout)
+	httpLn := sniff.New(rawHTTPLn, apiTLS, sniff.DefaultTimeout)
 
 	// The hub's own bus connection, and the broker behind it.
 	var (
@@ -484,7 +485,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 			Broker:    brokerStats,
 			Rejected:  ing.rejected.Load,
 			Limited:   ing.limited.Load,
-			Dropped:   func() []prom.Dropped { return append(brokerDropped(brk), httpLn.dropped()...) },
+			Dropped:   func() []prom.Dropped { return append(brokerDropped(brk), httpDropped(httpLn)...) },
 		}),
 		Logger: h.log.With("component", "api"),
 	})
@@ -741,5 +742,15 @@ func brokerDropped(brk *broker.Broker) []prom.Dropped {
 		{Listener: "mqtt", Reason: "connect_malformed", Count: d.ConnectMalformed},
 		{Listener: "mqtt", Reason: "tls_handshake_timeout", Count: d.TLSHandshakeTimeout},
 		{Listener: "mqtt", Reason: "tls_handshake_failed", Count: d.TLSHandshakeFailed},
+	}
+}
+
+// httpDropped labels the HTTP port's dropped connections for /metrics.
+func httpDropped(ln *sniff.Listener) []prom.Dropped {
+	c := ln.Counts()
+	return []prom.Dropped{
+		{Listener: "http", Reason: "first_byte_timeout", Count: c.Silent},
+		{Listener: "http", Reason: "tls_handshake_timeout", Count: c.TLSTimeout},
+		{Listener: "http", Reason: "tls_handshake_failed", Count: c.TLSFailed},
 	}
 }
