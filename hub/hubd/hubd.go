@@ -27,6 +27,7 @@ import (
 
 	"github.com/alicia-home/alicia/hub/api"
 	"github.com/alicia-home/alicia/hub/broker"
+	"github.com/alicia-home/alicia/hub/brokerauth"
 	"github.com/alicia-home/alicia/hub/command"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
@@ -207,7 +208,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	)
 	if cfg.Broker == "" {
 		secret := randomSecret()
-		auth := &hubAuth{hubID: hubID, secret: secret, reg: reg, integrations: accts, hubScope: integrations.HubScope(cfg.HAPrefix)}
+		auth := brokerauth.New(hubID, secret, integrations.HubScope(cfg.HAPrefix), reg, accts)
 		brk, err = broker.New(broker.Config{Logger: h.log.With("component", "broker")}, auth)
 		if err != nil {
 			return fmt.Errorf("hub: %w", err)
@@ -679,42 +680,6 @@ func loadOrCreateHubID(db *store.DB) (string, error) {
 		return "", fmt.Errorf("hub: save hub id: %w", err)
 	}
 	return id, nil
-}
-
-// hubAuth authenticates embedded-broker clients: the hub's own connection
-// by its per-run secret, devices by the registry, integrations by their
-// accounts.
-type hubAuth struct {
-	hubID        string
-	secret       string
-	reg          *registry.Registry
-	integrations *integrations.Accounts
-	// hubScope is what the hub reaches besides alicia/ (Home Assistant's
-	// discovery prefix).
-	hubScope broker.Scope
-}
-
-func (a *hubAuth) Allowed(id broker.Identity) bool {
-	switch id.Role {
-	case broker.RoleHub:
-		return true
-	case broker.RoleIntegration:
-		return a.integrations.Allowed(id)
-	}
-	return a.reg.Allowed(id.ID)
-}
-
-func (a *hubAuth) Authenticate(username string, password []byte) (broker.Identity, bool) {
-	if username == a.hubID {
-		return broker.Identity{Role: broker.RoleHub, ID: a.hubID, Scope: a.hubScope}, len(password) == len(a.secret) && constantTimeEqual(password, []byte(a.secret))
-	}
-	if strings.HasPrefix(username, integrations.UsernamePrefix) {
-		return a.integrations.Authenticate(username, password)
-	}
-	if a.reg.Authenticate(username, password) {
-		return broker.Identity{Role: broker.RoleDevice, ID: username}, true
-	}
-	return broker.Identity{}, false
 }
 
 // announcementTXT is the TXT record of the hub's mDNS announcement: the

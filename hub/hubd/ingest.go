@@ -2,7 +2,6 @@ package hubd
 
 import (
 	"context"
-	"crypto/subtle"
 	"fmt"
 	"sync"
 	"sync/atomic"
@@ -137,5 +136,3 @@ type errKindMismatch struct {
 func (e errKindMismatch) Error() string {
 	return "message of type " + string(e.typ) + " on a " + string(e.kind) + " topic"
 }
-
-func constantTimeEqual(a, b []byte) bool { return subtle.ConstantTimeCompare(a, b) == 1 }
