@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/alicia-home/alicia/hub/health"
+	"github.com/alicia-home/alicia/hub/ingest"
 	"github.com/alicia-home/alicia/hub/metrics"
 )
 
@@ -61,7 +62,7 @@ type Config struct {
 	MaxSeriesPerDevice int
 	// DeviceMsgRate is how many messages a second each device may send
 	// (bursts of twice that); the rest are dropped and counted. Default
-	// DefaultDeviceMsgRate.
+	// ingest.DefaultRate.
 	DeviceMsgRate float64
 	// HeartbeatTimeoutCheck is how often the registry checks heartbeat
 	// deadlines. Default 500ms.
@@ -95,7 +96,7 @@ func (c *Config) setDefaults() {
 		c.MaxSeriesPerDevice = metrics.DefaultMaxSeriesPerDevice
 	}
 	if c.DeviceMsgRate == 0 {
-		c.DeviceMsgRate = DefaultDeviceMsgRate
+		c.DeviceMsgRate = ingest.DefaultRate
 	}
 	if c.HeartbeatTimeoutCheck <= 0 {
 		c.HeartbeatTimeoutCheck = 500 * time.Millisecond

@@ -23,7 +23,6 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
-	"golang.org/x/time/rate"
 
 	"github.com/alicia-home/alicia/hub/api"
 	"github.com/alicia-home/alicia/hub/broker"
@@ -33,6 +32,7 @@ import (
 	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/homeassistant"
 	"github.com/alicia-home/alicia/hub/household"
+	"github.com/alicia-home/alicia/hub/ingest"
 	"github.com/alicia-home/alicia/hub/integrations"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/pairing"
@@ -373,9 +373,12 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	ing := &ingest{reg: reg, metrics: mingest, commands: cmds, rate: rate.Limit(cfg.DeviceMsgRate), burst: int(2 * cfg.DeviceMsgRate),
-		log:   &throttle.Log{Logger: h.log.With("component", "ingest"), Every: rejectLogEvery},
-		input: func(dev string, ev *protocol.DeviceEvent) { evbus.Publish(events.DeviceInput, dev, ev) }}
+	ing, err := ingest.New(ingest.Config{Registry: reg, Metrics: mingest, Results: cmds, Rate: cfg.DeviceMsgRate,
+		Logger: h.log.With("component", "ingest"),
+		Input:  func(dev string, ev *protocol.DeviceEvent) { evbus.Publish(events.DeviceInput, dev, ev) }})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
 
 	// Health: alert rules over the latest samples, device health states.
 	var hook *health.Webhook
@@ -395,7 +398,7 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 		return fmt.Errorf("hub: %w", err)
 	}
 	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat, protocol.KindMetrics, protocol.KindResult, protocol.KindEvent} {
-		if err := client.Subscribe(protocol.AllDevices(kind), 1, ing.handle); err != nil {
+		if err := client.Subscribe(protocol.AllDevices(kind), 1, ing.Handle); err != nil {
 			return fmt.Errorf("hub: subscribe: %w", err)
 		}
 	}
@@ -484,8 +487,8 @@ func (h *Hub) Run(ctx context.Context) (err error) {
 			Ingest:    mingest,
 			StoreSize: db.Size,
 			Broker:    brokerStats,
-			Rejected:  ing.rejected.Load,
-			Limited:   ing.limited.Load,
+			Rejected:  func() uint64 { r, _ := ing.Stats(); return r },
+			Limited:   func() uint64 { _, l := ing.Stats(); return l },
 			Dropped:   func() []prom.Dropped { return append(brokerDropped(brk), httpDropped(httpLn)...) },
 		}),
 		Logger: h.log.With("component", "api"),
