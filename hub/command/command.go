@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
@@ -109,7 +110,15 @@ type Config struct {
 	// again when a late result updates a timed-out one), outside the
 	// service's lock.
 	OnDone func(Record)
+	// Events, if set, is the hub's event stream: Run sends a device's
+	// queued commands when a device_state event says it came online.
+	Events Events
 	Logger *slog.Logger
+}
+
+// Events is the event stream Run watches for devices coming online.
+type Events interface {
+	Subscribe(after uint64) ([]events.Event, *events.Sub)
 }
 
 // Service sends commands and records them. Create it with Open.
@@ -117,6 +126,11 @@ type Service struct {
 	cfg     Config
 	records store.Keyspace
 	log     *slog.Logger
+
+	// sub is the subscription to Config.Events, taken in Open so that a
+	// device that comes online before Run starts is not missed; nil
+	// without Events. Only Run reads it.
+	sub *events.Sub
 
 	mu   sync.Mutex
 	live map[string]*live // queued or sent, by command ID
@@ -146,6 +160,9 @@ func Open(cfg Config) (*Service, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	s := &Service{cfg: cfg, records: cfg.DB.Keyspace("commands"), log: cfg.Logger, live: map[string]*live{}}
+	if cfg.Events != nil {
+		_, s.sub = cfg.Events.Subscribe(0)
+	}
 	var recs []Record
 	err := s.records.Scan(func(key string, val []byte) error {
 		var r Record
@@ -477,16 +494,67 @@ func (s *Service) Tick(now time.Time) {
 	}
 }
 
-// Run times out and expires commands until ctx is done.
+// Run times out and expires commands, and sends a device its queued
+// commands when the event stream says it came online, until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	var online <-chan events.Event // nil without Events: never ready
+	if s.sub != nil {
+		online = s.sub.C
+	}
+	defer func() {
+		if s.sub != nil {
+			s.sub.Close()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			s.Tick(s.cfg.Now())
+		case e, ok := <-online:
+			if !ok {
+				// Fell behind: resubscribe, then send what is queued for
+				// devices online now (some came online unseen).
+				_, s.sub = s.cfg.Events.Subscribe(0)
+				online = s.sub.C
+				s.sendQueuedToOnline(ctx)
+				continue
+			}
+			if cameOnline(e) {
+				s.DeviceOnline(ctx, e.Device)
+			}
 		}
-		s.Tick(s.cfg.Now())
 	}
+}
+
+// sendQueuedToOnline sends the queued commands of every device that is
+// online now.
+func (s *Service) sendQueuedToOnline(ctx context.Context) {
+	s.mu.Lock()
+	devs := map[string]bool{}
+	for _, l := range s.live {
+		if l.rec.Status == StatusQueued {
+			devs[l.rec.Device] = true
+		}
+	}
+	s.mu.Unlock()
+	for dev := range devs {
+		if d, err := s.cfg.Devices.Get(dev); err == nil && d.Status == registry.StatusOnline {
+			s.DeviceOnline(ctx, dev)
+		}
+	}
+}
+
+// cameOnline reports whether e says a device is now online.
+func cameOnline(e events.Event) bool {
+	if e.Type != events.DeviceState {
+		return false
+	}
+	var d struct {
+		Status string `json:"status"`
+	}
+	return json.Unmarshal(e.Data, &d) == nil && d.Status == string(registry.StatusOnline)
 }

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
@@ -47,6 +48,8 @@ type env struct {
 	clk  *clock
 	devs devices
 	s    *Service
+	// events is the event stream Run watches.
+	events *events.Bus
 
 	mu   sync.Mutex
 	sent []*protocol.Command
@@ -54,7 +57,7 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
-	e := &env{t: t, dir: t.TempDir(), clk: &clock{t: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)}, devs: devices{
+	e := &env{t: t, dir: t.TempDir(), clk: &clock{t: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)}, events: events.New(0, nil), devs: devices{
 		"dev-a": {ID: "dev-a", Status: registry.StatusOnline, Hardware: hw},
 		"dev-b": {ID: "dev-b", Status: registry.StatusOffline, Hardware: hw},
 		"dev-c": {ID: "dev-c", Status: registry.StatusOnline},
@@ -75,7 +78,7 @@ func (e *env) open() {
 	}
 	e.t.Cleanup(func() { db.Close() })
 	e.db = db
-	s, err := Open(Config{Devices: e.devs, DB: db, Now: e.clk.Now, OnDone: func(r Record) {
+	s, err := Open(Config{Devices: e.devs, DB: db, Now: e.clk.Now, Events: e.events, OnDone: func(r Record) {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.done = append(e.done, r)
@@ -255,6 +258,62 @@ func TestOfflineFailsFastOrQueues(t *testing.T) {
 	}
 	if got, _ := e.s.Get("dev-b", r.ID); got.Status != StatusSent {
 		t.Errorf("after DeviceOnline: %s, want sent", got.Status)
+	}
+}
+
+// Run learns from the event stream that a device came online and sends it
+// its queued commands, in Run's own goroutine.
+func TestRunSendsQueuedWhenDeviceComesOnline(t *testing.T) {
+	e := newEnv(t)
+	q := write("relay")
+	q.QueueTTL = time.Minute
+	r, err := e.s.Submit(context.Background(), "dev-b", q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- e.s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	// Not for another status, nor for another device.
+	e.events.Publish(events.DeviceState, "dev-b", map[string]string{"status": "offline"})
+	e.events.Publish(events.DeviceState, "dev-a", map[string]string{"status": "online"})
+	e.events.Publish(events.DeviceState, "dev-b", map[string]string{"status": "online"})
+	deadline := time.Now().Add(10 * time.Second)
+	for len(e.published()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling for Run to act
+	}
+	if pub := e.published(); len(pub) != 1 || pub[0].ID != r.ID {
+		t.Fatalf("published after the online event: %+v, want the queued command", pub)
+	}
+}
+
+// When Run falls behind the event stream (more events than its buffer
+// before it reads them), it sends what is queued for devices online now.
+func TestRunCatchesUpAfterFallingBehind(t *testing.T) {
+	e := newEnv(t)
+	q := write("relay")
+	q.QueueTTL = time.Minute
+	r, err := e.s.Submit(context.Background(), "dev-b", q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := e.devs["dev-b"]
+	d.Status = registry.StatusOnline
+	e.devs["dev-b"] = d
+	for range 1000 { // the online event is lost among them
+		e.events.Publish(events.DeviceState, "dev-x", map[string]string{"status": "offline"})
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- e.s.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(e.published()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling for Run to act
+	}
+	if pub := e.published(); len(pub) != 1 || pub[0].ID != r.ID {
+		t.Fatalf("published after falling behind: %+v, want the queued command", pub)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -127,7 +128,10 @@ func (c *Client) loop(ctx context.Context) error {
 		attempt = 0
 		c.connects.Add(1)
 		c.log.Info("connected", "broker", c.broker.String(), "subscriptions", c.subscriptionCount())
-		if f := c.cfg.OnConnect; f != nil {
+		c.mu.Lock()
+		hooks := slices.Clone(c.onConnect)
+		c.mu.Unlock()
+		for _, f := range hooks {
 			c.goOwned(func() { f(ctx) })
 		}
 
