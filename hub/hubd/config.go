@@ -62,7 +62,7 @@ type Config struct {
 	MaxSeriesPerDevice int
 	// DeviceMsgRate is how many messages a second each device may send
 	// (bursts of twice that); the rest are dropped and counted. Default
-	// ingest.DefaultRate.
+	// DefaultDeviceMsgRate.
 	DeviceMsgRate float64
 	// HeartbeatTimeoutCheck is how often the registry checks heartbeat
 	// deadlines. Default 500ms.
@@ -72,6 +72,12 @@ type Config struct {
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
+
+// Defaults of the per-device limits, for the hub's flags.
+const (
+	DefaultDeviceMsgRate      = ingest.DefaultRate
+	DefaultMaxSeriesPerDevice = metrics.DefaultMaxSeriesPerDevice
+)
 
 const (
 	defaultHTTPAddr  = ":8470"
@@ -96,7 +102,7 @@ func (c *Config) setDefaults() {
 		c.MaxSeriesPerDevice = metrics.DefaultMaxSeriesPerDevice
 	}
 	if c.DeviceMsgRate == 0 {
-		c.DeviceMsgRate = ingest.DefaultRate
+		c.DeviceMsgRate = DefaultDeviceMsgRate
 	}
 	if c.HeartbeatTimeoutCheck <= 0 {
 		c.HeartbeatTimeoutCheck = 500 * time.Millisecond

@@ -8,8 +8,8 @@
 // JSON (internal/protocol), that its type fits its topic and, for what
 // the registry does not check itself, that it comes from an accepted
 // device about itself. Bad messages are counted (Stats) and logged with
-// what is wrong and where, at most one line per topic every
-// rejectLogEvery, and change nothing. Each device may send Config.Rate
+// what is wrong and where, at most rejectLogBurst lines per topic
+// every rejectLogEvery, and change nothing. Each device may send Config.Rate
 // messages a second, with bursts of Config.Burst; the rest are dropped
 // before they are decoded and counted (a metrics batch dropped so is not
 // acknowledged: the agent sends it again). The Dispatcher keeps no state
@@ -89,8 +89,10 @@ type Dispatcher struct {
 const DefaultRate = 200
 
 const (
-	// rejectLogEvery bounds the "rejected" log lines per topic.
+	// rejectLogEvery and rejectLogBurst bound the "rejected" log lines:
+	// at most rejectLogBurst per topic every rejectLogEvery.
 	rejectLogEvery = 10 * time.Second
+	rejectLogBurst = 10
 	// maxLimiters bounds the limiters kept: device IDs come from topics
 	// the broker lets only enrolled devices publish on, so this is far
 	// above any household; past it the limiters start afresh.
@@ -114,7 +116,7 @@ func New(cfg Config) (*Dispatcher, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Dispatcher{cfg: cfg, log: &throttle.Log{Logger: cfg.Logger, Every: rejectLogEvery}}, nil
+	return &Dispatcher{cfg: cfg, log: &throttle.Log{Logger: cfg.Logger, Every: rejectLogEvery, Burst: rejectLogBurst}}, nil
 }
 
 // Stats returns how many device messages were rejected (malformed,

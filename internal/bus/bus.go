@@ -337,8 +337,9 @@ func New(cfg Config) (*Client, error) {
 }
 
 // OnConnect adds f to the functions called after every successful connect
-// and reconnect, as Config.OnConnect is (after it, each in its own
-// goroutine, waited for by Run). It lets a component that is built after
+// and reconnect, as Config.OnConnect is: all of them in turn, in the order
+// they were added (Config.OnConnect first), in one goroutine Run waits
+// for. It lets a component that is built after
 // the client, and uses it, register its own birth messages. Call it
 // before Run: it reports an error once Run has started.
 func (c *Client) OnConnect(f func(ctx context.Context)) error {

@@ -131,8 +131,12 @@ func (c *Client) loop(ctx context.Context) error {
 		c.mu.Lock()
 		hooks := slices.Clone(c.onConnect)
 		c.mu.Unlock()
-		for _, f := range hooks {
-			c.goOwned(func() { f(ctx) })
+		if len(hooks) > 0 {
+			c.goOwned(func() {
+				for _, f := range hooks {
+					f(ctx)
+				}
+			})
 		}
 
 		select {
