@@ -1,11 +1,12 @@
 package api
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"strconv"
+	"strings"
 
 	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/registry"
@@ -79,9 +80,12 @@ func (s *server) getRule(w http.ResponseWriter, r *http.Request) {
 // its id may be left out and must match the path otherwise.
 func (s *server) putRule(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxRuleBody))
-	if err != nil {
-		writeProblem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("a rule is at most %d bytes", maxRuleBody))
+	body, ok := readBody(w, r, maxRuleBody, false)
+	if !ok {
+		return
+	}
+	if err := checkRuleJSON(body); err != nil {
+		writeProblem(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	rule, err := health.DecodeRule(body)
@@ -112,6 +116,26 @@ func (s *server) putRule(w http.ResponseWriter, r *http.Request) {
 	}
 	s.log.Info("alert rule saved", "rule", id, "created", created)
 	writeJSON(w, status, saved)
+}
+
+// checkRuleJSON applies the strict body rules to a rule, whose wire type
+// is health's own: one object, no duplicate keys, no trailing data, and
+// lowercase keys (every key of a rule is; encoding/json in DecodeRule
+// would match "Name" or "NAME" to "name").
+func checkRuleJSON(body []byte) error {
+	if err := checkJSON(body, nil); err != nil {
+		return err
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(body, &top); err != nil {
+		return fmt.Errorf("invalid JSON: %w", err)
+	}
+	for k := range top {
+		if k != strings.ToLower(k) {
+			return fmt.Errorf("%q: unknown field: keys are case-sensitive, did you mean %q?", k, strings.ToLower(k))
+		}
+	}
+	return nil
 }
 
 func (s *server) deleteRule(w http.ResponseWriter, r *http.Request) {

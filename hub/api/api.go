@@ -1,18 +1,15 @@
 package api
 
 import (
-	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -123,9 +120,6 @@ type Config struct {
 	Logger  *slog.Logger
 }
 
-// maxBody is the largest request body accepted.
-const maxBody = 64 << 10
-
 type server struct {
 	cfg Config
 	log *slog.Logger
@@ -200,10 +194,55 @@ func New(cfg Config) (http.Handler, error) {
 		mux.Handle("GET /api/v1/devices/{id}/commands/{cid}", s.admin(s.getCommand))
 		mux.Handle("GET /api/v1/audit", s.admin(s.listAudit))
 	}
-	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
-		writeProblem(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s", r.Method, r.URL.Path))
-	})
-	return mux, nil
+	return router{mux}, nil
+}
+
+// router answers what its mux routes, and a problem where the mux would
+// answer 404 or 405 in plain text. (A catch-all pattern would not do: the
+// mux answers 405 only when no pattern, whatever its method, matches.)
+type router struct{ mux *http.ServeMux }
+
+func (rt router) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	h, pattern := rt.mux.Handler(r)
+	if pattern != "" {
+		rt.mux.ServeHTTP(w, r) // sets r.Pattern and the path values
+		return
+	}
+	// The mux's own 404 or 405 handler: keep its status and Allow header,
+	// not its text/plain body.
+	var rec statusRecorder
+	h.ServeHTTP(&rec, r)
+	if rec.status == http.StatusMethodNotAllowed {
+		allow := rec.header.Get("Allow")
+		w.Header().Set("Allow", allow)
+		writeProblem(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s is not allowed on %s (allowed: %s)", r.Method, r.URL.Path, allow))
+		return
+	}
+	writeProblem(w, http.StatusNotFound, fmt.Sprintf("no route for %s %s (GET /api/v1/openapi.yaml lists the routes)", r.Method, r.URL.Path))
+}
+
+// statusRecorder keeps the status and header a handler writes, not its body.
+type statusRecorder struct {
+	header http.Header
+	status int
+}
+
+func (s *statusRecorder) Header() http.Header {
+	if s.header == nil {
+		s.header = http.Header{}
+	}
+	return s.header
+}
+
+func (s *statusRecorder) WriteHeader(status int) {
+	if s.status == 0 {
+		s.status = status
+	}
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	s.WriteHeader(http.StatusOK)
+	return len(b), nil
 }
 
 type noMetrics struct{}
@@ -247,44 +286,6 @@ func (s *server) scrape(h http.Handler) http.Handler {
 		}
 		guarded.ServeHTTP(w, r)
 	})
-}
-
-// decodeBody decodes a JSON request body strictly into v.
-func decodeBody(w http.ResponseWriter, r *http.Request, v any) bool {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeProblem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body exceeds %d bytes", maxBody))
-		} else {
-			writeProblem(w, http.StatusBadRequest, "reading request body: "+err.Error())
-		}
-		return false
-	}
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		msg := err.Error()
-		var se *json.SyntaxError
-		var te *json.UnmarshalTypeError
-		switch {
-		case errors.Is(err, io.EOF):
-			msg = "empty body: a JSON object is required"
-		case errors.Is(err, io.ErrUnexpectedEOF):
-			msg = "invalid JSON: the body ends in the middle of a value"
-		case errors.As(err, &se):
-			msg = fmt.Sprintf("invalid JSON at byte %d: %v", se.Offset, err)
-		case errors.As(err, &te):
-			msg = fmt.Sprintf("field %q: %v", te.Field, err)
-		}
-		writeProblem(w, http.StatusBadRequest, msg)
-		return false
-	}
-	if dec.More() {
-		writeProblem(w, http.StatusBadRequest, "trailing data after the JSON object")
-		return false
-	}
-	return true
 }
 
 func (s *server) healthz(w http.ResponseWriter, _ *http.Request) {
@@ -490,25 +491,12 @@ func checkSigned(w http.ResponseWriter, pubB64, sigB64, name string, verify func
 		return nil, false
 	}
 	if name != "" {
-		if err := checkName(name); err != nil {
-			writeProblem(w, http.StatusBadRequest, "name: "+err.Error())
+		if err := registry.ValidateName(name); err != nil {
+			writeProblem(w, http.StatusBadRequest, err.Error())
 			return nil, false
 		}
 	}
 	return pub, true
-}
-
-// checkName applies the registry's rules for device names.
-func checkName(name string) error {
-	switch {
-	case strings.TrimSpace(name) == "":
-		return errors.New("must not be blank")
-	case len(name) > registry.MaxNameLen:
-		return fmt.Errorf("longer than %d bytes", registry.MaxNameLen)
-	case strings.ContainsFunc(name, func(r rune) bool { return r < 0x20 || r == 0x7f }):
-		return errors.New("contains a control character")
-	}
-	return nil
 }
 
 // JoinTokenRequest is the (optional) body of POST /api/v1/join-tokens.
@@ -526,10 +514,8 @@ type JoinTokenResponse struct {
 
 func (s *server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 	req := JoinTokenRequest{Uses: 1, TTL: "24h"}
-	if r.ContentLength != 0 {
-		if !decodeBody(w, r, &req) {
-			return
-		}
+	if !decodeOptionalBody(w, r, &req) {
+		return
 	}
 	// The defaults are set above; an explicit 0 or "" is refused, as the
 	// document's schema says.

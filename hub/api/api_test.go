@@ -248,6 +248,7 @@ type request struct {
 	auth           string // Authorization header; none if empty
 	body           any    // nil: none; string or []byte: sent as is; else JSON-encoded
 	contentType    string // of the body; default application/json
+	noContentType  bool   // send the body without a Content-Type
 	host           string // default testHost
 	remote         string // RemoteAddr; default a loopback address
 	tls            bool   // as if it came over HTTPS
@@ -281,10 +282,12 @@ func (h *harness) send(t *testing.T, r request) response {
 		req = httptest.NewRequest(r.method, r.target, nil)
 	} else {
 		req = httptest.NewRequest(r.method, r.target, bytes.NewReader(raw))
-		if r.contentType == "" {
+		if r.contentType == "" && !r.noContentType {
 			r.contentType = "application/json"
 		}
-		req.Header.Set("Content-Type", r.contentType)
+		if r.contentType != "" {
+			req.Header.Set("Content-Type", r.contentType)
+		}
 	}
 	req.RemoteAddr = "127.0.0.1:41000"
 	if r.remote != "" {
@@ -724,6 +727,11 @@ func TestEnrollBadRequest(t *testing.T) {
 			return enrolment(key, tok, strings.Repeat("n", registry.MaxNameLen+1))
 		}, 400, "name"},
 		{"name with a newline", func(key ed25519.PrivateKey, tok string) any { return enrolment(key, tok, "pi\nroot") }, 400, "name"},
+		{"name with a right-to-left override", func(key ed25519.PrivateKey, tok string) any {
+			return enrolment(key, tok, "kitchen\u202Egpj.exe")
+		}, 400, "name: byte 7 is U+202E, a bidirectional control"},
+		{"name with an isolate", func(key ed25519.PrivateKey, tok string) any { return enrolment(key, tok, "\u2067pi") }, 400, "U+2067"},
+		{"name with a C1 control", func(key ed25519.PrivateKey, tok string) any { return enrolment(key, tok, "pi\u009b") }, 400, "U+009B"},
 		{"unknown field", func(key ed25519.PrivateKey, tok string) any {
 			b, _ := json.Marshal(enrolment(key, tok, "pi"))
 			return strings.Replace(string(b), "{", `{"admin":true,`, 1)
@@ -956,6 +964,10 @@ func TestPatchDevice(t *testing.T) {
 		{name: "blank name", body: `{"name":"  "}`, wantStatus: 400, wantDetail: "name"},
 		{name: "name too long", body: `{"name":"` + strings.Repeat("n", registry.MaxNameLen+1) + `"}`, wantStatus: 400, wantDetail: "name"},
 		{name: "name with a tab", body: `{"name":"a\tb"}`, wantStatus: 400, wantDetail: "name"},
+		{name: "name with a right-to-left override", body: `{"name":"kitchen\u202egpj.exe"}`, wantStatus: 400, wantDetail: "name: byte 7 is U+202E, a bidirectional control"},
+		{name: "name with a right-to-left mark", body: `{"name":"\u200fkitchen"}`, wantStatus: 400, wantDetail: "U+200F"},
+		{name: "label value with a bidi isolate", body: `{"labels":{"room":"\u2066hall"}}`, wantStatus: 400, wantDetail: `label "room": value: byte 0 is U+2066`},
+		{name: "label value with a C1 control", body: `{"labels":{"room":"hall\u0085"}}`, wantStatus: 400, wantDetail: "U+0085"},
 		{name: "unknown field", body: `{"nmae":"x"}`, wantStatus: 400, wantDetail: "nmae"},
 		{name: "labels not an object", body: `{"labels":["room"]}`, wantStatus: 400, wantDetail: "labels"},
 		{name: "invalid JSON", body: `{"name":"x"`, wantStatus: 400, wantDetail: "JSON"},
@@ -1036,25 +1048,43 @@ func TestDeleteDevice(t *testing.T) {
 
 func TestUnknownRoute(t *testing.T) {
 	h := newHarness(t)
-	tests := []struct{ method, target string }{
-		{"GET", "/api/"},
-		{"GET", "/api/v1"},
-		{"GET", "/api/v1/nope"},
-		{"GET", "/api/v2/devices"},
-		{"GET", "/api/v1/devices/"},
-		{"GET", "/api/v1/devices/x/y"},
-		{"PUT", "/api/v1/devices"},
-		{"POST", "/api/v1/devices/x"},
-		{"GET", "/api/v1/join-tokens"},
-		{"GET", "/api/v1/enroll"},
-		{"POST", "/api/v1/bootstrap"},
+	tests := []struct {
+		method, target string
+		wantStatus     int
+		wantAllow      string // for 405
+	}{
+		{"GET", "/", 404, ""},
+		{"POST", "/", 404, ""},
+		{"GET", "/index.html", 404, ""},
+		{"GET", "/api/", 404, ""},
+		{"GET", "/api/v1", 404, ""},
+		{"GET", "/api/v1/nope", 404, ""},
+		{"GET", "/api/v2/devices", 404, ""},
+		{"GET", "/api/v1/devices/", 404, ""},
+		{"GET", "/api/v1/devices/x/y", 404, ""},
+		{"PUT", "/api/v1/devices", 405, "GET, HEAD"},
+		{"POST", "/api/v1/devices/x", 405, "DELETE, GET, HEAD, PATCH"},
+		{"GET", "/api/v1/join-tokens", 405, "POST"},
+		{"GET", "/api/v1/enroll", 405, "POST"},
+		{"DELETE", "/api/v1/enroll", 405, "POST"},
+		{"POST", "/api/v1/bootstrap", 405, "GET, HEAD"},
+		{"POST", "/healthz", 405, "GET, HEAD"},
+		{"PATCH", "/api/v1/pairing", 405, "DELETE, GET, HEAD, POST"},
 	}
 	for _, tt := range tests {
 		for _, auth := range []string{"", "Bearer " + h.admin} {
 			t.Run(fmt.Sprintf("%s %s auth=%v", tt.method, tt.target, auth != ""), func(t *testing.T) {
 				resp := h.send(t, request{method: tt.method, target: tt.target, auth: auth})
-				if detail := resp.mustProblem(t, http.StatusNotFound); !strings.Contains(detail, "no route") {
-					t.Errorf("detail %q does not say there is no route", detail)
+				detail := resp.mustProblem(t, tt.wantStatus)
+				if got := resp.header.Get("Allow"); got != tt.wantAllow {
+					t.Errorf("Allow = %q, want %q", got, tt.wantAllow)
+				}
+				want := "no route"
+				if tt.wantStatus == http.StatusMethodNotAllowed {
+					want = "not allowed"
+				}
+				if !strings.Contains(detail, want) {
+					t.Errorf("detail %q does not say %q", detail, want)
 				}
 			})
 		}

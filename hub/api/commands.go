@@ -64,9 +64,17 @@ func (s *server) postCommand(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	if req.TimeoutMS < 0 || req.QueueTTLMS < 0 {
-		writeProblem(w, http.StatusBadRequest, "timeout_ms and queue_ttl_ms must not be negative")
-		return
+	// Checked in milliseconds, before the multiplication into a
+	// time.Duration that a large value would wrap past these bounds.
+	for _, f := range []struct {
+		key string
+		ms  int64
+		max time.Duration
+	}{{"timeout_ms", req.TimeoutMS, command.MaxTimeout}, {"queue_ttl_ms", req.QueueTTLMS, command.MaxQueueTTL}} {
+		if f.ms < 0 || f.ms > f.max.Milliseconds() {
+			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("%s: %d out of range [0, %d]", f.key, f.ms, f.max.Milliseconds()))
+			return
+		}
 	}
 	rec, err := s.cfg.Commands.Submit(r.Context(), id, command.Request{
 		Action: req.Action, Params: req.Params, Actor: "admin",

@@ -130,10 +130,18 @@ func TestCommandRefusals(t *testing.T) {
 		{map[string]any{"action": "gpio.write", "params": map[string]any{"line": "button", "level": true}}, "is an input"},
 		{map[string]any{"action": "gpio.write", "params": map[string]any{"line": "relay"}}, "params.level: required"},
 		{map[string]any{"action": "gpio.write", "params": map[string]any{"line": "relay", "level": true, "sensor": "x"}}, "params.sensor: not a parameter"},
-		{map[string]any{"action": "gpio.write", "params": map[string]any{"line": "relay", "level": "on"}}, `field \"params.level\"`},
+		{map[string]any{"action": "gpio.write", "params": map[string]any{"line": "relay", "level": "on"}}, `\"params.level\": got a JSON string, want a boolean`},
 		{map[string]any{"action": "gpio.dance"}, `action: \"gpio.dance\"`},
-		{map[string]any{"action": "agent.restart", "timeout_ms": -1}, "must not be negative"},
-		{map[string]any{"action": "agent.restart", "colour": "red"}, `unknown field \"colour\"`},
+		{map[string]any{"action": "agent.restart", "timeout_ms": -1}, "timeout_ms: -1 out of range [0, 120000]"},
+		{map[string]any{"action": "agent.restart", "timeout_ms": 120001}, "timeout_ms: 120001 out of range [0, 120000]"},
+		// 18446744073710 ms is 2^64 ns and a bit: multiplied into a
+		// time.Duration it would wrap past the range check (async, so that
+		// a command sent anyway is answered at once, not waited for).
+		{map[string]any{"action": "agent.restart", "async": true, "timeout_ms": int64(18446744073710)}, "timeout_ms: 18446744073710 out of range [0, 120000]"},
+		{map[string]any{"action": "agent.restart", "async": true, "queue_ttl_ms": int64(18446744073710)}, "queue_ttl_ms: 18446744073710 out of range [0, 86400000]"},
+		{map[string]any{"action": "agent.restart", "queue_ttl_ms": -1}, "queue_ttl_ms: -1 out of range"},
+		{map[string]any{"action": "agent.restart", "timeout_ms": 1e30}, `\"timeout_ms\": got a JSON number 1e+30, want an integer`},
+		{map[string]any{"action": "agent.restart", "colour": "red"}, `\"colour\": unknown field`},
 	} {
 		r := post(tc.body)
 		if r.status != http.StatusBadRequest || !strings.Contains(string(r.body), tc.want) {

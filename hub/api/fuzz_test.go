@@ -2,9 +2,13 @@ package api
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"reflect"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // FuzzEnroll feeds arbitrary bodies to the enrolment endpoint, the one
@@ -35,6 +39,42 @@ func FuzzEnroll(f *testing.F) {
 		}
 		if ct := rec.Header().Get("Content-Type"); ct != "application/problem+json" {
 			t.Fatalf("content type %q for status %d", ct, rec.Code)
+		}
+	})
+}
+
+// FuzzStrictBody checks the strict decoder against encoding/json: it never
+// panics, and a body it accepts decodes to the same value with
+// encoding/json, every top-level key exactly a field's name.
+func FuzzStrictBody(f *testing.F) {
+	for _, seed := range []string{
+		`{}`, `null`, `{"action":"gpio.write","params":{"line":"relay","level":true},"timeout_ms":5000}`,
+		`{"action":"x","action":"y"}`, `{"Action":"x"}`, `{"params":{"level":null}}`, `{"params":{"Line":"a"}}`,
+		`{"action":"a"} x`, `{"async":true,"queue_ttl_ms":18446744073710}`, `{"\u0061ction":"x"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	fields := structFields(reflect.TypeFor[CommandRequest]())
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var strict CommandRequest
+		if err := strictUnmarshal(body, &strict); err != nil {
+			return
+		}
+		var loose CommandRequest
+		if err := json.Unmarshal(body, &loose); err != nil {
+			t.Fatalf("accepted %q, which encoding/json refuses: %v", body, err)
+		}
+		if diff := cmp.Diff(loose, strict); diff != "" {
+			t.Fatalf("%q decodes differently (-encoding/json +strict):\n%s", body, diff)
+		}
+		var top map[string]json.RawMessage
+		if err := json.Unmarshal(body, &top); err != nil {
+			t.Fatalf("accepted %q, not an object: %v", body, err)
+		}
+		for k := range top {
+			if _, ok := fields[k]; !ok {
+				t.Fatalf("accepted %q with key %q", body, k)
+			}
 		}
 	})
 }

@@ -27,9 +27,6 @@ import (
 // docURL is the base URI of the document in the schema compiler.
 const docURL = "mem:///openapi.json"
 
-// catchAll is the ServeMux pattern of the "no route" 404 handler.
-const catchAll = "/api/"
-
 var (
 	contractOnce sync.Once
 	theContract  *contract
@@ -240,12 +237,13 @@ type exchange struct {
 
 // check reports every way x disagrees with the document.
 func (c *contract) check(x exchange) error {
-	switch x.pattern {
-	case "":
-		return fmt.Errorf("no route matched: the mux itself answered %d", x.status)
-	case catchAll:
-		if x.status != http.StatusNotFound {
-			return fmt.Errorf("the catch-all answered %d, want 404", x.status)
+	if x.pattern == "" {
+		// No route: the router's 404, or 405 with the allowed methods.
+		switch {
+		case x.status == http.StatusMethodNotAllowed && x.header.Get("Allow") == "":
+			return errors.New("no route matched: 405 without an Allow header")
+		case x.status != http.StatusNotFound && x.status != http.StatusMethodNotAllowed:
+			return fmt.Errorf("no route matched, yet the answer is %d, not 404 or 405", x.status)
 		}
 		resp, at, ok := c.object("components", "responses", "Problem")
 		if !ok {
@@ -416,7 +414,7 @@ func TestOpenAPISchemasCompile(t *testing.T) {
 }
 
 // TestOpenAPIOperationsRouted checks that every operation in the document
-// reaches its own route, not the catch-all or another pattern.
+// reaches its own route, not another pattern.
 func TestOpenAPIOperationsRouted(t *testing.T) {
 	h := newHarness(t)
 	c := loadContract(t)
@@ -470,6 +468,13 @@ func TestContractCatchesMismatches(t *testing.T) {
 		}},
 		{"bad base64", func(x *exchange) { x.respBody = []byte(strings.Replace(okDevice, `"AAAA"`, `"!!"`, 1)) }},
 		{"no route", func(x *exchange) { x.pattern = "" }},
+		{"no route, plain-text 404", func(x *exchange) {
+			x.pattern, x.status, x.header, x.respBody = "", 404, http.Header{"Content-Type": {"text/plain; charset=utf-8"}}, []byte("404 page not found\n")
+		}},
+		{"405 without Allow", func(x *exchange) {
+			x.pattern, x.status, x.header = "", 405, http.Header{"Content-Type": {"application/problem+json"}}
+			x.respBody = []byte(`{"type":"about:blank","title":"Method Not Allowed","status":405,"detail":"x"}`)
+		}},
 		{"body on 204", func(x *exchange) { x.method, x.pattern, x.status = "DELETE", "DELETE /api/v1/devices/{id}", 204 }},
 		{"problem status mismatch", func(x *exchange) {
 			x.status = 404

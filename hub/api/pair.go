@@ -65,7 +65,7 @@ func (s *server) getPairing(w http.ResponseWriter, _ *http.Request) {
 
 func (s *server) openPairing(w http.ResponseWriter, r *http.Request) {
 	req := PairingWindowRequest{Duration: pairing.MaxDuration.String()}
-	if r.ContentLength != 0 && !decodeBody(w, r, &req) {
+	if !decodeOptionalBody(w, r, &req) {
 		return
 	}
 	d, err := time.ParseDuration(req.Duration)

@@ -769,3 +769,42 @@ func TestKeysSanitizedAndStable(t *testing.T) {
 		t.Errorf("keys depend on the order: %v and %v", a, b)
 	}
 }
+
+// TestHostileTextEscaped gives the bridge a device whose name, area, model
+// and a mount point carry markup and bidirectional controls (stored before
+// the registry refused them, or reported by the device): HA gets the
+// markup as text, JSON-escaped, and no bidi control.
+func TestHostileTextEscaped(t *testing.T) {
+	e := newEnv(t, homeassistant.Config{})
+	d := kitchen()
+	d.Name = `<script>alert(1)</script> & "Pi"` + "\u202Egpj.exe"
+	d.Labels = map[string]string{"room": "\u2066Kitchen\u2069"}
+	d.Hardware.Model = "Pi\u200F 4"
+	e.src.put(d)
+	e.src.sample(kitchenID, "filesystem_used_ratio", map[string]string{"mount": "/mnt/\u202Eevil", "source": "x", "fstype": "ext4"}, t0, 0.5)
+	e.b.AnnounceAll(ctx)
+	m, ok := byTopic(e.rec.take())[configTopic(kitchenID)]
+	if !ok {
+		t.Fatal("no config published for the kitchen")
+	}
+	for _, raw := range []string{"<", ">", "&", "\u202E", "\u2066", "\u2069", "\u200F"} {
+		if strings.Contains(m.Payload, raw) {
+			t.Errorf("config payload holds %q raw", raw)
+		}
+	}
+	comps := checkConfig(t, m.Topic, m.Payload)
+	dev := decode(t, m.Payload)["dev"].(map[string]any)
+	want := map[string]any{"name": `<script>alert(1)</script> & "Pi"` + "\uFFFDgpj.exe", "sa": "\uFFFDKitchen\uFFFD", "mdl": "Pi\uFFFD 4"}
+	for k, v := range want {
+		if dev[k] != v {
+			t.Errorf("dev.%s = %q, want %q", k, dev[k], v)
+		}
+	}
+	var names []string
+	for _, c := range comps {
+		names = append(names, c["name"].(string))
+	}
+	if !slices.Contains(names, "Disk used /mnt/\uFFFDevil") {
+		t.Errorf("entity names %q lack the mount point with its bidi control replaced", names)
+	}
+}

@@ -22,6 +22,11 @@
 // <prefix> is HA's discovery prefix ("homeassistant"), <id> the device ID
 // and <line> the line's alias, or its name when it has none.
 //
+// Text a person reads in HA (the device's name, model, area, version and
+// entity names, which hold mount points and interface names from the
+// device) goes through protocol.SafeText: a control or bidirectional
+// character becomes U+FFFD. The JSON escapes <, > and &.
+//
 // # Entities
 //
 // Each device's config lists its components (cmps), keyed by a stable

@@ -1,7 +1,6 @@
 package homeassistant
 
 import (
-	"bytes"
 	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
@@ -302,8 +301,8 @@ func commandTopic(deviceID, line string) string {
 func buildConfig(d registry.Device, es []entity, version string) discoveryConfig {
 	id := haID(d.ID)
 	c := discoveryConfig{
-		Device: deviceInfo{IDs: []string{id}, Name: cmp.Or(d.Name, d.ID), Manufacturer: "Alicia",
-			SWVersion: d.AgentVersion, Area: d.Labels["room"]},
+		Device: deviceInfo{IDs: []string{id}, Name: protocol.SafeText(cmp.Or(d.Name, d.ID)), Manufacturer: "Alicia",
+			SWVersion: protocol.SafeText(d.AgentVersion), Area: protocol.SafeText(d.Labels["room"])},
 		Origin:    originInfo{Name: "alicia", SWVersion: version},
 		AvtyTopic: availabilityTopic(d.ID), PlAvail: payloadOnline, PlNotAvail: payloadOffline,
 		QoS:        1,
@@ -315,9 +314,10 @@ func buildConfig(d registry.Device, es []entity, version string) discoveryConfig
 	if d.Facts != nil {
 		c.Device.Model = cmp.Or(c.Device.Model, d.Facts.CPUModel, d.Facts.Arch)
 	}
+	c.Device.Model = protocol.SafeText(c.Device.Model)
 	st := stateTopic(d.ID)
 	for _, e := range es {
-		comp := component{Platform: e.platform, UniqueID: id + "_" + e.key, Name: e.name, StateTopic: st,
+		comp := component{Platform: e.platform, UniqueID: id + "_" + e.key, Name: protocol.SafeText(e.name), StateTopic: st,
 			Unit: e.unit, DevClass: e.devClass, StateClass: e.stateClass, QoS: 1}
 		if e.diagnostic {
 			comp.EntityCat = "diagnostic"
@@ -406,14 +406,9 @@ func b2i(b bool) int {
 	return 0
 }
 
-// marshal encodes v without HTML escaping (the documents are read by HA,
-// not by browsers), without the encoder's trailing newline.
+// marshal encodes v without the encoder's trailing newline, with <, > and
+// & escaped (\u003c…): HA decodes the same strings, and a web MQTT viewer
+// that shows a raw payload is not handed markup from a device's name.
 func marshal(v any) ([]byte, error) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
+	return json.Marshal(v)
 }

@@ -2,7 +2,9 @@
 // hub's own counters (ingest, queue, store, broker, devices) and the latest
 // value of every device series as a sample labelled with the device's ID,
 // name and registry labels, so that Prometheus can scrape one endpoint for
-// the whole household.
+// the whole household. Label values pass through protocol.SafeText (a
+// control or bidirectional character, or an invalid byte, becomes U+FFFD)
+// and client_golang escapes them for the text format.
 package prom
 
 import (
@@ -18,6 +20,7 @@ import (
 
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/internal/protocol"
 )
 
 // Fresh is how old a device sample may be and still be exposed: values of
@@ -205,7 +208,7 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 			if pk == labelDevice || pk == labelName {
 				continue
 			}
-			m[pk] = v
+			m[pk] = protocol.SafeText(v)
 			regKeys[pk] = true
 		}
 		devLabels[d.ID] = m
@@ -231,7 +234,7 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	base := func(d *registry.Device) map[string]string {
 		m := maps.Clone(devLabels[d.ID])
-		m[labelDevice], m[labelName] = d.ID, d.Name
+		m[labelDevice], m[labelName] = d.ID, protocol.SafeText(d.Name)
 		return m
 	}
 	// One family per name; every sample of a family carries the same label
@@ -256,7 +259,7 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 			lv := base(s.dev)
 			for k, v := range s.labels {
 				if k != labelDevice && k != labelName {
-					lv[k] = v // a sample label wins over a registry label of the same name
+					lv[k] = protocol.SafeText(v) // a sample label wins over a registry label of the same name
 				}
 			}
 			vals := make([]string, len(names))
@@ -291,11 +294,23 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 		if d.Status == registry.StatusOnline {
 			v = 1
 		}
-		ch <- prometheus.MustNewConstMetric(up, prometheus.GaugeValue, v, vals...)
-		ch <- prometheus.MustNewConstMetric(dropped, prometheus.GaugeValue, float64(src.Metrics.Dropped(d.ID).Dropped), vals...)
 		st := src.Metrics.SeriesStats(d.ID)
-		ch <- prometheus.MustNewConstMetric(nseries, prometheus.GaugeValue, float64(st.Series), vals...)
-		ch <- prometheus.MustNewConstMetric(srefused, prometheus.CounterValue, float64(st.Refused), vals...)
+		for _, m := range []struct {
+			desc *prometheus.Desc
+			typ  prometheus.ValueType
+			v    float64
+		}{
+			{up, prometheus.GaugeValue, v},
+			{dropped, prometheus.GaugeValue, float64(src.Metrics.Dropped(d.ID).Dropped)},
+			{nseries, prometheus.GaugeValue, float64(st.Series)},
+			{srefused, prometheus.CounterValue, float64(st.Refused)},
+		} {
+			cm, err := prometheus.NewConstMetric(m.desc, m.typ, m.v, vals...)
+			if err != nil {
+				cm = prometheus.NewInvalidMetric(m.desc, err)
+			}
+			ch <- cm
+		}
 	}
 }
 

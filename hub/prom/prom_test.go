@@ -107,6 +107,34 @@ func TestExposition(t *testing.T) {
 	promtool(t, out)
 }
 
+// TestHostileLabelValues scrapes devices whose name and labels (stored
+// before the registry refused them, or sent by the device) hold quotes,
+// markup, bidirectional controls and an invalid byte: the scrape works,
+// every value is escaped for the text format, and no bidi control or
+// invalid byte reaches Prometheus.
+func TestHostileLabelValues(t *testing.T) {
+	devices := []registry.Device{{ID: "dkitchen", Name: `kitchen "pi" \ <b>&</b>` + "\u202Egpj", Status: registry.StatusOnline,
+		Labels: map[string]string{"room": "hall\xff", "floor": "\u2066one\u2069"}}}
+	batches := []metrics.Batch{{Device: "dkitchen", Metrics: batch(1, t0,
+		protocol.Point{Name: "filesystem_used_ratio", Labels: map[string]string{"mount": "/mnt/\u202Eevil"}, Value: 0.5})}}
+	out := scrape(t, metrics.Config{}, devices, batches, t0.Add(time.Minute))
+	for _, want := range []string{
+		`alicia_device_up{device="dkitchen",device_name="kitchen \"pi\" \\ <b>&</b>\uFFFDgpj",floor="\uFFFDone\uFFFD",room="hall\uFFFD"} 1`,
+		`filesystem_used_ratio{device="dkitchen",device_name="kitchen \"pi\" \\ <b>&</b>\uFFFDgpj",floor="\uFFFDone\uFFFD",mount="/mnt/\uFFFDevil",room="hall\uFFFD"} 0.5`,
+	} {
+		want = strings.ReplaceAll(want, `\uFFFD`, "\uFFFD")
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %s\n--- exposition ---\n%s", want, out)
+		}
+	}
+	for _, raw := range []string{"\u202E", "\u2066", "\u2069", "\xff"} {
+		if strings.Contains(out, raw) {
+			t.Errorf("exposition holds %q raw", raw)
+		}
+	}
+	promtool(t, out)
+}
+
 // promtool runs `promtool check metrics` on the exposition: the real
 // Prometheus tool must accept it.
 func promtool(t *testing.T, exposition string) {

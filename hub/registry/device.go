@@ -174,15 +174,20 @@ const (
 	MaxLabelValLen = 255
 )
 
-func validateName(name string) error {
+// ValidateName reports why name cannot be a device's display name, or
+// nil: it must not be blank, is at most MaxNameLen bytes, and passes
+// protocol.CheckDisplayText (valid UTF-8, no control characters, no
+// bidirectional controls). Errors wrap ErrInvalid. Enrolment, pairing and
+// renaming refuse such a name; a register message's is ignored.
+func ValidateName(name string) error {
 	if strings.TrimSpace(name) == "" {
 		return fmt.Errorf("%w: name: must not be blank", ErrInvalid)
 	}
 	if len(name) > MaxNameLen {
 		return fmt.Errorf("%w: name: longer than %d bytes", ErrInvalid, MaxNameLen)
 	}
-	if strings.ContainsFunc(name, isControl) {
-		return fmt.Errorf("%w: name: contains a control character", ErrInvalid)
+	if err := protocol.CheckDisplayText(name); err != nil {
+		return fmt.Errorf("%w: name: %w", ErrInvalid, err)
 	}
 	return nil
 }
@@ -209,13 +214,11 @@ func validateLabelValue(k, v string) error {
 	if len(v) > MaxLabelValLen {
 		return fmt.Errorf("%w: label %q: value longer than %d bytes", ErrInvalid, k, MaxLabelValLen)
 	}
-	if strings.ContainsFunc(v, isControl) {
-		return fmt.Errorf("%w: label %q: value contains a control character", ErrInvalid, k)
+	if err := protocol.CheckDisplayText(v); err != nil {
+		return fmt.Errorf("%w: label %q: value: %w", ErrInvalid, k, err)
 	}
 	return nil
 }
-
-func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 
 func cloneHardware(h *protocol.Hardware) *protocol.Hardware {
 	c := *h

@@ -153,7 +153,7 @@ func (r *Registry) Enroll(id, name string, publicKey, secretHash []byte) (Device
 	if err := protocol.ValidateID(id); err != nil {
 		return Device{}, fmt.Errorf("registry: enroll: %w: %w", ErrInvalid, err)
 	}
-	if err := validateName(name); err != nil {
+	if err := ValidateName(name); err != nil {
 		return Device{}, fmt.Errorf("registry: enroll %s: %w", id, err)
 	}
 	r.mu.Lock()
@@ -181,7 +181,7 @@ func (r *Registry) AddPending(id, name string, publicKey []byte) (Device, error)
 	if err := protocol.ValidateID(id); err != nil {
 		return Device{}, fmt.Errorf("registry: pair: %w: %w", ErrInvalid, err)
 	}
-	if err := validateName(name); err != nil {
+	if err := ValidateName(name); err != nil {
 		return Device{}, fmt.Errorf("registry: pair %s: %w", id, err)
 	}
 	r.mu.Lock()
@@ -361,7 +361,7 @@ func (r *Registry) List() []Device {
 // Update applies p to the device and returns the result.
 func (r *Registry) Update(id string, p Patch) (Device, error) {
 	if p.Name != nil {
-		if err := validateName(*p.Name); err != nil {
+		if err := ValidateName(*p.Name); err != nil {
 			return Device{}, err
 		}
 	}
@@ -496,7 +496,7 @@ func (r *Registry) registerLocked(e *entry, p *protocol.Register, now time.Time)
 		return nil
 	}
 	d := e.clone()
-	if !d.NameSet && validateName(p.Name) == nil {
+	if !d.NameSet && ValidateName(p.Name) == nil {
 		d.Name = p.Name
 	}
 	d.AgentVersion = p.AgentVersion

@@ -167,6 +167,29 @@ func (e *env) wantStatus(id string, s registry.Status, reason string, since time
 	}
 }
 
+// TestUnsafeNamesRefusedOnEntry checks that every way in for a display
+// name refuses bidirectional controls and control characters, naming them.
+func TestUnsafeNamesRefusedOnEntry(t *testing.T) {
+	e := newEnv(t, registry.Config{})
+	for _, name := range []string{"kitchen\u202Egpj.exe", "\u2066pi", "pi\u0085", "pi\xfe"} {
+		if _, err := e.reg.Enroll("dev-e", name, []byte("pk-e"), secretHash("s")); !errors.Is(err, registry.ErrInvalid) || !strings.Contains(err.Error(), "name: byte") {
+			t.Errorf("Enroll(%q) = %v, want ErrInvalid naming the byte", name, err)
+		}
+		if _, err := e.reg.AddPending("dev-p", name, []byte("pk-p")); !errors.Is(err, registry.ErrInvalid) || !strings.Contains(err.Error(), "name: byte") {
+			t.Errorf("AddPending(%q) = %v, want ErrInvalid naming the byte", name, err)
+		}
+		if err := registry.ValidateName(name); !errors.Is(err, registry.ErrInvalid) {
+			t.Errorf("ValidateName(%q) = %v, want ErrInvalid", name, err)
+		}
+	}
+	if got := e.reg.List(); len(got) != 0 {
+		t.Errorf("refused names made devices: %+v", got)
+	}
+	if err := registry.ValidateName("Küche <b>&</b> ☕"); err != nil {
+		t.Errorf("ValidateName of a plain name: %v", err)
+	}
+}
+
 func TestEnrollAndAuthenticate(t *testing.T) {
 	e := newEnv(t, registry.Config{})
 	d := e.enroll("dev-a", "Garage Pi")
@@ -238,6 +261,12 @@ func TestRegisterStoresFactsAndName(t *testing.T) {
 	}
 	if d.Status != registry.StatusOffline {
 		t.Errorf("a registration alone made the device %s", d.Status)
+	}
+
+	// A name the registry refuses (here a bidi override) is ignored.
+	e.handle("dev-a", e.clk.Now(), register("pi\u202Etsoh", 5000))
+	if d := e.get("dev-a"); d.Name != "pi-host" {
+		t.Errorf("name %q after a register with a bidi override, want pi-host kept", d.Name)
 	}
 
 	// Once an administrator named it, the agent's name no longer wins.
@@ -481,6 +510,16 @@ func TestUpdate(t *testing.T) {
 		{"name too long", registry.Patch{Name: str(strings.Repeat("n", registry.MaxNameLen+1))}, true},
 		{"name control", registry.Patch{Name: str("a\nb")}, true},
 		{"name DEL", registry.Patch{Name: str("a\x7fb")}, true},
+		{"name with HTML", registry.Patch{Name: str(`<img src=x onerror="alert(1)"> & co`)}, false}, // escaped where shown
+		{"name in Arabic", registry.Patch{Name: str("مطبخ")}, false},
+		{"name right-to-left override", registry.Patch{Name: str("kitchen\u202Egpj.exe")}, true},
+		{"name left-to-right embedding", registry.Patch{Name: str("\u202Akitchen")}, true},
+		{"name isolate", registry.Patch{Name: str("kitchen\u2067x\u2069")}, true},
+		{"name right-to-left mark", registry.Patch{Name: str("kitchen\u200F")}, true},
+		{"name Arabic letter mark", registry.Patch{Name: str("\u061Ckitchen")}, true},
+		{"name C1 control", registry.Patch{Name: str("kitchen\u009B31m")}, true},
+		{"name line separator", registry.Patch{Name: str("a\u2028b")}, true},
+		{"name invalid UTF-8", registry.Patch{Name: str("kitchen\xff")}, true},
 		{"label keys", registry.Patch{Labels: map[string]string{"room": "kitchen", "home.floor-1": "x", "a_b": "y"}}, false},
 		{"label key max length", registry.Patch{Labels: map[string]string{"k" + strings.Repeat("x", registry.MaxLabelKeyLen-1): "v"}}, false},
 		{"label key too long", registry.Patch{Labels: map[string]string{"k" + strings.Repeat("x", registry.MaxLabelKeyLen): "v"}}, true},
@@ -493,6 +532,9 @@ func TestUpdate(t *testing.T) {
 		{"label value max length", registry.Patch{Labels: map[string]string{"k": strings.Repeat("v", registry.MaxLabelValLen)}}, false},
 		{"label value too long", registry.Patch{Labels: map[string]string{"k": strings.Repeat("v", registry.MaxLabelValLen+1)}}, true},
 		{"label value control", registry.Patch{Labels: map[string]string{"k": "a\tb"}}, true},
+		{"label value right-to-left override", registry.Patch{Labels: map[string]string{"room": "\u202Enehctik"}}, true},
+		{"label value pop directional isolate", registry.Patch{Labels: map[string]string{"room": "x\u2069"}}, true},
+		{"label value invalid UTF-8", registry.Patch{Labels: map[string]string{"room": "\xc3"}}, true},
 		{"max labels", registry.Patch{Labels: manyLabels(registry.MaxLabels)}, false},
 		{"too many labels", registry.Patch{Labels: manyLabels(registry.MaxLabels + 1)}, true},
 		{"valid name invalid label", registry.Patch{Name: str("ok"), Labels: map[string]string{"Bad": "v"}}, true},

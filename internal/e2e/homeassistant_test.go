@@ -26,10 +26,10 @@ type mqttCLI struct {
 	n                    atomic.Int32 // connections made, for their client IDs
 }
 
-// args are a connection's arguments: each one is named <username>-<n>,
+// args are a connection's arguments: each one is named <username>.<n>,
 // as an integration's connections must be when it opens several.
 func (c *mqttCLI) args(extra ...string) []string {
-	id := fmt.Sprintf("%s-%d", c.user, c.n.Add(1))
+	id := fmt.Sprintf("%s.%d", c.user, c.n.Add(1))
 	return append([]string{"-h", "127.0.0.1", "-p", c.port, "--cafile", c.cafile, "-u", c.user, "-P", c.password, "-i", id, "-V", "mqttv311"}, extra...)
 }
 

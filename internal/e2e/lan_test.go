@@ -234,7 +234,7 @@ func lanAPI(ctx context.Context, host *netnstest.Host, dataDir string) func(meth
 		}
 		args := []string{"-sf", "-X", method, "-H", "Authorization: Bearer " + strings.TrimSpace(string(tok))}
 		if body != "" {
-			args = append(args, "-d", body)
+			args = append(args, "-H", "Content-Type: application/json", "-d", body)
 		}
 		return host.Command(ctx, "curl", append(args, "http://127.0.0.1:8470"+path)...).Output()
 	}

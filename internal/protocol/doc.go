@@ -6,5 +6,7 @@
 // It imports only the standard library and may be imported by every other
 // package (agent, hub, internal). docs/protocol.md is the human-readable
 // description of the same contract; golden files under testdata/ pin the
-// encoding of every message.
+// encoding of every message. CheckDisplayText and SafeText hold the one
+// rule for text a person reads (names, label values): no control or
+// bidirectional characters.
 package protocol

@@ -16,7 +16,8 @@ import (
 type Envelope struct {
 	// V is the protocol version; decoders refuse any other than Version.
 	V int `json:"v"`
-	// ID identifies this message (random, 32 hex digits), for dedup and logs.
+	// ID identifies this message (random, 32 hex digits), for dedup and
+	// logs. Receivers accept any ID that passes ValidateID.
 	ID string `json:"id"`
 	// Time is when the source created the message (UTC).
 	Time time.Time `json:"time"`
@@ -54,6 +55,9 @@ func Encode(source string, t time.Time, p Payload) ([]byte, error) {
 
 // EncodeMessage validates and encodes m as-is (tests use it for fixed IDs).
 func EncodeMessage(m Message) ([]byte, error) {
+	if err := ValidateID(m.ID); err != nil {
+		return nil, fmt.Errorf("protocol: encode: id: %w", err)
+	}
 	if err := ValidateID(m.Source); err != nil {
 		return nil, fmt.Errorf("protocol: encode: source: %w", err)
 	}
@@ -112,8 +116,9 @@ func (e *fieldErr) Unwrap() error { return e.err }
 func fieldError(field string, err error) error { return &fieldErr{field: field, err: err} }
 
 // Decode parses data as one envelope, strictly: at most the type's size
-// limit, no unknown fields, no trailing data, version equal to Version, a
-// valid ID and source, a known type, and a payload that passes Validate.
+// limit, no unknown fields, no trailing data, version equal to Version, an
+// ID and a source that pass ValidateID, a known type, and a payload that
+// passes Validate.
 // Every error is a *DecodeError.
 func Decode(data []byte) (*Message, error) {
 	if len(data) > MaxMessageSize {
@@ -126,8 +131,8 @@ func Decode(data []byte) (*Message, error) {
 	if env.V != Version {
 		return nil, &DecodeError{Type: env.Type, Field: "v", Err: fmt.Errorf("protocol version %d, want %d", env.V, Version)}
 	}
-	if env.ID == "" || len(env.ID) > MaxIDLen {
-		return nil, &DecodeError{Type: env.Type, Field: "id", Err: fmt.Errorf("must be 1 to %d bytes", MaxIDLen)}
+	if err := ValidateID(env.ID); err != nil {
+		return nil, &DecodeError{Type: env.Type, Field: "id", Err: err}
 	}
 	if env.Time.IsZero() {
 		return nil, &DecodeError{Type: env.Type, Field: "time", Err: errors.New("required")}

@@ -2,6 +2,7 @@ package protocol
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"flag"
 	"os"
@@ -114,6 +115,16 @@ func metricsWith(t *testing.T, golden, points string) string {
 	return golden[:i] + `"points":` + points + golden[j+1:]
 }
 
+// withID replaces the ID of the golden heartbeat message.
+func withID(t *testing.T, golden, id string) string {
+	t.Helper()
+	b, err := json.Marshal(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Replace(golden, `"id":"44444444444444444444444444444444"`, `"id":`+string(b), 1)
+}
+
 func TestDecodeRejects(t *testing.T) {
 	valid := func(t *testing.T, name string) string {
 		b, err := os.ReadFile(filepath.Join("testdata", name+".json"))
@@ -138,7 +149,17 @@ func TestDecodeRejects(t *testing.T) {
 		{"wrong version", func(t *testing.T) string { return strings.Replace(valid(t, "heartbeat"), `"v":1`, `"v":2`, 1) }, "v", "protocol version 2"},
 		{"missing id", func(t *testing.T) string {
 			return strings.Replace(valid(t, "heartbeat"), `"id":"44444444444444444444444444444444"`, `"id":""`, 1)
-		}, "id", "must be"},
+		}, "id", "empty"},
+		{"id with a slash", func(t *testing.T) string { return withID(t, valid(t, "heartbeat"), "a/b") }, "id", `byte 1 is '/'`},
+		{"id with a plus", func(t *testing.T) string { return withID(t, valid(t, "heartbeat"), "a+b") }, "id", `byte 1 is '+'`},
+		{"id a hash", func(t *testing.T) string { return withID(t, valid(t, "heartbeat"), "#") }, "id", `byte 0 is '#'`},
+		{"id with a control character", func(t *testing.T) string { return withID(t, valid(t, "heartbeat"), "a\x01") }, "id", `byte 1 is '\x01'`},
+		{"id with a space", func(t *testing.T) string { return withID(t, valid(t, "heartbeat"), "a b") }, "id", `byte 1 is ' '`},
+		{"id not ASCII", func(t *testing.T) string { return withID(t, valid(t, "heartbeat"), "é") }, "id", "byte 0"},
+		{"id starting with a dash", func(t *testing.T) string { return withID(t, valid(t, "heartbeat"), "-a") }, "id", "must not start"},
+		{"id over 64 bytes", func(t *testing.T) string {
+			return withID(t, valid(t, "heartbeat"), strings.Repeat("x", MaxIDLen+1))
+		}, "id", "longer than 64"},
 		{"bad source", func(t *testing.T) string {
 			return strings.Replace(valid(t, "heartbeat"), `"source":"dk7q2m4x9p3r5t8v"`, `"source":"a/#"`, 1)
 		}, "source", "invalid id"},
@@ -244,6 +265,9 @@ func TestEncodeRejectsInvalid(t *testing.T) {
 	}
 	if _, err := Encode("bad/id", t0, &Heartbeat{Seq: 1}); err == nil {
 		t.Error("Encode accepted an invalid source")
+	}
+	if _, err := EncodeMessage(Message{ID: "a/b", Time: t0, Source: "dev1", Payload: &Heartbeat{Seq: 1}}); err == nil || !strings.Contains(err.Error(), "id") {
+		t.Errorf("EncodeMessage with ID a/b: %v, want an error naming the id", err)
 	}
 }
 

@@ -55,3 +55,18 @@ func TestLogForgetsKeysPastTheBound(t *testing.T) {
 		t.Errorf("%d keys remembered, want at most %d", n, maxKeys)
 	}
 }
+
+func TestLogBurst(t *testing.T) {
+	var buf bytes.Buffer
+	now := time.Date(2026, 12, 8, 0, 0, 0, 0, time.UTC)
+	l := &Log{Logger: slog.New(slog.NewTextHandler(&buf, nil)), Every: 10 * time.Second, Burst: 3, Now: func() time.Time { return now }}
+	for i := range 100 {
+		l.Warn("topic", "rejected", "i", i)
+	}
+	now = now.Add(10 * time.Second)
+	l.Warn("topic", "rejected", "i", 100)
+	got := strings.Count(buf.String(), "\n")
+	if got != 4 || !strings.Contains(buf.String(), "i=100 suppressed=97") {
+		t.Errorf("%d lines, want the burst of 3 and then one with suppressed=97:\n%s", got, &buf)
+	}
+}
