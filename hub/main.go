@@ -91,8 +91,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Under systemd (Type=notify): ready once the hub serves, watchdog
 	// pings while it runs, "stopping" when it shuts down.
 	notifyCtx, stopNotify := context.WithCancel(ctx)
-	defer stopNotify()
+	notified := make(chan struct{})
 	go func() {
+		defer close(notified)
 		select {
 		case <-h.Ready():
 			sdnotify.Ready("serving the API on " + cfg.HTTPAddr)
@@ -101,6 +102,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}()
 	err = h.Run(ctx)
+	stopNotify()
+	<-notified
 	sdnotify.Stopping()
 	if err == nil {
 		log.Info("alicia-hub stopped")
