@@ -23,7 +23,9 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/alicia-home/alicia/agent/facts"
+	"github.com/alicia-home/alicia/agent/outbox"
 	"github.com/alicia-home/alicia/agent/sample"
+	"github.com/alicia-home/alicia/agent/telemetry"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/bus"
 	"github.com/alicia-home/alicia/internal/discovery"
@@ -256,14 +258,14 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	// Samples are collected into the outbox from now on, whether or not
 	// the hub is reachable; each session sends them.
-	tel, err := openTelemetry(cfg, a.log)
+	ob, tel, err := a.openTelemetry()
 	if err != nil {
 		return err
 	}
-	defer tel.Close()
+	defer ob.Close()
 	collectCtx, stopCollecting := context.WithCancel(ctx)
 	collected := make(chan struct{})
-	go func() { defer close(collected); tel.collect(collectCtx) }()
+	go func() { defer close(collected); tel.Collect(collectCtx) }()
 	defer func() { stopCollecting(); <-collected }()
 
 	// A restart the hub asks for stops the sessions cleanly (goodbye
@@ -284,13 +286,38 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 }
 
+// openTelemetry opens the outbox in the state directory and the sampler,
+// and returns the telemetry that fills and drains the outbox.
+func (a *Agent) openTelemetry() (*outbox.Outbox, *telemetry.Telemetry, error) {
+	cfg := a.cfg
+	ob, err := telemetry.OpenOutbox(outbox.Options{Path: filepath.Join(cfg.StateDir, "outbox.db"), MaxBytes: cfg.OutboxMaxBytes, MaxAge: cfg.OutboxMaxAge, Logger: a.log.With("component", "outbox")})
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: outbox: %w", err)
+	}
+	s, err := sample.New(sample.Config{Enabled: cfg.Collectors, Filters: cfg.SampleFilters, Timeout: min(cfg.SampleInterval, sample.DefaultTimeout), Logger: a.log.With("component", "sample")})
+	if err != nil {
+		ob.Close()
+		return nil, nil, fmt.Errorf("agent: collectors: %w", err)
+	}
+	tc := telemetry.Config{Every: cfg.SampleInterval, Logger: a.log.With("component", "telemetry")}
+	if cfg.Hardware != nil {
+		tc.Extra = cfg.Hardware.Sample
+	}
+	tel, err := telemetry.New(tc, ob, s)
+	if err != nil {
+		ob.Close()
+		return nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	return ob, tel, nil
+}
+
 // errMoved ends a session when the hub was found at a new address.
 var errMoved = errors.New("the hub moved")
 
 // session connects to the broker with creds and keeps the device visible
 // until ctx is done (nil, nil) or the hub is found at a new address while
 // the broker was unreachable (the updated credentials, nil).
-func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, reg *protocol.Register, creds *credentials, tel *telemetry) (*credentials, error) {
+func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, reg *protocol.Register, creds *credentials, tel *telemetry.Telemetry) (*credentials, error) {
 	cfg := a.cfg
 	brokerURL, err := pickBroker(creds.MQTTURLs, cfg.BrokerURL)
 	if err != nil {
@@ -413,7 +440,7 @@ func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, 
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 
-	if err := client.Subscribe(protocol.DeviceTopic(id, protocol.KindAck), 1, tel.ackHandler); err != nil {
+	if err := client.Subscribe(protocol.DeviceTopic(id, protocol.KindAck), 1, tel.HandleAck); err != nil {
 		return nil, fmt.Errorf("agent: %w", err)
 	}
 	cmds := &commands{hw: cfg.Hardware, client: client, id: id, log: a.log, restart: a.restart, sem: make(chan struct{}, maxCommands)}
@@ -423,7 +450,7 @@ func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, 
 
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return client.Run(gctx) })
-	g.Go(func() error { tel.send(gctx, client, id); return nil })
+	g.Go(func() error { tel.Send(gctx, client, id); return nil })
 	g.Go(func() error { a.heartbeats(gctx, client, id); return nil })
 	if cfg.Hardware != nil {
 		g.Go(func() error {
