@@ -3,34 +3,24 @@ package agentd
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/netip"
-	"net/url"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/alicia-home/alicia/agent/enrol"
 	"github.com/alicia-home/alicia/agent/facts"
 	"github.com/alicia-home/alicia/agent/outbox"
 	"github.com/alicia-home/alicia/agent/sample"
 	"github.com/alicia-home/alicia/agent/telemetry"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/bus"
-	"github.com/alicia-home/alicia/internal/discovery"
 	"github.com/alicia-home/alicia/internal/identity"
-	"github.com/alicia-home/alicia/internal/pki"
 	"github.com/alicia-home/alicia/internal/protocol"
 )
 
@@ -130,7 +120,7 @@ func (c *Config) Validate() error {
 		return errors.New("state dir: required (--state-dir)")
 	}
 	if c.Hub != "" {
-		if _, err := hubURL(c.Hub); err != nil {
+		if err := enrol.CheckHub(c.Hub); err != nil {
 			return err
 		}
 	}
@@ -170,7 +160,7 @@ var ErrRestart = errors.New("agent: restart requested by the hub")
 // ErrNotEnrolled is returned by Run when the agent has no credentials and
 // no way to get them (neither a join token nor --pair): starting it again
 // as it is cannot help.
-var ErrNotEnrolled = errors.New("agent: not enrolled")
+var ErrNotEnrolled = enrol.ErrNotEnrolled
 
 // maxCommands bounds the commands executed at once.
 const maxCommands = 8
@@ -183,12 +173,6 @@ type Agent struct {
 	mu       sync.Mutex // guards deviceID
 	deviceID string
 
-	// credsMu guards the credentials of the running session while the
-	// certificate renewal changes them.
-	credsMu sync.Mutex
-	// hubOffset is the hub's clock minus ours, in nanoseconds, from the
-	// last bootstrap answer.
-	hubOffset atomic.Int64
 	// restart ends Run with ErrRestart; set by Run.
 	restart func()
 }
@@ -247,14 +231,22 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("agent: registration: %w", err)
 	}
 
-	creds, err := a.credentials(ctx, key, id, name)
+	store, err := enrol.Open(filepath.Join(cfg.StateDir, "credentials.json"))
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	en, err := enrol.New(enrol.Config{Key: key, Name: name, Hub: cfg.Hub, JoinToken: cfg.JoinToken, Pair: cfg.Pair, PairPoll: cfg.PairPoll, NoMDNS: cfg.NoMDNS, Logger: a.log}, store)
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	creds, err := en.Credentials(ctx)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			// Stopped while waiting for the hub: a clean stop, not a failure.
 			a.log.Info("stopped before enrolment finished")
 			return nil
 		}
-		return err
+		return fmt.Errorf("agent: %w", err)
 	}
 	// Samples are collected into the outbox from now on, whether or not
 	// the hub is reachable; each session sends them.
@@ -274,15 +266,15 @@ func (a *Agent) Run(ctx context.Context) error {
 	defer restart(nil)
 	a.restart = func() { restart(ErrRestart) }
 	for {
-		moved, err := a.session(ctx, key, id, reg, creds, tel)
+		moved, err := a.session(ctx, en, creds, id, reg, tel)
 		if errors.Is(context.Cause(ctx), ErrRestart) {
 			a.log.Info("restarting at the hub's request")
 			return ErrRestart
 		}
-		if err != nil || moved == nil {
+		if err != nil || !moved {
 			return err
 		}
-		creds = moved
+		creds, _ = store.Get()
 	}
 }
 
@@ -317,35 +309,11 @@ var errMoved = errors.New("the hub moved")
 // session connects to the broker with creds and keeps the device visible
 // until ctx is done (nil, nil) or the hub is found at a new address while
 // the broker was unreachable (the updated credentials, nil).
-func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, reg *protocol.Register, creds *credentials, tel *telemetry.Telemetry) (*credentials, error) {
+func (a *Agent) session(ctx context.Context, en *enrol.Enroller, creds enrol.Credentials, id string, reg *protocol.Register, tel *telemetry.Telemetry) (bool, error) {
 	cfg := a.cfg
-	brokerURL, err := pickBroker(creds.MQTTURLs, cfg.BrokerURL)
+	brokerURL, brokerTLS, err := en.Broker(creds, cfg.BrokerURL)
 	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
-	}
-	brokerURL = zoneLike(brokerURL, creds.Hub)
-	// The client certificate is read at each handshake, so a renewed one
-	// is used from the next connection on.
-	var cert atomic.Pointer[tls.Certificate]
-	if creds.Certificate != "" {
-		c, err := clientCertificate(creds.Certificate, key)
-		if err != nil {
-			return nil, fmt.Errorf("agent: credentials: %w (delete them and enrol again)", err)
-		}
-		cert.Store(&c)
-	}
-	var brokerTLS *tls.Config
-	if u, _ := url.Parse(brokerURL); u != nil && u.Scheme != "mqtt" && u.Scheme != "tcp" {
-		if cert.Load() == nil {
-			a.log.Warn("no client certificate saved: the hub's broker refuses devices without one over TLS; enrol again")
-		}
-		brokerTLS = pki.PinnedClientConfig(creds.CAFingerprint, nil)
-		brokerTLS.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
-			if c := cert.Load(); c != nil {
-				return c, nil
-			}
-			return &tls.Certificate{}, nil // none: the broker decides
-		}
+		return false, fmt.Errorf("agent: %w", err)
 	}
 	a.log.Info("agent identity", "device", id, "hub_id", creds.HubID, "mqtt", brokerURL)
 
@@ -364,7 +332,7 @@ func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, 
 	}
 	bye, err := statusMsg(protocol.StateOffline, protocol.ReasonShutdown, "")
 	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return false, fmt.Errorf("agent: %w", err)
 	}
 
 	var client *bus.Client
@@ -407,7 +375,7 @@ func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, 
 		Logger:    a.log,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return false, fmt.Errorf("agent: %w", err)
 	}
 
 	// A late Will of a replaced connection overwrites the retained status
@@ -437,15 +405,15 @@ func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, 
 		a.log.Info("restored the online status over a stale last will", "will_session", st.Session)
 	})
 	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return false, fmt.Errorf("agent: %w", err)
 	}
 
 	if err := client.Subscribe(protocol.DeviceTopic(id, protocol.KindAck), 1, tel.HandleAck); err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return false, fmt.Errorf("agent: %w", err)
 	}
 	cmds := &commands{hw: cfg.Hardware, client: client, id: id, log: a.log, restart: a.restart, sem: make(chan struct{}, maxCommands)}
 	if err := client.Subscribe(protocol.DeviceTopic(id, protocol.KindCommand), 1, cmds.handle); err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return false, fmt.Errorf("agent: %w", err)
 	}
 
 	g, gctx := errgroup.WithContext(ctx)
@@ -458,198 +426,23 @@ func (a *Agent) session(ctx context.Context, key ed25519.PrivateKey, id string, 
 			return nil
 		})
 	}
-	if cert.Load() != nil {
-		g.Go(func() error { a.renewLoop(gctx, key, creds, cert.Load, cert.Store); return nil })
-	}
-	var moved *credentials
+	g.Go(func() error { en.Renew(gctx, cfg.RenewCheck); return nil })
 	if cfg.Hub == "" && !cfg.NoMDNS && cfg.BrokerURL == "" {
 		g.Go(func() error {
-			moved = a.watchHub(gctx, client, creds)
-			if moved != nil {
+			if en.WatchHub(gctx, client.Connected, cfg.RediscoverAfter) {
 				return errMoved
 			}
 			return nil
 		})
 	}
 	err = g.Wait()
-	if moved != nil {
-		return moved, nil
+	if errors.Is(err, errMoved) {
+		return true, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return false, fmt.Errorf("agent: %w", err)
 	}
-	return nil, nil
-}
-
-// watchHub looks for the hub on the LAN whenever the broker has been
-// unreachable for RediscoverAfter. If the pinned hub answers at a new
-// address, it saves and returns the updated credentials, which makes the
-// agent reconnect there. It returns nil when ctx is done.
-func (a *Agent) watchHub(ctx context.Context, client *bus.Client, creds *credentials) *credentials {
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
-	var downSince time.Time
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case <-t.C:
-		}
-		if client.Connected() {
-			downSince = time.Time{}
-			continue
-		}
-		if downSince.IsZero() {
-			downSince = time.Now()
-		}
-		if time.Since(downSince) < a.cfg.RediscoverAfter {
-			continue
-		}
-		downSince = time.Now() // at most one search per RediscoverAfter
-		found, err := a.discover(ctx, creds.CAFingerprint, 5*time.Second)
-		if err != nil || found == creds.Hub {
-			continue
-		}
-		client := pinnedClient(creds.CAFingerprint)
-		b, err := a.bootstrapAt(ctx, client, found)
-		client.CloseIdleConnections()
-		if err != nil || b.HubID != creds.HubID || usableBrokers(b.MQTTURLs) != nil {
-			a.log.Warn("a hub answered at a new address but could not be used", "hub", found, "err", err)
-			continue
-		}
-		a.credsMu.Lock()
-		moved := *creds
-		a.credsMu.Unlock()
-		moved.Hub, moved.MQTTURLs = found, b.MQTTURLs
-		if err := saveCredentials(filepath.Join(a.cfg.StateDir, "credentials.json"), &moved); err != nil {
-			a.log.Error("save credentials", "err", err)
-			continue
-		}
-		a.log.Info("the hub moved: reconnecting at its new address", "old", creds.Hub, "new", found)
-		return &moved
-	}
-}
-
-// credentials returns the saved credentials, enrolling first if there are
-// none, and refreshes the broker URLs from the hub when it answers.
-func (a *Agent) credentials(ctx context.Context, key ed25519.PrivateKey, id, name string) (*credentials, error) {
-	cfg := a.cfg
-	path := filepath.Join(cfg.StateDir, "credentials.json")
-	creds, err := loadCredentials(path)
-	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
-	}
-	if creds != nil && creds.DeviceID != id {
-		return nil, fmt.Errorf("agent: %s belongs to device %s, but the identity key is of %s: the key was replaced; delete the credentials and enrol again", path, creds.DeviceID, id)
-	}
-	hub := cfg.Hub
-	if hub == "" && creds != nil {
-		hub = creds.Hub
-	}
-	if creds == nil && cfg.JoinToken == "" && cfg.Pair {
-		if hub == "" && cfg.NoMDNS {
-			return nil, errors.New("agent: no hub address to pair with: pass --hub HOST[:PORT] (looking for the hub with mDNS is turned off)")
-		}
-		creds, err := a.pair(ctx, key, id, name, hub)
-		if err != nil {
-			return nil, err
-		}
-		if err := saveCredentials(path, creds); err != nil {
-			return nil, fmt.Errorf("agent: save credentials: %w", err)
-		}
-		return creds, nil
-	}
-	if creds == nil {
-		if cfg.JoinToken == "" {
-			return nil, fmt.Errorf("%w: start once with --join-token TOKEN (an admin creates one with POST /api/v1/join-tokens on the hub), or with --pair while the hub's pairing window is open", ErrNotEnrolled)
-		}
-		_, fp, err := identity.ParseJoinToken(cfg.JoinToken)
-		if err != nil {
-			return nil, fmt.Errorf("agent: %w", err)
-		}
-		if fp == "" {
-			return nil, errors.New("agent: the join token does not name the hub's CA (it lacks the '.<fingerprint>' part): create a new one with POST /api/v1/join-tokens")
-		}
-		if hub == "" && cfg.NoMDNS {
-			return nil, errors.New("agent: no hub address: pass --hub HOST[:PORT] (looking for the hub with mDNS is turned off)")
-		}
-		if hub == "" {
-			// No address given: find the hub on the LAN. mDNS is only a
-			// hint: the candidate must announce the pinned fingerprint,
-			// and the TLS handshake proves it before anything is sent.
-			a.log.Info("looking for the hub on the LAN (mDNS); pass --hub HOST[:PORT] where multicast does not pass")
-			hub, err = a.discover(ctx, fp, 0)
-			if err != nil {
-				return nil, fmt.Errorf("agent: finding the hub: %w", err)
-			}
-		}
-		base, err := hubURL(hub)
-		if err != nil {
-			return nil, fmt.Errorf("agent: %w", err)
-		}
-		client := pinnedClient(fp)
-		defer client.CloseIdleConnections()
-		creds, err = a.enrolWithRetry(ctx, client, base, key, name)
-		if err != nil {
-			return nil, err
-		}
-		creds.Hub, creds.CAFingerprint = hub, fp
-		if err := saveCredentials(path, creds); err != nil {
-			return nil, fmt.Errorf("agent: save credentials: %w", err)
-		}
-		a.log.Info("enrolled with the hub", "device", id, "hub_id", creds.HubID)
-		return creds, nil
-	}
-	// Already enrolled: learn the current broker address, but do not wait
-	// for the hub: a device keeps working with what it knows.
-	client := pinnedClient(creds.CAFingerprint)
-	defer client.CloseIdleConnections()
-	b, err := a.bootstrapAt(ctx, client, hub)
-	if err != nil && cfg.Hub == "" && !cfg.NoMDNS {
-		// The hub may have moved: look for it on the LAN for a moment.
-		if found, derr := a.discover(ctx, creds.CAFingerprint, 5*time.Second); derr == nil && found != hub {
-			a.log.Info("found the hub at a new address", "old", hub, "new", found)
-			if nb, nerr := a.bootstrapAt(ctx, client, found); nerr == nil {
-				hub, b, err = found, nb, nil
-			}
-		}
-	}
-	var perm errPermanent
-	switch {
-	case errors.As(err, &perm) && errors.Is(err, pki.ErrWrongHub):
-		return nil, fmt.Errorf("agent: %w: the hub's identity changed; if it was re-installed on purpose, re-pair this device (delete %s and enrol with a new join token)", err, path)
-	case err != nil:
-		a.log.Warn("hub not reachable; using the saved broker address", "hub", hub, "err", err)
-	case b.HubID != creds.HubID:
-		return nil, fmt.Errorf("agent: the hub at %s is %s, but this device is enrolled with %s: refusing a different hub (delete %s to enrol again)", hub, b.HubID, creds.HubID, path)
-	case !slices.Equal(b.MQTTURLs, creds.MQTTURLs) || creds.Hub != hub:
-		if err := usableBrokers(b.MQTTURLs); err != nil {
-			a.log.Warn("ignoring broker addresses from the hub's bootstrap answer; using the saved ones", "err", err)
-			break
-		}
-		creds.MQTTURLs, creds.Hub = b.MQTTURLs, hub
-		if err := saveCredentials(path, creds); err != nil {
-			return nil, fmt.Errorf("agent: save credentials: %w", err)
-		}
-	}
-	return creds, nil
-}
-
-// enrolWithRetry enrols, retrying while the hub is unreachable or answers
-// 5xx, and giving up at once on a refusal.
-func (a *Agent) enrolWithRetry(ctx context.Context, client *http.Client, base string, key ed25519.PrivateKey, name string) (*credentials, error) {
-	creds, err := retry(ctx, a, "enrolment at "+base, func() (*credentials, error) {
-		return a.enrol(ctx, client, base, key, a.cfg.JoinToken, name)
-	})
-	var perm errPermanent
-	switch {
-	case err == nil:
-		return creds, nil
-	case errors.As(err, &perm) && ctx.Err() == nil:
-		return nil, fmt.Errorf("agent: enrolment refused: %w", err)
-	default:
-		return nil, fmt.Errorf("agent: enrolment: %w", err)
-	}
+	return false, nil
 }
 
 // heartbeats publishes a heartbeat every interval while connected.
@@ -677,146 +470,4 @@ func (a *Agent) heartbeats(ctx context.Context, client *bus.Client, id string) {
 			a.log.Debug("heartbeat not sent", "err", err)
 		}
 	}
-}
-
-// usableBrokers accepts broker URLs from the hub only if each is MQTT over
-// TLS (verified against the pinned CA wherever it is, so the hub may move)
-// or plain MQTT on this machine: the device's password never goes in clear
-// over the network.
-func usableBrokers(urls []string) error {
-	for _, s := range urls {
-		u, err := url.Parse(s)
-		if err != nil {
-			return fmt.Errorf("broker url %q: %w", s, err)
-		}
-		switch u.Scheme {
-		case "mqtts", "ssl", "tls":
-			continue
-		}
-		if ip := net.ParseIP(u.Hostname()); (ip == nil || !ip.IsLoopback()) && !strings.EqualFold(u.Hostname(), "localhost") {
-			return fmt.Errorf("broker url %q: plain MQTT to another machine", s)
-		}
-	}
-	return nil
-}
-
-// zoneLike gives the host of broker, if it is an IPv6 link-local address
-// without a zone, the zone of hub (HOST:PORT, the address the agent reached
-// the hub's API at) if that is a link-local address with one. The hub
-// builds broker URLs from the Host header of the agent's request, which
-// carries no zone (RFC 7230 has no syntax for it), and a link-local address
-// dialled without one fails ("connect: invalid argument"). The zone names
-// this machine's interface towards the hub, so it fits every link-local
-// address of the hub.
-func zoneLike(broker, hub string) string {
-	h, _, err := net.SplitHostPort(hub)
-	if err != nil {
-		return broker
-	}
-	ha, err := netip.ParseAddr(h)
-	if err != nil || ha.Zone() == "" || !ha.IsLinkLocalUnicast() {
-		return broker
-	}
-	u, err := url.Parse(broker)
-	if err != nil {
-		return broker
-	}
-	ba, err := netip.ParseAddr(u.Hostname())
-	if err != nil || !ba.Is6() || !ba.IsLinkLocalUnicast() || ba.Zone() != "" {
-		return broker
-	}
-	if p := u.Port(); p != "" {
-		u.Host = net.JoinHostPort(ba.WithZone(ha.Zone()).String(), p)
-	} else {
-		u.Host = "[" + ba.WithZone(ha.Zone()).String() + "]"
-	}
-	return u.String()
-}
-
-// pickBroker chooses the broker URL: the override if set, else the first
-// MQTT-over-TLS URL, else a plain one only on this machine (a password must
-// never cross the network in clear).
-func pickBroker(urls []string, override string) (string, error) {
-	candidates := urls
-	if override != "" {
-		candidates = []string{override}
-	}
-	for _, s := range candidates {
-		u, err := url.Parse(s)
-		if err != nil {
-			continue
-		}
-		switch u.Scheme {
-		case "mqtts", "ssl", "tls":
-			return s, nil
-		}
-	}
-	for _, s := range candidates {
-		u, err := url.Parse(s)
-		if err != nil {
-			continue
-		}
-		if ip := net.ParseIP(u.Hostname()); (ip != nil && ip.IsLoopback()) || strings.EqualFold(u.Hostname(), "localhost") {
-			return s, nil
-		}
-	}
-	return "", fmt.Errorf("no usable broker address in %q: plain MQTT is used only on this machine, and none is MQTT over TLS", candidates)
-}
-
-// bootstrapAt asks the hub at HOST:PORT for its current broker URLs,
-// waiting at most a few seconds.
-func (a *Agent) bootstrapAt(ctx context.Context, client *http.Client, hub string) (*bootstrap, error) {
-	base, err := hubURL(hub)
-	if err != nil {
-		return nil, err
-	}
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-	defer cancel()
-	b, err := fetchBootstrap(ctx, client, base)
-	if err == nil {
-		a.noteHubTime(b.Time)
-	}
-	return b, err
-}
-
-// discover finds on the LAN the hub that announces the pinned CA
-// fingerprint and returns its API address, HOST:PORT. timeout 0 waits until
-// ctx is done.
-func (a *Agent) discover(ctx context.Context, fingerprint string, timeout time.Duration) (string, error) {
-	if timeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, timeout)
-		defer cancel()
-	}
-	client := pinnedClient(fingerprint)
-	defer client.CloseIdleConnections()
-	var hub string
-	_, err := discovery.Lookup(ctx, discovery.ServiceType, func(c discovery.Candidate) bool {
-		if c.TXT["fp"] != fingerprint {
-			a.log.Warn("ignoring a hub that announces another CA: not the hub this device trusts (another installation, or a rogue)",
-				"instance", c.Instance, "addrs", c.Addrs, "fp", c.TXT["fp"])
-			return false
-		}
-		// The fingerprint is public, so anyone can announce it: take the
-		// candidate only once it proves the pinned key over TLS (which
-		// sends nothing secret), and otherwise keep browsing.
-		for _, ip := range c.Addrs {
-			if c.Port <= 0 {
-				break
-			}
-			h := net.JoinHostPort(ip.String(), strconv.Itoa(c.Port))
-			if _, err := a.bootstrapAt(ctx, client, h); err != nil {
-				a.log.Warn("a candidate announcing our hub's fingerprint failed to prove it", "instance", c.Instance, "hub", h, "err", err)
-				continue
-			}
-			hub = h
-			return true
-		}
-		return false
-	})
-	if err != nil {
-		return "", err
-	}
-	a.log.Info("found the hub on the LAN", "hub", hub)
-	return hub, nil
 }

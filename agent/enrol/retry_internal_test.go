@@ -1,4 +1,4 @@
-package agentd
+package enrol
 
 import (
 	"context"
@@ -10,10 +10,10 @@ import (
 // retry returns the stop, not the failure of the attempt during which the
 // agent was stopped (the hub answered 503 just as the agent stopped).
 func TestRetryStoppedDuringAnAttempt(t *testing.T) {
-	a := &Agent{log: slog.New(slog.DiscardHandler)}
+	log := slog.New(slog.DiscardHandler)
 	ctx, cancel := context.WithCancel(context.Background())
 	calls := 0
-	_, err := retry(ctx, a, "enrolment", func() (int, error) {
+	_, err := retry(ctx, log, "enrolment", func() (int, error) {
 		calls++
 		cancel() // the stop arrives while the attempt is failing
 		return 0, errors.New("503 Service Unavailable: down for maintenance")
@@ -23,7 +23,7 @@ func TestRetryStoppedDuringAnAttempt(t *testing.T) {
 	}
 	// A permanent failure is returned as it is, stopped or not.
 	perm := errPermanent{errors.New("403: join token used up")}
-	if _, err := retry(ctx, a, "enrolment", func() (int, error) { return 0, perm }); !errors.As(err, new(errPermanent)) {
+	if _, err := retry(ctx, log, "enrolment", func() (int, error) { return 0, perm }); !errors.As(err, new(errPermanent)) {
 		t.Errorf("permanent failure: %v", err)
 	}
 }
