@@ -1,6 +1,7 @@
 package agentd
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"github.com/alicia-home/alicia/agent/enrol"
 	"github.com/alicia-home/alicia/agent/facts"
 	"github.com/alicia-home/alicia/agent/outbox"
+	"github.com/alicia-home/alicia/agent/presence"
 	"github.com/alicia-home/alicia/agent/sample"
 	"github.com/alicia-home/alicia/agent/telemetry"
 	"github.com/alicia-home/alicia/internal/buildinfo"
@@ -162,9 +164,6 @@ var ErrRestart = errors.New("agent: restart requested by the hub")
 // as it is cannot help.
 var ErrNotEnrolled = enrol.ErrNotEnrolled
 
-// maxCommands bounds the commands executed at once.
-const maxCommands = 8
-
 // Agent is one running agent.
 type Agent struct {
 	cfg Config
@@ -172,9 +171,6 @@ type Agent struct {
 
 	mu       sync.Mutex // guards deviceID
 	deviceID string
-
-	// restart ends Run with ErrRestart; set by Run.
-	restart func()
 }
 
 // New validates cfg and returns an Agent. It does no I/O.
@@ -193,53 +189,33 @@ func (a *Agent) DeviceID() string {
 	return a.deviceID
 }
 
+// device is what the sessions of one Run share.
+type device struct {
+	id      string
+	reg     *protocol.Register
+	en      *enrol.Enroller
+	store   *enrol.Store
+	tel     *telemetry.Telemetry
+	restart func() // ends Run with ErrRestart
+}
+
 // Run enrols if needed, then keeps the device connected and visible until
 // ctx is done; then it publishes "offline" and disconnects cleanly.
 func (a *Agent) Run(ctx context.Context) error {
-	cfg := a.cfg
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
-		return fmt.Errorf("agent: state dir: %w", err)
-	}
-	key, created, err := identity.LoadOrCreate(filepath.Join(cfg.StateDir, "identity.key"))
+	key, err := a.loadIdentity()
 	if err != nil {
-		return fmt.Errorf("agent: %w", err)
+		return err
 	}
-	id := identity.DeviceID(key.Public().(ed25519.PublicKey))
-	a.mu.Lock()
-	a.deviceID = id
-	a.mu.Unlock()
-	if created {
-		a.log.Info("created the device identity", "device", id)
-	}
-
-	f, err := cfg.Facts()
-	if err != nil {
-		a.log.Warn("some hardware facts are unavailable", "err", err)
-	}
-	name := cfg.Name
-	if name == "" {
-		name = f.Hostname
-	}
-
+	d := &device{id: a.DeviceID()}
 	// Check the registration before enrolling: a device that enrolled but
 	// could never register would waste its join token.
-	reg := &protocol.Register{Name: name, AgentVersion: buildinfo.Version, HeartbeatMS: cfg.HeartbeatInterval.Milliseconds(), Facts: f}
-	if cfg.Hardware != nil {
-		reg.Hardware = cfg.Hardware.Hardware()
+	if d.reg, err = a.registration(); err != nil {
+		return err
 	}
-	if err := reg.Validate(); err != nil {
-		return fmt.Errorf("agent: registration: %w", err)
+	if d.store, d.en, err = a.enroller(key, d.reg.Name); err != nil {
+		return err
 	}
-
-	store, err := enrol.Open(filepath.Join(cfg.StateDir, "credentials.json"))
-	if err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	en, err := enrol.New(enrol.Config{Key: key, Name: name, Hub: cfg.Hub, JoinToken: cfg.JoinToken, Pair: cfg.Pair, PairPoll: cfg.PairPoll, NoMDNS: cfg.NoMDNS, Logger: a.log}, store)
-	if err != nil {
-		return fmt.Errorf("agent: %w", err)
-	}
-	creds, err := en.Credentials(ctx)
+	creds, err := d.en.Credentials(ctx)
 	if err != nil {
 		if ctx.Err() != nil && errors.Is(err, ctx.Err()) {
 			// Stopped while waiting for the hub: a clean stop, not a failure.
@@ -255,18 +231,17 @@ func (a *Agent) Run(ctx context.Context) error {
 		return err
 	}
 	defer ob.Close()
-	collectCtx, stopCollecting := context.WithCancel(ctx)
-	collected := make(chan struct{})
-	go func() { defer close(collected); tel.Collect(collectCtx) }()
-	defer func() { stopCollecting(); <-collected }()
-
+	d.tel = tel
 	// A restart the hub asks for stops the sessions cleanly (goodbye
 	// included) before Run returns ErrRestart.
 	ctx, restart := context.WithCancelCause(ctx)
-	defer restart(nil)
-	a.restart = func() { restart(ErrRestart) }
+	d.restart = func() { restart(ErrRestart) }
+	var collector sync.WaitGroup
+	collector.Go(func() { tel.Collect(ctx) })
+	defer collector.Wait()
+	defer restart(nil) // first stop collecting, then wait for the collector
 	for {
-		moved, err := a.session(ctx, en, creds, id, reg, tel)
+		moved, err := a.session(ctx, d, creds)
 		if errors.Is(context.Cause(ctx), ErrRestart) {
 			a.log.Info("restarting at the hub's request")
 			return ErrRestart
@@ -274,8 +249,60 @@ func (a *Agent) Run(ctx context.Context) error {
 		if err != nil || !moved {
 			return err
 		}
-		creds, _ = store.Get()
+		creds, _ = d.store.Get()
 	}
+}
+
+// loadIdentity creates the state directory and loads or creates the
+// device key, which names the device.
+func (a *Agent) loadIdentity() (ed25519.PrivateKey, error) {
+	if err := os.MkdirAll(a.cfg.StateDir, 0o700); err != nil {
+		return nil, fmt.Errorf("agent: state dir: %w", err)
+	}
+	key, created, err := identity.LoadOrCreate(filepath.Join(a.cfg.StateDir, "identity.key"))
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	id := identity.DeviceID(key.Public().(ed25519.PublicKey))
+	a.mu.Lock()
+	a.deviceID = id
+	a.mu.Unlock()
+	if created {
+		a.log.Info("created the device identity", "device", id)
+	}
+	return key, nil
+}
+
+// registration gathers what the device registers with: its name, facts
+// and hardware.
+func (a *Agent) registration() (*protocol.Register, error) {
+	f, err := a.cfg.Facts()
+	if err != nil {
+		a.log.Warn("some hardware facts are unavailable", "err", err)
+	}
+	reg := &protocol.Register{Name: cmp.Or(a.cfg.Name, f.Hostname), AgentVersion: buildinfo.Version, HeartbeatMS: a.cfg.HeartbeatInterval.Milliseconds(), Facts: f}
+	if a.cfg.Hardware != nil {
+		reg.Hardware = a.cfg.Hardware.Hardware()
+	}
+	if err := reg.Validate(); err != nil {
+		return nil, fmt.Errorf("agent: registration: %w", err)
+	}
+	return reg, nil
+}
+
+// enroller opens the credentials in the state directory.
+func (a *Agent) enroller(key ed25519.PrivateKey, name string) (*enrol.Store, *enrol.Enroller, error) {
+	cfg := a.cfg
+	store, err := enrol.Open(filepath.Join(cfg.StateDir, "credentials.json"))
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	en, err := enrol.New(enrol.Config{Key: key, Name: name, Hub: cfg.Hub, JoinToken: cfg.JoinToken, Pair: cfg.Pair, PairPoll: cfg.PairPoll,
+		NoMDNS: cfg.NoMDNS, Logger: a.log.With("component", "enrol")}, store)
+	if err != nil {
+		return nil, nil, fmt.Errorf("agent: %w", err)
+	}
+	return store, en, nil
 }
 
 // openTelemetry opens the outbox in the state directory and the sampler,
@@ -307,135 +334,30 @@ func (a *Agent) openTelemetry() (*outbox.Outbox, *telemetry.Telemetry, error) {
 var errMoved = errors.New("the hub moved")
 
 // session connects to the broker with creds and keeps the device visible
-// until ctx is done (nil, nil) or the hub is found at a new address while
-// the broker was unreachable (the updated credentials, nil).
-func (a *Agent) session(ctx context.Context, en *enrol.Enroller, creds enrol.Credentials, id string, reg *protocol.Register, tel *telemetry.Telemetry) (bool, error) {
+// until ctx is done (false, nil) or the hub is found at a new address while
+// the broker was unreachable (true, nil: the store has the new address).
+func (a *Agent) session(ctx context.Context, d *device, creds enrol.Credentials) (moved bool, err error) {
 	cfg := a.cfg
-	brokerURL, brokerTLS, err := en.Broker(creds, cfg.BrokerURL)
+	brokerURL, brokerTLS, err := d.en.Broker(creds, cfg.BrokerURL)
 	if err != nil {
 		return false, fmt.Errorf("agent: %w", err)
 	}
-	a.log.Info("agent identity", "device", id, "hub_id", creds.HubID, "mqtt", brokerURL)
-
-	// session names the current connection in its Will and its "online".
-	var (
-		sessionMu sync.Mutex
-		session   string
-	)
-	currentSession := func() string {
-		sessionMu.Lock()
-		defer sessionMu.Unlock()
-		return session
-	}
-	statusMsg := func(state, reason, session string) ([]byte, error) {
-		return protocol.Encode(id, time.Now(), &protocol.Status{State: state, Reason: reason, Session: session})
-	}
-	bye, err := statusMsg(protocol.StateOffline, protocol.ReasonShutdown, "")
+	pres, err := presence.New(presence.Config{DeviceID: d.id, Register: d.reg, Facts: cfg.Facts, HeartbeatInterval: cfg.HeartbeatInterval, Logger: a.log.With("component", "presence")})
 	if err != nil {
 		return false, fmt.Errorf("agent: %w", err)
 	}
-
-	var client *bus.Client
-	birth := func(ctx context.Context) {
-		// Facts such as the boot time are re-read on each connect.
-		if nf, err := cfg.Facts(); err == nil {
-			reg.Facts = nf
-		}
-		online := &protocol.Status{State: protocol.StateOnline, Reason: protocol.ReasonStartup, Session: currentSession()}
-		for _, p := range []protocol.Payload{reg, online} {
-			b, err := protocol.Encode(id, time.Now(), p)
-			if err == nil {
-				err = client.Publish(ctx, bus.Message{Topic: protocol.DeviceTopic(id, protocol.Kind(p.MessageType())), Payload: b, QoS: 1, Retained: true})
-			}
-			if err != nil {
-				a.log.Warn("publish birth message", "type", p.MessageType(), "err", err)
-				return
-			}
-		}
-		a.log.Info("connected to the hub's broker", "device", id)
-	}
-	client, err = bus.New(bus.Config{
-		URL: brokerURL, TLS: brokerTLS, ClientID: id, Username: id, Password: creds.Password,
-		KeepAlive: cfg.KeepAlive,
-		// Each connection gets a new session in its Will and its "online":
-		// the hub ignores a late Will of a replaced connection.
-		NewWill: func() *bus.Message {
-			sessionMu.Lock()
-			session = protocol.NewID()[:16]
-			s := session
-			sessionMu.Unlock()
-			will, err := statusMsg(protocol.StateOffline, protocol.ReasonLost, s)
-			if err != nil {
-				panic(err) // a constant, valid payload: cannot fail
-			}
-			return &bus.Message{Topic: protocol.DeviceTopic(id, protocol.KindStatus), Payload: will, QoS: 1, Retained: true}
-		},
-		Goodbye:   []bus.Message{{Topic: protocol.DeviceTopic(id, protocol.KindStatus), Payload: bye, QoS: 1, Retained: true}},
-		OnConnect: birth,
-		Logger:    a.log,
-	})
+	a.log.Info("agent identity", "device", d.id, "hub_id", creds.HubID, "mqtt", brokerURL)
+	bc := bus.Config{URL: brokerURL, TLS: brokerTLS, ClientID: d.id, Username: d.id, Password: creds.Password, KeepAlive: cfg.KeepAlive, Logger: a.log}
+	pres.Configure(&bc)
+	client, err := bus.New(bc)
 	if err != nil {
 		return false, fmt.Errorf("agent: %w", err)
 	}
-
-	// A late Will of a replaced connection overwrites the retained status
-	// with "offline"; when the agent sees one while connected, it restores
-	// its "online" so that every subscriber (not only the hub) sees the truth.
-	statusTopic := protocol.DeviceTopic(id, protocol.KindStatus)
-	err = client.Subscribe(statusTopic, 1, func(ctx context.Context, m bus.Message) {
-		if len(m.Payload) == 0 {
-			return
-		}
-		_, st, err := protocol.DecodeAs[*protocol.Status](m.Payload)
-		if err != nil || st.State != protocol.StateOffline || st.Reason != protocol.ReasonLost {
-			return
-		}
-		cur := currentSession()
-		if st.Session == cur || !client.Connected() {
-			return
-		}
-		b, err := statusMsg(protocol.StateOnline, protocol.ReasonStartup, cur)
-		if err == nil {
-			err = client.Publish(ctx, bus.Message{Topic: statusTopic, Payload: b, QoS: 1, Retained: true})
-		}
-		if err != nil {
-			a.log.Debug("restore online status", "err", err)
-			return
-		}
-		a.log.Info("restored the online status over a stale last will", "will_session", st.Session)
-	})
-	if err != nil {
+	cmds := &commands{hw: cfg.Hardware, pub: client, id: d.id, log: a.log.With("component", "commands"), restart: d.restart, sem: make(chan struct{}, maxCommands)}
+	if err := subscribe(client, d, pres, cmds); err != nil {
 		return false, fmt.Errorf("agent: %w", err)
 	}
-
-	if err := client.Subscribe(protocol.DeviceTopic(id, protocol.KindAck), 1, tel.HandleAck); err != nil {
-		return false, fmt.Errorf("agent: %w", err)
-	}
-	cmds := &commands{hw: cfg.Hardware, client: client, id: id, log: a.log, restart: a.restart, sem: make(chan struct{}, maxCommands)}
-	if err := client.Subscribe(protocol.DeviceTopic(id, protocol.KindCommand), 1, cmds.handle); err != nil {
-		return false, fmt.Errorf("agent: %w", err)
-	}
-
-	g, gctx := errgroup.WithContext(ctx)
-	g.Go(func() error { return client.Run(gctx) })
-	g.Go(func() error { tel.Send(gctx, client, id); return nil })
-	g.Go(func() error { a.heartbeats(gctx, client, id); return nil })
-	if cfg.Hardware != nil {
-		g.Go(func() error {
-			cfg.Hardware.WatchInputs(gctx, func(e protocol.DeviceEvent) { cmds.publishEvent(gctx, e) })
-			return nil
-		})
-	}
-	g.Go(func() error { en.Renew(gctx, cfg.RenewCheck); return nil })
-	if cfg.Hub == "" && !cfg.NoMDNS && cfg.BrokerURL == "" {
-		g.Go(func() error {
-			if en.WatchHub(gctx, client.Connected, cfg.RediscoverAfter) {
-				return errMoved
-			}
-			return nil
-		})
-	}
-	err = g.Wait()
+	err = a.serve(ctx, d, client, pres, cmds)
 	if errors.Is(err, errMoved) {
 		return true, nil
 	}
@@ -445,29 +367,43 @@ func (a *Agent) session(ctx context.Context, en *enrol.Enroller, creds enrol.Cre
 	return false, nil
 }
 
-// heartbeats publishes a heartbeat every interval while connected.
-func (a *Agent) heartbeats(ctx context.Context, client *bus.Client, id string) {
-	start := time.Now()
-	t := time.NewTicker(a.cfg.HeartbeatInterval)
-	defer t.Stop()
-	var seq uint64
-	topic := protocol.DeviceTopic(id, protocol.KindHeartbeat)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if !client.Connected() {
-			continue
-		}
-		seq++
-		b, err := protocol.Encode(id, time.Now(), &protocol.Heartbeat{Seq: seq, UptimeS: int64(time.Since(start).Seconds())})
-		if err == nil {
-			err = client.Publish(ctx, bus.Message{Topic: topic, Payload: b, QoS: 0})
-		}
-		if err != nil && ctx.Err() == nil {
-			a.log.Debug("heartbeat not sent", "err", err)
-		}
+// subscribe registers the session's handlers before the client runs.
+func subscribe(client *bus.Client, d *device, pres *presence.Presence, cmds *commands) error {
+	if err := pres.Attach(client); err != nil {
+		return err
 	}
+	if err := client.Subscribe(protocol.DeviceTopic(d.id, protocol.KindAck), 1, d.tel.HandleAck); err != nil {
+		return err
+	}
+	return client.Subscribe(protocol.DeviceTopic(d.id, protocol.KindCommand), 1, cmds.handle)
 }
+
+// serve runs the session's parts until ctx is done or one of them ends it
+// (errMoved), and returns once all of them, commands included, returned.
+func (a *Agent) serve(ctx context.Context, d *device, client *bus.Client, pres *presence.Presence, cmds *commands) error {
+	cfg := a.cfg
+	defer cmds.wait()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return client.Run(gctx) })
+	g.Go(func() error { d.tel.Send(gctx, client, d.id); return nil })
+	g.Go(func() error { pres.Run(gctx); return nil })
+	g.Go(func() error { d.en.Renew(gctx, cfg.RenewCheck); return nil })
+	if cfg.Hardware != nil {
+		g.Go(func() error {
+			cfg.Hardware.WatchInputs(gctx, func(e protocol.DeviceEvent) { cmds.publishEvent(gctx, e) })
+			return nil
+		})
+	}
+	if cfg.Hub == "" && !cfg.NoMDNS && cfg.BrokerURL == "" {
+		g.Go(func() error {
+			if d.en.WatchHub(gctx, client.Connected, cfg.RediscoverAfter) {
+				return errMoved
+			}
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// maxCommands bounds the commands executed at once.
+const maxCommands = 8
