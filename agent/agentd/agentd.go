@@ -90,23 +90,20 @@ type Config struct {
 }
 
 func (c *Config) setDefaults() {
-	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = 10 * time.Second
-	}
-	if c.KeepAlive <= 0 {
-		c.KeepAlive = 30 * time.Second
-	}
-	if c.SampleInterval <= 0 {
-		c.SampleInterval = 10 * time.Second
-	}
-	if c.RenewCheck <= 0 {
-		c.RenewCheck = 6 * time.Hour
-	}
-	if c.PairPoll <= 0 {
-		c.PairPoll = 2 * time.Second
-	}
-	if c.RediscoverAfter <= 0 {
-		c.RediscoverAfter = 15 * time.Second
+	for _, d := range []struct {
+		v   *time.Duration
+		def time.Duration
+	}{
+		{&c.HeartbeatInterval, 10 * time.Second},
+		{&c.KeepAlive, 30 * time.Second},
+		{&c.SampleInterval, 10 * time.Second},
+		{&c.RenewCheck, 6 * time.Hour},
+		{&c.RediscoverAfter, 15 * time.Second},
+		// PairPoll: enrol's default.
+	} {
+		if *d.v <= 0 {
+			*d.v = d.def
+		}
 	}
 	if c.Facts == nil {
 		c.Facts = facts.Source{}.Gather

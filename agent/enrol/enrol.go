@@ -168,11 +168,10 @@ func (e *Enroller) enrolWithToken(ctx context.Context) (Credentials, error) {
 // while the hub is unreachable or answers 5xx, and giving up at once on a
 // refusal.
 func (e *Enroller) enrolWithRetry(ctx context.Context, hub, fp string) (*Credentials, error) {
-	base, err := hubURL(hub)
+	base, client, err := hubClient(hub, fp)
 	if err != nil {
 		return nil, err
 	}
-	client := pinnedClient(fp)
 	defer client.CloseIdleConnections()
 	creds, err := retry(ctx, e.log, "enrolment at "+base, func() (*Credentials, error) {
 		return e.enrol(ctx, client, base, e.cfg.Key, e.cfg.JoinToken, e.cfg.Name)

@@ -123,6 +123,17 @@ func checkEnrolment(resp *enrollResponse, key ed25519.PrivateKey) (*Credentials,
 	return &Credentials{DeviceID: resp.DeviceID, HubID: resp.HubID, MQTTURLs: resp.MQTT.URLs, Password: resp.MQTT.Password, Certificate: resp.MQTT.Certificate}, nil
 }
 
+// hubClient returns the API base URL of hub (HOST[:PORT]) and a client that
+// talks only to the hub whose CA has the given fingerprint. Close its idle
+// connections when done.
+func hubClient(hub, fingerprint string) (string, *http.Client, error) {
+	base, err := hubURL(hub)
+	if err != nil {
+		return "", nil, err
+	}
+	return base, pinnedClient(fingerprint), nil
+}
+
 // pinnedClient returns an HTTP client that talks only to the hub whose CA
 // has the given fingerprint.
 func pinnedClient(fingerprint string) *http.Client {

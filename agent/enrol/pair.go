@@ -71,11 +71,10 @@ func (e *Enroller) pair(ctx context.Context, hub string) (*Credentials, error) {
 		}
 	}
 	e.log.Info("pairing with the hub; it is trusted from now on", "hub", hub, "ca_fingerprint", fp)
-	base, err := hubURL(hub)
+	base, client, err := hubClient(hub, fp)
 	if err != nil {
 		return nil, err
 	}
-	client := pinnedClient(fp)
 	defer client.CloseIdleConnections()
 	announced := false // the pairing code is logged once, not at each retry
 	resp, err := retry(ctx, e.log, "pairing", func() (*pairResponse, error) { return e.askToPair(ctx, client, base, fp, &announced) })

@@ -68,11 +68,10 @@ func (e *Enroller) Renew(ctx context.Context, check time.Duration) {
 // renewHub asks the hub for a new certificate, then uses and saves it.
 func (e *Enroller) renewHub(ctx context.Context) error {
 	creds, _ := e.store.Get()
-	base, err := hubURL(creds.Hub)
+	base, client, err := hubClient(creds.Hub, creds.CAFingerprint)
 	if err != nil {
 		return err
 	}
-	client := pinnedClient(creds.CAFingerprint)
 	defer client.CloseIdleConnections()
 	var resp certificateResponse
 	basic := func(r *http.Request) { r.SetBasicAuth(creds.DeviceID, creds.Password) }
