@@ -295,7 +295,7 @@ func (a *Agent) enroller(key ed25519.PrivateKey, name string) (*enrol.Store, *en
 		return nil, nil, fmt.Errorf("agent: %w", err)
 	}
 	en, err := enrol.New(enrol.Config{Key: key, Name: name, Hub: cfg.Hub, JoinToken: cfg.JoinToken, Pair: cfg.Pair, PairPoll: cfg.PairPoll,
-		NoMDNS: cfg.NoMDNS, Logger: a.log.With("component", "enrol")}, store)
+		NoMDNS: cfg.NoMDNS, Logger: a.log}, store)
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: %w", err)
 	}
@@ -315,7 +315,7 @@ func (a *Agent) openTelemetry() (*outbox.Outbox, *telemetry.Telemetry, error) {
 		ob.Close()
 		return nil, nil, fmt.Errorf("agent: collectors: %w", err)
 	}
-	tc := telemetry.Config{Every: cfg.SampleInterval, Logger: a.log.With("component", "telemetry")}
+	tc := telemetry.Config{Every: cfg.SampleInterval, Logger: a.log}
 	if cfg.Hardware != nil {
 		tc.Extra = cfg.Hardware.Sample
 	}
@@ -339,7 +339,7 @@ func (a *Agent) session(ctx context.Context, d *device, creds enrol.Credentials)
 	if err != nil {
 		return false, fmt.Errorf("agent: %w", err)
 	}
-	pres, err := presence.New(presence.Config{DeviceID: d.id, Register: d.reg, Facts: cfg.Facts, HeartbeatInterval: cfg.HeartbeatInterval, Logger: a.log.With("component", "presence")})
+	pres, err := presence.New(presence.Config{DeviceID: d.id, Register: d.reg, Facts: cfg.Facts, HeartbeatInterval: cfg.HeartbeatInterval, Logger: a.log})
 	if err != nil {
 		return false, fmt.Errorf("agent: %w", err)
 	}
@@ -350,7 +350,7 @@ func (a *Agent) session(ctx context.Context, d *device, creds enrol.Credentials)
 	if err != nil {
 		return false, fmt.Errorf("agent: %w", err)
 	}
-	cmds := &commands{hw: cfg.Hardware, pub: client, id: d.id, log: a.log.With("component", "commands"), restart: d.restart, sem: make(chan struct{}, maxCommands)}
+	cmds := &commands{hw: cfg.Hardware, pub: client, id: d.id, log: a.log, restart: d.restart, sem: make(chan struct{}, maxCommands)}
 	if err := subscribe(client, d, pres, cmds); err != nil {
 		return false, fmt.Errorf("agent: %w", err)
 	}
