@@ -644,12 +644,17 @@ func TestFileMode(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs logBuffer
-	mustOpen(t, Options{Path: path, Logger: logs.logger()})
+	// The composition root tags the outbox's logger; the outbox adds no
+	// component of its own.
+	mustOpen(t, Options{Path: path, Logger: logs.logger().With("component", "outbox")})
 	if m := mode(); m != 0o600 {
 		t.Errorf("mode after opening a 0644 file %v, want it tightened to 0600", m)
 	}
 	if !strings.Contains(logs.String(), "tightened file mode") {
 		t.Errorf("no warning about the mode:\n%s", logs.String())
+	}
+	if n := strings.Count(logs.String(), "component="); n != 1 {
+		t.Errorf("the warning carries %d component keys, want the root's one:\n%s", n, logs.String())
 	}
 }
 
