@@ -344,7 +344,7 @@ func (a *Agent) session(ctx context.Context, d *device, creds enrol.Credentials)
 		return false, fmt.Errorf("agent: %w", err)
 	}
 	a.log.Info("agent identity", "device", d.id, "hub_id", creds.HubID, "mqtt", brokerURL)
-	bc := bus.Config{URL: brokerURL, TLS: brokerTLS, ClientID: d.id, Username: d.id, Password: creds.Password, KeepAlive: cfg.KeepAlive, Logger: a.log}
+	bc := bus.Config{URL: brokerURL, TLS: brokerTLS, ClientID: d.id, Username: d.id, Password: creds.Password, KeepAlive: cfg.KeepAlive, Logger: a.log.With("component", "bus")}
 	pres.Configure(&bc)
 	client, err := bus.New(bc)
 	if err != nil {

@@ -138,7 +138,7 @@ func (p *parts) openBus() error {
 		return fmt.Errorf("hub: %w", err)
 	}
 	cfg := p.broker.busCfg
-	cfg.Logger = p.log
+	cfg.Logger = p.log.With("component", "bus")
 	// Registrations and statuses arrive in bursts (a hub restart with every
 	// agent reconnecting, an external broker replaying retained messages):
 	// queue generously rather than drop.

@@ -325,7 +325,7 @@ func New(cfg Config) (*Client, error) {
 		cfg:         cfg,
 		broker:      broker,
 		useTLS:      useTLS,
-		log:         logger.With("component", "bus", "client_id", cfg.ClientID),
+		log:         logger.With("client_id", cfg.ClientID),
 		subs:        make(map[string]*subscription),
 		connectedCh: make(chan struct{}),
 		done:        make(chan struct{}),
