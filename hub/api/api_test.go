@@ -29,6 +29,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/alicia-home/alicia/hub/command"
+	"github.com/alicia-home/alicia/hub/enrol"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/integrations"
@@ -198,6 +199,18 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	issue := func(id string, pub ed25519.PublicKey) ([]byte, error) {
+		c, err := ca.IssueClient(id, pub, clk.Now())
+		if err != nil {
+			return nil, err
+		}
+		return c.Raw, nil
+	}
+	enr, err := enrol.New(enrol.Config{Devices: reg, Tokens: toks, Accounts: h.accounts, IssueCertificate: issue, CAFingerprint: h.fp,
+		Window: h.window, Events: h.events, Logger: log})
+	if err != nil {
+		t.Fatal(err)
+	}
 	h.handler, err = New(Config{
 		HubID:         testHubID,
 		CAFingerprint: h.fp,
@@ -209,20 +222,15 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			_, _ = io.WriteString(w, "up 1\n")
 		}),
-		Pairing:      h.window,
-		Commands:     h.commands,
-		Integrations: h.integrations,
-		CAPEM:        []byte("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"),
-		IssueCertificate: func(id string, pub ed25519.PublicKey) ([]byte, error) {
-			c, err := ca.IssueClient(id, pub, clk.Now())
-			if err != nil {
-				return nil, err
-			}
-			return c.Raw, nil
-		},
-		Devices:  reg,
-		Tokens:   toks,
-		Accounts: h.accounts,
+		Pairing:          h.window,
+		Commands:         h.commands,
+		Integrations:     h.integrations,
+		CAPEM:            []byte("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"),
+		IssueCertificate: issue,
+		Devices:          reg,
+		Tokens:           toks,
+		Enrolment:        enr,
+		Accounts:         h.accounts,
 		BrokerURLs: func(r *http.Request) []string {
 			if h.noBroker.Load() {
 				return nil
@@ -424,13 +432,18 @@ var oversize = `{"name":"` + strings.Repeat("x", maxBody) + `"}`
 func TestNewRequiresDependencies(t *testing.T) {
 	h := newHarness(t)
 	urls := func(*http.Request) []string { return nil }
+	enr, err := enrol.New(enrol.Config{Devices: h.reg, Tokens: h.toks})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		cfg  Config
 	}{
-		{"no devices", Config{Tokens: h.toks, BrokerURLs: urls}},
-		{"no tokens", Config{Devices: h.reg, BrokerURLs: urls}},
-		{"no broker URLs", Config{Devices: h.reg, Tokens: h.toks}},
+		{"no devices", Config{Tokens: h.toks, Enrolment: enr, BrokerURLs: urls}},
+		{"no tokens", Config{Devices: h.reg, Enrolment: enr, BrokerURLs: urls}},
+		{"no enrolment", Config{Devices: h.reg, Tokens: h.toks, BrokerURLs: urls}},
+		{"no broker URLs", Config{Devices: h.reg, Tokens: h.toks, Enrolment: enr}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

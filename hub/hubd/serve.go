@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/alicia-home/alicia/hub/api"
+	"github.com/alicia-home/alicia/hub/enrol"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/household"
 	"github.com/alicia-home/alicia/hub/pairing"
@@ -33,11 +34,14 @@ func (p *parts) openAPI() error {
 	if !p.cfg.NoMDNS {
 		p.lan = household.New(household.Config{Types: p.cfg.DiscoverTypes, Logger: p.log.With("component", "household")})
 	}
+	window := &pairing.Window{}
+	enrolCfg := enrol.Config{Devices: p.reg, Tokens: p.toks, IssueCertificate: p.issueCertificate, CAFingerprint: p.ca.Fingerprint(),
+		Window: window, Events: p.events, Logger: p.log.With("component", "enrol")}
 	cfg := api.Config{
 		HubID: p.hubID, Devices: p.reg, Tokens: p.toks, BrokerURLs: p.broker.urls,
 		CAFingerprint: p.ca.Fingerprint(), CAPEM: p.ca.CertPEM(),
 		Discovered: p.discovered, IssueCertificate: p.issueCertificate, Disconnect: p.broker.disconnect,
-		Pairing: &pairing.Window{}, Commands: p.cmds, Metrics: p.mstore, Events: p.events, Health: p.health,
+		Pairing: window, Commands: p.cmds, Metrics: p.mstore, Events: p.events, Health: p.health,
 		Prometheus: p.prometheus(), Logger: p.log.With("component", "api"),
 	}
 	// Integration accounts live in the embedded broker; with an external
@@ -46,8 +50,13 @@ func (p *parts) openAPI() error {
 	if p.broker.brk != nil {
 		cfg.Integrations = p.accts
 	} else {
-		cfg.Accounts = p.dynsec
+		cfg.Accounts, enrolCfg.Accounts = p.dynsec, p.dynsec
 	}
+	enrolment, err := enrol.New(enrolCfg)
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	cfg.Enrolment = enrolment
 	stopping := make(chan struct{})
 	cfg.Stopping = stopping
 	handler, err := api.New(cfg)
