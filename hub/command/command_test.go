@@ -13,6 +13,7 @@ import (
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 type devices map[string]registry.Device
@@ -24,19 +25,6 @@ func (d devices) Get(id string) (registry.Device, error) {
 	return registry.Device{}, fmt.Errorf("device %s: %w", id, registry.ErrNotFound)
 }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
-}
-
 var hw = &protocol.Hardware{Backend: "sim",
 	Lines: []protocol.HardwareLine{{Name: "GPIO17", Alias: "relay", Direction: protocol.DirOut}, {Name: "GPIO18", PWM: true}, {Name: "GPIO27", Alias: "door", Direction: protocol.DirIn}},
 	I2C:   []string{"1"}, Sensors: []protocol.HardwareSensor{{Name: "temp", Kind: protocol.SensorDS18B20, Bus: "w1", Device: "28-1"}}}
@@ -45,7 +33,7 @@ type env struct {
 	t    *testing.T
 	dir  string
 	db   *store.DB
-	clk  *clock
+	clk  *testkit.Clock
 	devs devices
 	s    *Service
 	// events is the event stream Run watches.
@@ -57,7 +45,7 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
-	e := &env{t: t, dir: t.TempDir(), clk: &clock{t: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)}, events: events.New(0, nil), devs: devices{
+	e := &env{t: t, dir: t.TempDir(), clk: testkit.NewClock(time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)), events: events.New(0, nil), devs: devices{
 		"dev-a": {ID: "dev-a", Status: registry.StatusOnline, Hardware: hw},
 		"dev-b": {ID: "dev-b", Status: registry.StatusOffline, Hardware: hw},
 		"dev-c": {ID: "dev-c", Status: registry.StatusOnline},

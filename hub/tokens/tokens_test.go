@@ -12,26 +12,10 @@ import (
 
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/store"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
 
 // openDB opens a real store in dir; t.Cleanup closes it.
 func openDB(t *testing.T, dir string) *store.DB {
@@ -45,9 +29,9 @@ func openDB(t *testing.T, dir string) *store.DB {
 	return db
 }
 
-func newTokens(t *testing.T) (*tokens.Tokens, *store.DB, *clock) {
+func newTokens(t *testing.T) (*tokens.Tokens, *store.DB, *testkit.Clock) {
 	t.Helper()
-	clk := &clock{now: t0}
+	clk := testkit.NewClock(t0)
 	db := openDB(t, t.TempDir())
 	return tokens.New(db, clk.Now), db, clk
 }

@@ -47,8 +47,8 @@ var rules = []rule{
 	}},
 	{"hub packages never import agent or hal", "./hub/...", []string{"periph.io/", mod + "/hal", mod + "/agent"}},
 	{"internal packages never import agent, hub or hal", "./internal/...", []string{mod + "/agent", mod + "/hub", mod + "/hal"}},
-	{"test helpers never reach the binaries", "./agent", []string{mod + "/internal/netnstest", mod + "/internal/mosquittotest"}},
-	{"test helpers never reach the hub binary", "./hub", []string{mod + "/internal/netnstest", mod + "/internal/mosquittotest"}},
+	{"test helpers never reach the binaries", "./agent", []string{mod + "/internal/netnstest", mod + "/internal/mosquittotest", mod + "/internal/testkit"}},
+	{"test helpers never reach the hub binary", "./hub", []string{mod + "/internal/netnstest", mod + "/internal/mosquittotest", mod + "/internal/testkit"}},
 	{"hal never imports hub or agent", "./hal/...", []string{mod + "/hub", mod + "/agent", "github.com/mochi-mqtt/", "github.com/dgraph-io/"}},
 	// The agent's parts are wired by agentd alone: none reaches the root or
 	// another part.
