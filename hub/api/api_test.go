@@ -41,6 +41,7 @@ import (
 	"github.com/alicia-home/alicia/internal/pki"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 const (
@@ -50,24 +51,6 @@ const (
 
 // t0 is the harness clock's start.
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// clock is the injected clock of the registry and the tokens.
-type clock struct {
-	mu  sync.Mutex // guards now
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // fakeAccounts records the broker accounts the API provisions and removes.
 type fakeAccounts struct {
@@ -109,7 +92,7 @@ type harness struct {
 	db           *store.DB
 	reg          *registry.Registry
 	toks         *tokens.Tokens
-	clock        *clock
+	clock        *testkit.Clock
 	window       *pairing.Window
 	metrics      *metrics.Store
 	events       *events.Bus
@@ -149,7 +132,7 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 			t.Errorf("close store: %v", err)
 		}
 	})
-	clk := &clock{now: t0}
+	clk := testkit.NewClock(t0)
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
 	reg, err := registry.Open(registry.Config{Now: clk.Now, Logger: log}, db)
 	if err != nil {

@@ -1,12 +1,10 @@
 package ingest
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"math"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,24 +13,8 @@ import (
 	"github.com/alicia-home/alicia/internal/bus"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
-
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Split(strings.TrimSpace(s.b.String()), "\n")
-}
 
 type noResults struct{}
 
@@ -60,7 +42,7 @@ func TestIngestRateLimitPerDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	mi := metrics.NewIngester(ms, metrics.IngesterConfig{QueueLen: 10})
-	var logs syncBuffer
+	var logs testkit.LogBuffer
 	in, err := New(Config{Registry: reg, Metrics: mi, Results: noResults{}, Input: func(string, *protocol.DeviceEvent) {},
 		Rate: 1, Burst: 5, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	if err != nil {
@@ -95,7 +77,7 @@ func TestIngestRateLimitPerDevice(t *testing.T) {
 	if got := in.rejected.Load(); got != 1000 {
 		t.Errorf("rejected = %d, want 1000", got)
 	}
-	if lines := logs.lines(); len(lines) != 2*rejectLogBurst {
+	if lines := logs.Lines(); len(lines) != 2*rejectLogBurst {
 		t.Errorf("%d log lines for %d limited and 1000 rejected messages, want %d (a burst each):\n%s", len(lines), n, 2*rejectLogBurst, strings.Join(lines, "\n"))
 	}
 }
