@@ -134,11 +134,11 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	})
 	clk := testkit.NewClock(t0)
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	reg, err := registry.Open(registry.Config{Now: clk.Now, Logger: log}, db)
+	reg, err := registry.Open(db, registry.Config{Now: clk.Now, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	toks := tokens.New(db, clk.Now)
+	toks := tokens.Open(db, tokens.Config{Now: clk.Now})
 	tokPath := filepath.Join(dir, "admin.token")
 	if _, err := toks.EnsureAdmin(tokPath); err != nil {
 		t.Fatal(err)
@@ -158,17 +158,17 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mon, err := health.New(health.Config{DB: db, Devices: reg.List, Latest: ms.Latest, Now: clk.Now})
+	mon, err := health.Open(db, health.Config{Devices: reg.List, Latest: ms.Latest, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{health: mon, events: events.New(8, clk.Now), metrics: ms, db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}},
 		window: &pairing.Window{Now: clk.Now}, ca: ca, fp: ca.Fingerprint()}
-	h.integrations, err = integrations.Open(db, "", clk.Now)
+	h.integrations, err = integrations.Open(db, integrations.Config{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.commands, err = command.Open(command.Config{Devices: reg, DB: db, Now: clk.Now, Logger: log,
+	h.commands, err = command.Open(db, command.Config{Devices: reg, Now: clk.Now, Logger: log,
 		Publish: func(_ context.Context, dev string, c *protocol.Command) error {
 			if f := h.answer.Load(); f != nil {
 				go func() {

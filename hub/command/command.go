@@ -102,7 +102,6 @@ type Config struct {
 	Devices Devices
 	// Publish sends a command to a device (QoS 1).
 	Publish func(ctx context.Context, device string, c *protocol.Command) error
-	DB      *store.DB
 	// Retention of the audit log. Default DefaultRetention.
 	Retention time.Duration
 	Now       func() time.Time
@@ -124,6 +123,7 @@ type Events interface {
 // Service sends commands and records them. Create it with Open.
 type Service struct {
 	cfg     Config
+	db      *store.DB
 	records store.Keyspace
 	log     *slog.Logger
 
@@ -143,12 +143,12 @@ type live struct {
 	finishing bool          // finish has begun; s.mu guards it
 }
 
-// Open returns a Service whose audit log is in cfg.DB. Commands left
+// Open returns a Service whose audit log is in db. Commands left
 // queued by a previous run are queued again; commands left sent get a
 // final "timeout" (their results, if they come, still update them).
-func Open(cfg Config) (*Service, error) {
-	if cfg.Devices == nil || cfg.Publish == nil || cfg.DB == nil {
-		return nil, errors.New("command: Devices, Publish and DB are required")
+func Open(db *store.DB, cfg Config) (*Service, error) {
+	if db == nil || cfg.Devices == nil || cfg.Publish == nil {
+		return nil, errors.New("command: a store, Devices and Publish are required")
 	}
 	if cfg.Retention <= 0 {
 		cfg.Retention = DefaultRetention
@@ -159,7 +159,7 @@ func Open(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, records: cfg.DB.Keyspace("commands"), log: cfg.Logger, live: map[string]*live{}}
+	s := &Service{cfg: cfg, db: db, records: db.Keyspace("commands"), log: cfg.Logger, live: map[string]*live{}}
 	if cfg.Events != nil {
 		_, s.sub = cfg.Events.Subscribe(0)
 	}
@@ -195,7 +195,7 @@ func (s *Service) put(r Record) error {
 	if err != nil {
 		return err
 	}
-	return s.cfg.DB.Update(func(tx *store.Tx) error {
+	return s.db.Update(func(tx *store.Tx) error {
 		return tx.PutTTL(s.records, r.Device+"/"+r.ID, b, s.cfg.Retention)
 	})
 }

@@ -66,7 +66,7 @@ func (e *env) open() {
 	}
 	e.t.Cleanup(func() { db.Close() })
 	e.db = db
-	s, err := Open(Config{Devices: e.devs, DB: db, Now: e.clk.Now, Events: e.events, OnDone: func(r Record) {
+	s, err := Open(db, Config{Devices: e.devs, Now: e.clk.Now, Events: e.events, OnDone: func(r Record) {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.done = append(e.done, r)

@@ -135,11 +135,9 @@ func (e *env) open() {
 		e.t.Fatalf("store.Open: %v", err)
 	}
 	e.t.Cleanup(func() { db.Close() })
-	cfg := e.cfg
-	cfg.DB = db
-	eng, err := health.New(cfg)
+	eng, err := health.Open(db, e.cfg)
 	if err != nil {
-		e.t.Fatalf("health.New: %v", err)
+		e.t.Fatalf("health.Open: %v", err)
 	}
 	e.db, e.eng = db, eng
 }

@@ -136,17 +136,17 @@ func (p *parts) openState() error {
 	if p.hubID, err = loadOrCreateHubID(db); err != nil {
 		return err
 	}
-	p.toks = tokens.New(db, nil)
+	p.toks = tokens.Open(db, tokens.Config{})
 	if err := p.checkAdminToken(); err != nil {
 		return err
 	}
-	if p.accts, err = integrations.Open(db, cfg.HAPrefix, nil); err != nil {
+	if p.accts, err = integrations.Open(db, integrations.Config{HAPrefix: cfg.HAPrefix}); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
 	ev := events.New(0, nil)
 	p.events = ev
-	p.reg, err = registry.Open(registry.Config{TickInterval: cfg.HeartbeatTimeoutCheck, Logger: p.log.With("component", "registry"),
-		OnChange: func(d registry.Device) { ev.Publish(events.DeviceState, d.ID, deviceState(d)) }}, db)
+	p.reg, err = registry.Open(db, registry.Config{TickInterval: cfg.HeartbeatTimeoutCheck, Logger: p.log.With("component", "registry"),
+		OnChange: func(d registry.Device) { ev.Publish(events.DeviceState, d.ID, deviceState(d)) }})
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}

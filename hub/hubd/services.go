@@ -60,7 +60,7 @@ func (p *parts) publishTo(ctx context.Context, dev string, kind protocol.Kind, v
 // to the event stream.
 func (p *parts) openCommands() error {
 	ev := p.events
-	cmds, err := command.Open(command.Config{Devices: p.reg, DB: p.db, Events: ev, Logger: p.log.With("component", "command"),
+	cmds, err := command.Open(p.db, command.Config{Devices: p.reg, Events: ev, Logger: p.log.With("component", "command"),
 		OnDone: func(r command.Record) { ev.Publish(events.Command, r.Device, r) },
 		Publish: func(ctx context.Context, dev string, c *protocol.Command) error {
 			return p.publishTo(ctx, dev, protocol.KindCommand, c)
@@ -141,7 +141,7 @@ func (p *parts) openHealth() error {
 		p.webhook = hook
 	}
 	ev, hook := p.events, p.webhook
-	mon, err := health.New(health.Config{DB: p.db, Devices: p.reg.List, Latest: p.mstore.Latest, Logger: p.log.With("component", "health"),
+	mon, err := health.Open(p.db, health.Config{Devices: p.reg.List, Latest: p.mstore.Latest, Logger: p.log.With("component", "health"),
 		OnEvent: func(e health.Event) {
 			ev.Publish(e.Type, e.Alert.Device, e.Alert)
 			if hook != nil {

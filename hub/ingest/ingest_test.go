@@ -28,7 +28,7 @@ func TestIngestRateLimitPerDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	reg, err := registry.Open(registry.Config{}, db)
+	reg, err := registry.Open(db, registry.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}

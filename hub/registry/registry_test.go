@@ -50,7 +50,7 @@ func (e *env) open() {
 		e.t.Fatalf("store.Open: %v", err)
 	}
 	e.t.Cleanup(func() { db.Close() })
-	reg, err := registry.Open(e.cfg, db)
+	reg, err := registry.Open(db, e.cfg)
 	if err != nil {
 		e.t.Fatalf("registry.Open: %v", err)
 	}
