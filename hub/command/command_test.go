@@ -259,21 +259,32 @@ func TestRunSendsQueuedWhenDeviceComesOnline(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- e.s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	e.run()
 	// Not for another status, nor for another device.
 	e.events.Publish(events.DeviceState, "dev-b", map[string]string{"status": "offline"})
 	e.events.Publish(events.DeviceState, "dev-a", map[string]string{"status": "online"})
 	e.events.Publish(events.DeviceState, "dev-b", map[string]string{"status": "online"})
+	if pub := e.waitPublished(); len(pub) != 1 || pub[0].ID != r.ID {
+		t.Fatalf("published after the online event: %+v, want the queued command", pub)
+	}
+}
+
+// run runs the Service until the test ends.
+func (e *env) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- e.s.Run(ctx) }()
+	e.t.Cleanup(func() { cancel(); <-done })
+}
+
+// waitPublished waits (10 s at most) until a command is published and
+// returns what was.
+func (e *env) waitPublished() []*protocol.Command {
 	deadline := time.Now().Add(10 * time.Second)
 	for len(e.published()) == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond) // polling for Run to act
 	}
-	if pub := e.published(); len(pub) != 1 || pub[0].ID != r.ID {
-		t.Fatalf("published after the online event: %+v, want the queued command", pub)
-	}
+	return e.published()
 }
 
 // When Run falls behind the event stream (more events than its buffer
@@ -292,15 +303,8 @@ func TestRunCatchesUpAfterFallingBehind(t *testing.T) {
 	for range 1000 { // the online event is lost among them
 		e.events.Publish(events.DeviceState, "dev-x", map[string]string{"status": "offline"})
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error)
-	go func() { done <- e.s.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	deadline := time.Now().Add(10 * time.Second)
-	for len(e.published()) == 0 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond) // polling for Run to act
-	}
-	if pub := e.published(); len(pub) != 1 || pub[0].ID != r.ID {
+	e.run()
+	if pub := e.waitPublished(); len(pub) != 1 || pub[0].ID != r.ID {
 		t.Fatalf("published after falling behind: %+v, want the queued command", pub)
 	}
 }
