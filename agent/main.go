@@ -117,9 +117,14 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// pairing) for as long as it takes, without a start timeout.
 	sdnotify.Ready("running")
 	notifyCtx, stopNotify := context.WithCancel(ctx)
-	defer stopNotify()
-	go sdnotify.Watchdog(notifyCtx, nil, log)
+	watchdog := make(chan struct{})
+	go func() {
+		defer close(watchdog)
+		sdnotify.Watchdog(notifyCtx, nil, log)
+	}()
 	err = a.Run(ctx)
+	stopNotify()
+	<-watchdog
 	sdnotify.Stopping()
 	if errors.Is(err, agentd.ErrNotEnrolled) {
 		// The unit does not restart this exit (RestartPreventExitStatus).

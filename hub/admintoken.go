@@ -75,7 +75,7 @@ func rotateAdminToken(dataDir string) (string, error) {
 		return "", err
 	}
 	path := filepath.Join(dataDir, "admin.token")
-	err = tokens.New(db, nil).RotateAdmin(path)
+	err = tokens.Open(db, tokens.Config{}).RotateAdmin(path)
 	if cerr := db.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("close store: %w", cerr)
 	}

@@ -9,12 +9,14 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 // runningHub is a hub started with run on loopback ports.
 type runningHub struct {
 	httpAddr string
-	log      *syncBuffer
+	log      *testkit.LogBuffer
 	cancel   context.CancelFunc
 	done     chan error
 }
@@ -23,10 +25,10 @@ type runningHub struct {
 func startHub(t *testing.T, dataDir string) *runningHub {
 	t.Helper()
 	ctx, cancel := context.WithCancel(t.Context())
-	h := &runningHub{log: &syncBuffer{}, cancel: cancel, done: make(chan error, 1)}
+	h := &runningHub{log: &testkit.LogBuffer{}, cancel: cancel, done: make(chan error, 1)}
 	go func() {
 		h.done <- run(ctx, []string{"--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0", "--no-mdns"},
-			env(map[string]string{"ALICIA_DATA_DIR": dataDir}), &syncBuffer{}, h.log)
+			env(map[string]string{"ALICIA_DATA_DIR": dataDir}), &testkit.LogBuffer{}, h.log)
 	}()
 	t.Cleanup(func() { h.stop(t) })
 	serving := regexp.MustCompile(`msg="hub serving" .*\bhttp=(\S+)`)
@@ -101,7 +103,7 @@ func TestAdminTokenRotate(t *testing.T) {
 	dataDir := filepath.Join(t.TempDir(), "data")
 	tokenPath := filepath.Join(dataDir, "admin.token")
 	rotate := func(e map[string]string, args ...string) (string, error) {
-		var stdout, stderr syncBuffer
+		var stdout, stderr testkit.LogBuffer
 		err := run(t.Context(), append([]string{"admin-token", "rotate"}, args...), env(e), &stdout, &stderr)
 		return stdout.String(), err
 	}
@@ -190,7 +192,7 @@ func TestAdminTokenRotateErrors(t *testing.T) {
 			for k, v := range tc.env {
 				e[k] = strings.ReplaceAll(v, "DIR", dir)
 			}
-			var stdout, stderr syncBuffer
+			var stdout, stderr testkit.LogBuffer
 			err := run(t.Context(), args, env(e), &stdout, &stderr)
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 				t.Errorf("run(%q) = %v, want an error containing %q", args, err, tc.wantErr)

@@ -17,7 +17,6 @@ import (
 	"strings"
 
 	"github.com/alicia-home/alicia/hub/hubd"
-	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/cliconfig"
 	"github.com/alicia-home/alicia/internal/logging"
@@ -53,7 +52,7 @@ func newFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 	fs.StringVar(&cfg.HAPrefix, "ha-prefix", "homeassistant", "Home Assistant's MQTT discovery `prefix`")
 	fs.BoolVar(&cfg.NoHomeAssistant, "no-homeassistant", false, "do not announce devices to Home Assistant (MQTT discovery)")
 	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "no mDNS: do not announce the hub (agents then need --hub) nor watch the LAN for household services")
-	fs.IntVar(&cfg.MaxSeriesPerDevice, "max-series-per-device", metrics.DefaultMaxSeriesPerDevice, "most metric series the hub keeps per device; new ones past it are refused and alerted on")
+	fs.IntVar(&cfg.MaxSeriesPerDevice, "max-series-per-device", hubd.DefaultMaxSeriesPerDevice, "most metric series the hub keeps per device; new ones past it are refused and alerted on")
 	fs.Float64Var(&cfg.DeviceMsgRate, "device-msg-rate", hubd.DefaultDeviceMsgRate, "most messages a `second` each device may send (bursts of twice that); the rest are dropped and counted")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
@@ -92,8 +91,9 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	// Under systemd (Type=notify): ready once the hub serves, watchdog
 	// pings while it runs, "stopping" when it shuts down.
 	notifyCtx, stopNotify := context.WithCancel(ctx)
-	defer stopNotify()
+	notified := make(chan struct{})
 	go func() {
+		defer close(notified)
 		select {
 		case <-h.Ready():
 			sdnotify.Ready("serving the API on " + cfg.HTTPAddr)
@@ -102,6 +102,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		}
 	}()
 	err = h.Run(ctx)
+	stopNotify()
+	<-notified
 	sdnotify.Stopping()
 	if err == nil {
 		log.Info("alicia-hub stopped")

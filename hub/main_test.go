@@ -11,13 +11,13 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"go.uber.org/goleak"
 
 	"github.com/alicia-home/alicia/internal/buildinfo"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -35,25 +35,6 @@ func writeFile(t *testing.T, name, content string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// syncBuffer is a bytes.Buffer safe for the hub's goroutines to log into
-// while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex // guards b
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 func TestVersion(t *testing.T) {
@@ -122,7 +103,7 @@ func TestRunErrors(t *testing.T) {
 			// A case that wrongly starts the hub ends when ctx does.
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
-			var stdout, stderr syncBuffer
+			var stdout, stderr testkit.LogBuffer
 			err := run(ctx, tc.args, env(e), &stdout, &stderr)
 			if err == nil {
 				t.Fatalf("run(%q) succeeded, want an error", tc.args)
@@ -148,7 +129,7 @@ func TestRunServesUntilCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(t.Context())
 	defer cancel()
 	var stdout bytes.Buffer // only written by --version
-	var stderr syncBuffer
+	var stderr testkit.LogBuffer
 	done := make(chan error, 1)
 	go func() {
 		done <- run(ctx, []string{"--http-addr", "127.0.0.1:0", "--mqtt-addr", "127.0.0.1:0", "--mqtts-addr", "127.0.0.1:0", "--no-mdns", "--pprof-addr", "127.0.0.1:0"},

@@ -1,7 +1,6 @@
 package agentd_test
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"encoding/base64"
 	"encoding/json"
@@ -9,7 +8,6 @@ import (
 	"net/http"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,25 +17,8 @@ import (
 	"github.com/alicia-home/alicia/agent/agentd"
 	"github.com/alicia-home/alicia/internal/identity"
 	"github.com/alicia-home/alicia/internal/pki"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
-
-// logBuffer collects an agent's log for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // readPair decodes and checks a pairing request the way the real hub does,
 // for the hub whose CA is ca.
@@ -97,7 +78,7 @@ func TestPair(t *testing.T) {
 	})
 	dir := filepath.Join(t.TempDir(), "state")
 	credsPath := filepath.Join(dir, "credentials.json")
-	var logs logBuffer
+	var logs testkit.LogBuffer
 	s := start(t, agentd.Config{StateDir: dir, Hub: hub, Pair: true, PairPoll: 5 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	s.waitFor(t, "credentials.json", func() bool { return exists(credsPath) })
 	if err := s.stop(t); err != nil {
@@ -170,7 +151,7 @@ func TestPairRefused(t *testing.T) {
 // TestPairWaitsForTheHub: an unreachable hub is retried, not a failure.
 func TestPairWaitsForTheHub(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "state")
-	var logs logBuffer
+	var logs testkit.LogBuffer
 	s := start(t, agentd.Config{StateDir: dir, Hub: closedAddr(t), Pair: true, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
 	s.waitFor(t, "a retry", func() bool { return strings.Contains(logs.String(), "reaching the hub to pair failed; retrying") })
 	if err := s.stop(t); err != nil {

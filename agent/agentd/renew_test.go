@@ -136,24 +136,3 @@ func TestRenewsByTheHubsClock(t *testing.T) {
 	rn := setupRenewal(t, now, now.Add(pki.ClientValidity*3/4))
 	rn.waitRenewed(t)
 }
-
-// TestFreshCertificateIsNotRenewed: nothing is asked of the hub while the
-// certificate has more than a third of its validity left.
-func TestFreshCertificateIsNotRenewed(t *testing.T) {
-	now := time.Now()
-	rn := setupRenewal(t, now.Add(-24*time.Hour), now)
-	path := filepath.Join(rn.dir, "credentials.json")
-	s := start(t, agentd.Config{StateDir: rn.dir, RenewCheck: 10 * time.Millisecond})
-	// A negative check, so there is no event to wait for: let some twenty
-	// renewal checks (RenewCheck 10ms) pass while the agent runs.
-	time.Sleep(200 * time.Millisecond)
-	if err := s.stop(t); err != nil {
-		t.Fatalf("Run: %v", err)
-	}
-	if n := rn.renewals.Load(); n != 0 {
-		t.Errorf("%d renewals of a fresh certificate, want 0", n)
-	}
-	if got := readCreds(t, path).Certificate; got != certPEM(rn.old) {
-		t.Error("credentials.json changed")
-	}
-}

@@ -6,6 +6,7 @@ import (
 	"math"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/alicia-home/alicia/agent/board"
@@ -97,51 +98,52 @@ func TestSampleSensorsAndLines(t *testing.T) {
 	}
 }
 
+// TestWatchInputsReportsDebouncedEdges runs in a synctest bubble: the
+// 20 ms debounce passes on the bubble's clock, and synctest.Wait says when
+// the watcher waits for an edge.
 func TestWatchInputsReportsDebouncedEdges(t *testing.T) {
-	b, r := newSim(t)
-	ctx, cancel := context.WithCancel(context.Background())
-	events := make(chan protocol.DeviceEvent, 8)
-	done := make(chan struct{})
-	go func() { defer close(done); r.WatchInputs(ctx, func(e protocol.DeviceEvent) { events <- e }) }()
-	defer func() { cancel(); <-done }()
-	want := func(level bool) {
-		t.Helper()
-		select {
-		case e := <-events:
-			if e.Event != protocol.EventGPIOEdge || e.Line != sim.ButtonLine || e.Level == nil || *e.Level != level {
-				t.Errorf("event %+v, want %s level %v", e, sim.ButtonLine, level)
+	synctest.Test(t, func(t *testing.T) {
+		b, r := newSim(t)
+		ctx, cancel := context.WithCancel(context.Background())
+		events := make(chan protocol.DeviceEvent, 8)
+		done := make(chan struct{})
+		go func() { defer close(done); r.WatchInputs(ctx, func(e protocol.DeviceEvent) { events <- e }) }()
+		defer func() { cancel(); <-done }()
+		want := func(level bool) {
+			t.Helper()
+			select {
+			case e := <-events:
+				if e.Event != protocol.EventGPIOEdge || e.Line != sim.ButtonLine || e.Level == nil || *e.Level != level {
+					t.Errorf("event %+v, want %s level %v", e, sim.ButtonLine, level)
+				}
+				if err := e.Validate(); err != nil {
+					t.Error(err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("no event for level %v", level)
 			}
-			if err := e.Validate(); err != nil {
-				t.Error(err)
-			}
-		case <-time.After(5 * time.Second):
-			t.Fatalf("no event for level %v", level)
 		}
-	}
-	// The watcher may not be waiting yet when the first press comes: press
-	// until a press is reported, releasing (and forgetting what that
-	// reports) in between.
-	for attempt := 0; ; attempt++ {
+		// The watcher has read the released level and waits for an edge.
+		synctest.Wait()
+		// A press that bounces for 10 ms (less than the debounce) is one
+		// edge, reported once the line has been still for 20 ms.
+		pressed := time.Now()
 		b.Press()
-		select {
-		case e := <-events:
-			if !*e.Level {
-				goto pressed
-			}
-		case <-time.After(time.Second):
+		time.Sleep(5 * time.Millisecond)
+		b.Release()
+		time.Sleep(5 * time.Millisecond)
+		b.Press()
+		want(false)
+		if d := time.Since(pressed); d != 30*time.Millisecond {
+			t.Errorf("press reported %v after the first contact, want 30ms (10ms of bounce, 20ms of debounce)", d)
 		}
-		if attempt == 5 {
-			t.Fatal("no event for a press")
+		synctest.Wait()
+		if len(events) != 0 {
+			t.Errorf("%d more events for one bouncing press, want none", len(events))
 		}
 		b.Release()
-		time.Sleep(200 * time.Millisecond) // longer than the 20 ms debounce
-		for len(events) > 0 {
-			<-events
-		}
-	}
-pressed:
-	b.Release()
-	want(true)
+		want(true)
+	})
 }
 
 func TestOpenBoard(t *testing.T) {

@@ -49,7 +49,7 @@ func Open(opts Options) (*Outbox, error) {
 		return nil, err
 	}
 	opts = opts.withDefaults()
-	log := opts.Logger.With("component", "outbox")
+	log := opts.Logger // tagged by the composition root
 
 	db, err := openExisting(opts, log)
 	if errors.Is(err, fs.ErrNotExist) {

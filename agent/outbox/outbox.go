@@ -65,8 +65,8 @@ type Options struct {
 	LockTimeout time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
-	// Logger receives warnings (dropped entries, tightened mode); nil
-	// discards them.
+	// Logger receives warnings (dropped entries, tightened mode) as it is:
+	// the caller tags it (component=outbox). nil discards them.
 	Logger *slog.Logger
 }
 

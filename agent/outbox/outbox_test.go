@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"log/slog"
 	"math"
 	"os"
 	"path/filepath"
@@ -16,52 +15,15 @@ import (
 	"github.com/google/go-cmp/cmp"
 	bolt "go.etcd.io/bbolt"
 	"go.uber.org/goleak"
+
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-// fakeClock is an injectable clock.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newClock() *fakeClock {
-	return &fakeClock{t: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
-
-// logBuffer collects log output from several goroutines.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *logBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-func (b *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(b, &slog.HandlerOptions{Level: slog.LevelDebug}))
+// newClock returns the tests' injectable clock.
+func newClock() *testkit.Clock {
+	return testkit.NewClock(time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC))
 }
 
 // mustOpen opens an outbox and closes it when the test ends.
@@ -520,8 +482,8 @@ func TestDamagedEntry(t *testing.T) {
 		if damage(t, path, marker(2)) == 0 {
 			t.Fatal("entry 2 not found in the file")
 		}
-		var logs logBuffer
-		o = mustOpen(t, Options{Path: path, Logger: logs.logger()})
+		var logs testkit.LogBuffer
+		o = mustOpen(t, Options{Path: path, Logger: logs.Logger()})
 		es := all(t, o)
 		if diff := cmp.Diff([]uint64{1, 3}, seqsOf(es)); diff != "" {
 			t.Errorf("seqs after damage (-want +got):\n%s", diff)
@@ -535,8 +497,8 @@ func TestDamagedEntry(t *testing.T) {
 	})
 	t.Run("Pending skips it", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "outbox.db")
-		var logs logBuffer
-		o := mustOpen(t, Options{Path: path, Logger: logs.logger()})
+		var logs testkit.LogBuffer
+		o := mustOpen(t, Options{Path: path, Logger: logs.Logger()})
 		for i := 1; i <= 3; i++ {
 			mustAppend(t, o, marker(i))
 		}
@@ -643,13 +605,18 @@ func TestFileMode(t *testing.T) {
 	if err := os.Chmod(path, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	var logs logBuffer
-	mustOpen(t, Options{Path: path, Logger: logs.logger()})
+	var logs testkit.LogBuffer
+	// The composition root tags the outbox's logger; the outbox adds no
+	// component of its own.
+	mustOpen(t, Options{Path: path, Logger: logs.Logger().With("component", "outbox")})
 	if m := mode(); m != 0o600 {
 		t.Errorf("mode after opening a 0644 file %v, want it tightened to 0600", m)
 	}
 	if !strings.Contains(logs.String(), "tightened file mode") {
 		t.Errorf("no warning about the mode:\n%s", logs.String())
+	}
+	if n := strings.Count(logs.String(), "component="); n != 1 {
+		t.Errorf("the warning carries %d component keys, want the root's one:\n%s", n, logs.String())
 	}
 }
 

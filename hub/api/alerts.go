@@ -2,7 +2,6 @@ package api
 
 import (
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -12,16 +11,32 @@ import (
 	"github.com/alicia-home/alicia/hub/registry"
 )
 
-// Health is the hub's health monitor as the API uses it: alert rules,
-// alerts and device health states.
+// The parts of the health monitor (hub/health) the handlers use:
+type (
+	// ruleBook serves the alert rule routes.
+	ruleBook interface {
+		Rules() []health.Rule
+		Rule(id string) (health.Rule, error)
+		PutRule(r health.Rule) (created bool, err error)
+		DeleteRule(id string) error
+	}
+	// alertLog serves GET /api/v1/alerts.
+	alertLog interface {
+		Active() []health.Alert
+		History(limit int) []health.Alert
+	}
+	// deviceHealth gives the health of each device view.
+	deviceHealth interface {
+		DeviceState(d registry.Device) string
+	}
+)
+
+// Health is the hub's health monitor as the root hands it over: alert
+// rules, alerts and device health states.
 type Health interface {
-	Rules() []health.Rule
-	Rule(id string) (health.Rule, error)
-	PutRule(r health.Rule) (created bool, err error)
-	DeleteRule(id string) error
-	Active() []health.Alert
-	History(limit int) []health.Alert
-	DeviceState(d registry.Device) string
+	ruleBook
+	alertLog
+	deviceHealth
 }
 
 // Alerts answers GET /api/v1/alerts.
@@ -60,17 +75,17 @@ func (s *server) listAlerts(w http.ResponseWriter, r *http.Request) {
 		}
 		return out
 	}
-	writeJSON(w, http.StatusOK, Alerts{Active: keep(s.cfg.Health.Active(), 0), History: keep(s.cfg.Health.History(0), limit)})
+	writeJSON(w, http.StatusOK, Alerts{Active: keep(s.alerts.Active(), 0), History: keep(s.alerts.History(0), limit)})
 }
 
 func (s *server) listRules(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, RuleList{Rules: s.cfg.Health.Rules()})
+	writeJSON(w, http.StatusOK, RuleList{Rules: s.rules.Rules()})
 }
 
 func (s *server) getRule(w http.ResponseWriter, r *http.Request) {
-	rule, err := s.cfg.Health.Rule(r.PathValue("id"))
+	rule, err := s.rules.Rule(r.PathValue("id"))
 	if err != nil {
-		s.ruleError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, rule)
@@ -100,14 +115,14 @@ func (s *server) putRule(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("id: %q in the body differs from %q in the path", rule.ID, id))
 		return
 	}
-	created, err := s.cfg.Health.PutRule(rule)
+	created, err := s.rules.PutRule(rule)
 	if err != nil {
-		s.ruleError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
-	saved, err := s.cfg.Health.Rule(id)
+	saved, err := s.rules.Rule(id)
 	if err != nil {
-		s.ruleError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	status := http.StatusOK
@@ -139,24 +154,9 @@ func checkRuleJSON(body []byte) error {
 }
 
 func (s *server) deleteRule(w http.ResponseWriter, r *http.Request) {
-	if err := s.cfg.Health.DeleteRule(r.PathValue("id")); err != nil {
-		s.ruleError(w, err)
+	if err := s.rules.DeleteRule(r.PathValue("id")); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	w.WriteHeader(http.StatusNoContent)
-}
-
-func (s *server) ruleError(w http.ResponseWriter, err error) {
-	var ve *health.ValidationError
-	switch {
-	case errors.As(err, &ve):
-		writeProblem(w, http.StatusBadRequest, ve.Error())
-	case errors.Is(err, health.ErrInvalid):
-		writeProblem(w, http.StatusBadRequest, err.Error())
-	case errors.Is(err, health.ErrNotFound):
-		writeProblem(w, http.StatusNotFound, err.Error())
-	default:
-		s.log.Error("alert rule", "err", err)
-		writeProblem(w, http.StatusInternalServerError, err.Error())
-	}
 }

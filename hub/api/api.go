@@ -3,11 +3,8 @@ package api
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/rand"
-	"crypto/sha256"
 	_ "embed"
 	"encoding/base64"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alicia-home/alicia/hub/enrol"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/household"
 	"github.com/alicia-home/alicia/hub/metrics"
@@ -28,19 +26,47 @@ import (
 //go:embed openapi.yaml
 var openapiYAML []byte
 
-// Devices is the device registry as the API uses it.
+// Each handler depends on the part of the registry it uses:
+type (
+	// deviceReader serves the device views and the lookups before an
+	// action (metrics, approval, certificate renewal).
+	deviceReader interface {
+		List() []registry.Device
+		Get(id string) (registry.Device, error)
+	}
+	// deviceEditor serves PATCH, DELETE and revoke.
+	deviceEditor interface {
+		Update(id string, p registry.Patch) (registry.Device, error)
+		Delete(id string) error
+		Revoke(id string) (registry.Device, error)
+	}
+	// pairingDecider serves approve and reject.
+	pairingDecider interface {
+		Approve(id string) (registry.Device, error)
+		Reject(id string) (registry.Device, error)
+	}
+	// deviceAuthenticator checks a device's broker password (certificate
+	// renewal).
+	deviceAuthenticator interface {
+		Authenticate(id string, secret []byte) bool
+	}
+)
+
+// Devices is the device registry (hub/registry) as the root hands it
+// over: the union of what the handlers use, each of which keeps only its
+// part.
 type Devices interface {
-	List() []registry.Device
-	Get(id string) (registry.Device, error)
-	Update(id string, p registry.Patch) (registry.Device, error)
-	Delete(id string) error
-	Enroll(id, name string, publicKey, secretHash []byte) (registry.Device, error)
-	Revoke(id string) (registry.Device, error)
-	AddPending(id, name string, publicKey []byte) (registry.Device, error)
-	Approve(id string) (registry.Device, error)
-	Reject(id string) (registry.Device, error)
-	SetSecret(id string, secretHash []byte) (registry.Device, error)
-	Authenticate(id string, secret []byte) bool
+	deviceReader
+	deviceEditor
+	pairingDecider
+	deviceAuthenticator
+}
+
+// Enrolment gives agents their credentials (hub/enrol): enrolment with a
+// join token and pairing. Its errors are *enrol.Error.
+type Enrolment interface {
+	Enrol(ctx context.Context, req enrol.Request) (enrol.Credentials, error)
+	Pair(ctx context.Context, req enrol.PairRequest) (enrol.Paired, error)
 }
 
 // PairingWindow is the hub's pairing window (see hub/pairing).
@@ -50,27 +76,30 @@ type PairingWindow interface {
 	ClosesAt() (time.Time, bool)
 }
 
-// Tokens checks the admin token and creates and consumes join tokens.
+// Tokens checks the admin token and creates join tokens (enrolment checks
+// and uses them up).
 type Tokens interface {
 	CheckAdmin(token string) bool
 	CreateJoin(uses int, ttl time.Duration) (string, tokens.Join, error)
-	CheckJoin(token string) error
-	ConsumeJoin(token string) error
 }
 
-// Accounts gives devices their broker accounts. With the embedded broker
-// the registry itself is the account store and Accounts is a no-op; with an
-// external broker it creates and removes accounts there.
+// Accounts removes the broker accounts of revoked and deleted devices.
+// With the embedded broker the registry itself is the account store and
+// Accounts is a no-op; with an external broker it removes accounts there
+// (hub/enrol creates them).
 type Accounts interface {
-	Provision(ctx context.Context, deviceID, password string) error
 	Remove(ctx context.Context, deviceID string) error
 }
 
 // Config wires the API to the rest of the hub.
 type Config struct {
-	HubID    string
-	Devices  Devices
-	Tokens   Tokens
+	HubID   string
+	Devices Devices
+	Tokens  Tokens
+	// Enrolment serves POST /api/v1/enroll and POST /api/v1/pair.
+	Enrolment Enrolment
+	// Accounts removes the broker accounts of revoked and deleted
+	// devices; nil: none to remove.
 	Accounts Accounts
 	// BrokerURLs returns the broker URLs an agent should use, given the
 	// request it made (agents reach the broker on the host they reached
@@ -81,7 +110,7 @@ type Config struct {
 	// agents so that they can pin it; empty if the hub has no CA.
 	CAFingerprint string
 	// IssueCertificate, if set, issues the device's client certificate
-	// (DER) for its public key; it is returned at enrolment.
+	// (DER) for its public key, at renewal (enrolment has its own).
 	IssueCertificate func(deviceID string, pub ed25519.PublicKey) ([]byte, error)
 	// Discovered lists the household services seen on the LAN; nil when
 	// LAN discovery is off.
@@ -121,14 +150,26 @@ type Config struct {
 }
 
 type server struct {
+	// cfg is the configuration without Devices and Health: the handlers
+	// use the parts of them below.
 	cfg Config
 	log *slog.Logger
+
+	devices   deviceReader
+	edits     deviceEditor
+	decisions pairingDecider
+	devAuth   deviceAuthenticator
+	enrolment Enrolment
+
+	rules    ruleBook     // nil without Health
+	alerts   alertLog     // nil without Health
+	healthOf deviceHealth // nil without Health
 }
 
 // New returns the hub's HTTP handler.
 func New(cfg Config) (http.Handler, error) {
-	if cfg.Devices == nil || cfg.Tokens == nil || cfg.BrokerURLs == nil {
-		return nil, errors.New("api: Devices, Tokens and BrokerURLs are required")
+	if cfg.Devices == nil || cfg.Tokens == nil || cfg.Enrolment == nil || cfg.BrokerURLs == nil {
+		return nil, errors.New("api: Devices, Tokens, Enrolment and BrokerURLs are required")
 	}
 	if cfg.Accounts == nil {
 		cfg.Accounts = noAccounts{}
@@ -151,11 +192,21 @@ func New(cfg Config) (http.Handler, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &server{cfg: cfg, log: cfg.Logger}
+	s := &server{cfg: cfg, log: cfg.Logger, devices: cfg.Devices, edits: cfg.Devices, decisions: cfg.Devices, devAuth: cfg.Devices, enrolment: cfg.Enrolment}
+	if cfg.Health != nil {
+		s.rules, s.alerts, s.healthOf = cfg.Health, cfg.Health, cfg.Health
+	}
+	s.cfg.Devices, s.cfg.Health = nil, nil
+	return router{s.routes()}, nil
+}
+
+// routes registers every route; the package doc lists them (doc_test.go
+// checks).
+func (s *server) routes() *http.ServeMux {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", s.healthz)
-	if cfg.Prometheus != nil {
-		mux.Handle("GET /metrics", s.scrape(cfg.Prometheus))
+	if s.cfg.Prometheus != nil {
+		mux.Handle("GET /metrics", s.scrape(s.cfg.Prometheus))
 	}
 	mux.HandleFunc("GET /api/v1/openapi.yaml", s.openapi)
 	mux.HandleFunc("GET /api/v1/bootstrap", s.bootstrap)
@@ -177,24 +228,24 @@ func New(cfg Config) (http.Handler, error) {
 	mux.Handle("POST /api/v1/join-tokens", s.admin(s.createJoinToken))
 	mux.Handle("GET /api/v1/discovered", s.admin(s.discovered))
 	mux.Handle("GET /api/v1/events", s.admin(s.streamEvents))
-	if cfg.Health != nil {
+	if s.rules != nil {
 		mux.Handle("GET /api/v1/alerts", s.admin(s.listAlerts))
 		mux.Handle("GET /api/v1/alerts/rules", s.admin(s.listRules))
 		mux.Handle("GET /api/v1/alerts/rules/{id}", s.admin(s.getRule))
 		mux.Handle("PUT /api/v1/alerts/rules/{id}", s.admin(s.putRule))
 		mux.Handle("DELETE /api/v1/alerts/rules/{id}", s.admin(s.deleteRule))
 	}
-	if cfg.Integrations != nil {
+	if s.cfg.Integrations != nil {
 		mux.Handle("POST /api/v1/integrations", s.admin(s.createIntegration))
 		mux.Handle("GET /api/v1/integrations", s.admin(s.listIntegrations))
 		mux.Handle("DELETE /api/v1/integrations/{name}", s.admin(s.deleteIntegration))
 	}
-	if cfg.Commands != nil {
+	if s.cfg.Commands != nil {
 		mux.Handle("POST /api/v1/devices/{id}/commands", s.admin(s.postCommand))
 		mux.Handle("GET /api/v1/devices/{id}/commands/{cid}", s.admin(s.getCommand))
 		mux.Handle("GET /api/v1/audit", s.admin(s.listAudit))
 	}
-	return router{mux}, nil
+	return mux
 }
 
 // router answers what its mux routes, and a problem where the mux would
@@ -253,8 +304,7 @@ func (noMetrics) DeleteDevice(string) error                     { return nil }
 
 type noAccounts struct{}
 
-func (noAccounts) Provision(context.Context, string, string) error { return nil }
-func (noAccounts) Remove(context.Context, string) error            { return nil }
+func (noAccounts) Remove(context.Context, string) error { return nil }
 
 // admin wraps h so that it requires the admin bearer token.
 func (s *server) admin(h http.HandlerFunc) http.Handler {
@@ -357,146 +407,19 @@ func (s *server) enroll(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	// A bad name is refused here, as the registry would, so that it does
-	// not burn a use of the token.
-	pub, ok := checkSigned(w, req.PublicKey, req.Signature, req.Name,
-		func(pub ed25519.PublicKey, sig []byte) bool { return identity.VerifyEnrolment(pub, req.Token, sig) },
-		"signature: not a valid enrolment proof for this token and public key")
-	if !ok {
-		return
-	}
-	secret, fp, err := identity.ParseJoinToken(req.Token)
+	creds, err := s.enrolment.Enrol(r.Context(), enrol.Request{Token: req.Token, PublicKey: req.PublicKey, Name: req.Name, Signature: req.Signature,
+		BrokerURLs: s.cfg.BrokerURLs(r), Remote: r.RemoteAddr})
 	if err != nil {
-		writeProblem(w, http.StatusBadRequest, "token: "+err.Error())
+		s.writeError(w, r, err)
 		return
 	}
-	if fp != "" && fp != s.cfg.CAFingerprint {
-		writeProblem(w, http.StatusForbidden, "this join token was made by another hub (its CA fingerprint differs)")
-		return
-	}
-	// The proof is checked first and the token is only checked here; it is
-	// used up once the broker account exists, so neither a malformed request
-	// nor a broker hiccup burns a use.
-	if err := s.cfg.Tokens.CheckJoin(secret); err != nil {
-		s.joinTokenError(w, r, err)
-		return
-	}
-	id := identity.DeviceID(pub)
-	if _, err := s.cfg.Devices.Get(id); err == nil {
-		// A join token never replaces a known device's credentials: a
-		// replayed enrolment request would otherwise take the device over.
-		writeProblem(w, http.StatusConflict, fmt.Sprintf("device %s is already enrolled: to enrol this key again, delete the device first (DELETE /api/v1/devices/%s)", id, id))
-		return
-	}
-	urls := s.cfg.BrokerURLs(r)
-	if len(urls) == 0 {
-		writeProblem(w, http.StatusServiceUnavailable, noBrokerDetail)
-		return
-	}
-	access, hash, ok := s.newCredentials(w, r, id, pub, urls)
-	if !ok {
-		return
-	}
-	name := req.Name
-	if name == "" {
-		name = id
-	}
-	if _, err := s.cfg.Devices.Enroll(id, name, pub, hash); err != nil {
-		if !errors.Is(err, registry.ErrExists) {
-			// (With ErrExists a concurrent enrolment of the same key won:
-			// the account is the winner's.)
-			s.removeAccount(r, id)
-		}
-		switch {
-		case errors.Is(err, registry.ErrInvalid):
-			writeProblem(w, http.StatusBadRequest, err.Error())
-		case errors.Is(err, registry.ErrExists):
-			writeProblem(w, http.StatusConflict, fmt.Sprintf("device %s is already enrolled", id))
-		default:
-			s.log.Error("enroll", "device", id, "err", err)
-			writeProblem(w, http.StatusInternalServerError, "could not save the device: "+err.Error())
-		}
-		return
-	}
-	// The token is used up last, so that no failure above burns a use.
-	if err := s.cfg.Tokens.ConsumeJoin(secret); err != nil {
-		// Another request used the last use meanwhile: undo.
-		if derr := s.cfg.Devices.Delete(id); derr != nil {
-			s.log.Error("undo enrolment", "device", id, "err", derr)
-		}
-		s.removeAccount(r, id)
-		s.joinTokenError(w, r, err)
-		return
-	}
-	s.log.Info("agent enrolled", "device", id, "name", name, "remote", r.RemoteAddr)
-	s.cfg.Events.Publish(events.DeviceJoined, id, map[string]string{"name": name, "via": "join_token"})
-	writeJSON(w, http.StatusCreated, EnrollResponse{DeviceID: id, HubID: s.cfg.HubID, MQTT: access})
+	writeJSON(w, http.StatusCreated, s.enrollResponse(creds))
 }
 
-// newCredentials issues device id its client certificate and a new broker
-// password, and creates its broker account. It returns the access to hand
-// out once and the password's hash to store; on failure it has answered.
-func (s *server) newCredentials(w http.ResponseWriter, r *http.Request, id string, pub ed25519.PublicKey, urls []string) (MQTTAccess, []byte, bool) {
-	var certPEM string
-	if s.cfg.IssueCertificate != nil {
-		der, err := s.cfg.IssueCertificate(id, pub)
-		if err != nil {
-			s.log.Error("issue client certificate", "device", id, "err", err)
-			writeProblem(w, http.StatusInternalServerError, "could not issue the device's certificate")
-			return MQTTAccess{}, nil, false
-		}
-		certPEM = string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
-	}
-	var pw [32]byte
-	_, _ = rand.Read(pw[:])
-	password := base64.RawURLEncoding.EncodeToString(pw[:])
-	if err := s.cfg.Accounts.Provision(r.Context(), id, password); err != nil {
-		s.log.Error("provision broker account", "device", id, "err", err)
-		writeProblem(w, http.StatusBadGateway, "could not create the device's broker account: "+err.Error())
-		return MQTTAccess{}, nil, false
-	}
-	h := sha256.Sum256([]byte(password))
-	return MQTTAccess{URLs: urls, Username: id, Password: password, Certificate: certPEM}, h[:], true
-}
-
-// removeAccount undoes Accounts.Provision for an enrolment that failed.
-func (s *server) removeAccount(r *http.Request, id string) {
-	if err := s.cfg.Accounts.Remove(r.Context(), id); err != nil {
-		s.log.Error("remove broker account", "device", id, "err", err)
-	}
-}
-
-func (s *server) joinTokenError(w http.ResponseWriter, r *http.Request, err error) {
-	s.log.Warn("enrolment refused", "remote", r.RemoteAddr, "err", err)
-	if errors.Is(err, tokens.ErrInvalid) || errors.Is(err, tokens.ErrExpired) || errors.Is(err, tokens.ErrUsedUp) {
-		writeProblem(w, http.StatusForbidden, "invalid join token (unknown, expired or used up): create a new one with POST /api/v1/join-tokens")
-		return
-	}
-	writeProblem(w, http.StatusServiceUnavailable, "the hub cannot check join tokens right now")
-}
-
-// checkSigned decodes the base64 public key and signature of an enrolment
-// or pairing request, checks the signature with verify and the name (if
-// any) with the registry's rules, and answers 400 naming the field when one
-// is wrong.
-func checkSigned(w http.ResponseWriter, pubB64, sigB64, name string, verify func(ed25519.PublicKey, []byte) bool, badSig string) (ed25519.PublicKey, bool) {
-	pub, err := base64.StdEncoding.DecodeString(pubB64)
-	if err != nil || len(pub) != ed25519.PublicKeySize {
-		writeProblem(w, http.StatusBadRequest, "public_key: want the base64 of a 32-byte Ed25519 public key")
-		return nil, false
-	}
-	sig, err := base64.StdEncoding.DecodeString(sigB64)
-	if err != nil || !verify(pub, sig) {
-		writeProblem(w, http.StatusBadRequest, badSig)
-		return nil, false
-	}
-	if name != "" {
-		if err := registry.ValidateName(name); err != nil {
-			writeProblem(w, http.StatusBadRequest, err.Error())
-			return nil, false
-		}
-	}
-	return pub, true
+// enrollResponse hands a device its credentials.
+func (s *server) enrollResponse(c enrol.Credentials) EnrollResponse {
+	return EnrollResponse{DeviceID: c.DeviceID, HubID: s.cfg.HubID,
+		MQTT: MQTTAccess{URLs: c.BrokerURLs, Username: c.DeviceID, Password: c.Password, Certificate: c.CertificatePEM}}
 }
 
 // JoinTokenRequest is the (optional) body of POST /api/v1/join-tokens.
@@ -536,8 +459,7 @@ func (s *server) createJoinToken(w http.ResponseWriter, r *http.Request) {
 	}
 	tok, j, err := s.cfg.Tokens.CreateJoin(req.Uses, ttl)
 	if err != nil {
-		s.log.Error("create join token", "err", err)
-		writeProblem(w, http.StatusInternalServerError, "could not save the join token: "+err.Error())
+		s.internalError(w, r, fmt.Errorf("save the join token: %w", err))
 		return
 	}
 	writeJSON(w, http.StatusCreated, JoinTokenResponse{Token: identity.FormatJoinToken(tok, s.cfg.CAFingerprint), Uses: j.UsesLeft, ExpiresAt: j.ExpiresAt})
@@ -584,8 +506,8 @@ func (s *server) deviceView(d registry.Device) Device {
 		v.PairingCode = identity.PairingCode(s.cfg.CAFingerprint, d.PublicKey)
 	}
 	switch {
-	case s.cfg.Health != nil:
-		v.Health = s.cfg.Health.DeviceState(d)
+	case s.healthOf != nil:
+		v.Health = s.healthOf.DeviceState(d)
 	case d.Status.Accepted():
 		v.Health = string(d.Status)
 	default:
@@ -601,7 +523,7 @@ func (s *server) deviceView(d registry.Device) Device {
 }
 
 func (s *server) listDevices(w http.ResponseWriter, _ *http.Request) {
-	ds := s.cfg.Devices.List()
+	ds := s.devices.List()
 	out := make([]Device, len(ds))
 	for i, d := range ds {
 		out[i] = s.deviceView(d)
@@ -619,26 +541,14 @@ func deviceID(w http.ResponseWriter, r *http.Request) (string, bool) {
 	return id, true
 }
 
-func (s *server) deviceError(w http.ResponseWriter, err error) {
-	switch {
-	case errors.Is(err, registry.ErrNotFound):
-		writeProblem(w, http.StatusNotFound, err.Error())
-	case errors.Is(err, registry.ErrInvalid):
-		writeProblem(w, http.StatusBadRequest, err.Error())
-	default:
-		s.log.Error("device request", "err", err)
-		writeProblem(w, http.StatusInternalServerError, err.Error())
-	}
-}
-
 func (s *server) getDevice(w http.ResponseWriter, r *http.Request) {
 	id, ok := deviceID(w, r)
 	if !ok {
 		return
 	}
-	d, err := s.cfg.Devices.Get(id)
+	d, err := s.devices.Get(id)
 	if err != nil {
-		s.deviceError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, s.deviceView(d))
@@ -674,9 +584,9 @@ func (s *server) patchDevice(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
-	d, err := s.cfg.Devices.Update(id, p)
+	d, err := s.edits.Update(id, p)
 	if err != nil {
-		s.deviceError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, s.deviceView(d))
@@ -707,9 +617,9 @@ func (s *server) revokeDevice(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	d, err := s.cfg.Devices.Revoke(id)
+	d, err := s.edits.Revoke(id)
 	if err != nil {
-		s.deviceError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	s.cfg.Disconnect(id)
@@ -727,8 +637,8 @@ func (s *server) deleteDevice(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if err := s.cfg.Devices.Delete(id); err != nil {
-		s.deviceError(w, err)
+	if err := s.edits.Delete(id); err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	s.cfg.Disconnect(id)

@@ -29,6 +29,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/alicia-home/alicia/hub/command"
+	"github.com/alicia-home/alicia/hub/enrol"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/integrations"
@@ -40,6 +41,7 @@ import (
 	"github.com/alicia-home/alicia/internal/pki"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 const (
@@ -49,24 +51,6 @@ const (
 
 // t0 is the harness clock's start.
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// clock is the injected clock of the registry and the tokens.
-type clock struct {
-	mu  sync.Mutex // guards now
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
 
 // fakeAccounts records the broker accounts the API provisions and removes.
 type fakeAccounts struct {
@@ -108,7 +92,7 @@ type harness struct {
 	db           *store.DB
 	reg          *registry.Registry
 	toks         *tokens.Tokens
-	clock        *clock
+	clock        *testkit.Clock
 	window       *pairing.Window
 	metrics      *metrics.Store
 	events       *events.Bus
@@ -148,13 +132,13 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 			t.Errorf("close store: %v", err)
 		}
 	})
-	clk := &clock{now: t0}
+	clk := testkit.NewClock(t0)
 	log := slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelDebug}))
-	reg, err := registry.Open(registry.Config{Now: clk.Now, Logger: log}, db)
+	reg, err := registry.Open(db, registry.Config{Now: clk.Now, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	toks := tokens.New(db, clk.Now)
+	toks := tokens.Open(db, tokens.Config{Now: clk.Now})
 	tokPath := filepath.Join(dir, "admin.token")
 	if _, err := toks.EnsureAdmin(tokPath); err != nil {
 		t.Fatal(err)
@@ -174,17 +158,17 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mon, err := health.New(health.Config{DB: db, Devices: reg.List, Latest: ms.Latest, Now: clk.Now})
+	mon, err := health.Open(db, health.Config{Devices: reg.List, Latest: ms.Latest, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h := &harness{health: mon, events: events.New(8, clk.Now), metrics: ms, db: db, reg: reg, toks: toks, clock: clk, admin: strings.TrimSpace(string(b)), accounts: &fakeAccounts{passwords: map[string][]string{}},
 		window: &pairing.Window{Now: clk.Now}, ca: ca, fp: ca.Fingerprint()}
-	h.integrations, err = integrations.Open(db, "", clk.Now)
+	h.integrations, err = integrations.Open(db, integrations.Config{Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.commands, err = command.Open(command.Config{Devices: reg, DB: db, Now: clk.Now, Logger: log,
+	h.commands, err = command.Open(db, command.Config{Devices: reg, Now: clk.Now, Logger: log,
 		Publish: func(_ context.Context, dev string, c *protocol.Command) error {
 			if f := h.answer.Load(); f != nil {
 				go func() {
@@ -195,6 +179,18 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 			}
 			return nil
 		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issue := func(id string, pub ed25519.PublicKey) ([]byte, error) {
+		c, err := ca.IssueClient(id, pub, clk.Now())
+		if err != nil {
+			return nil, err
+		}
+		return c.Raw, nil
+	}
+	enr, err := enrol.New(enrol.Config{Devices: reg, Tokens: toks, Accounts: h.accounts, IssueCertificate: issue, CAFingerprint: h.fp,
+		Window: h.window, Events: h.events, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,20 +205,15 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			_, _ = io.WriteString(w, "up 1\n")
 		}),
-		Pairing:      h.window,
-		Commands:     h.commands,
-		Integrations: h.integrations,
-		CAPEM:        []byte("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"),
-		IssueCertificate: func(id string, pub ed25519.PublicKey) ([]byte, error) {
-			c, err := ca.IssueClient(id, pub, clk.Now())
-			if err != nil {
-				return nil, err
-			}
-			return c.Raw, nil
-		},
-		Devices:  reg,
-		Tokens:   toks,
-		Accounts: h.accounts,
+		Pairing:          h.window,
+		Commands:         h.commands,
+		Integrations:     h.integrations,
+		CAPEM:            []byte("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"),
+		IssueCertificate: issue,
+		Devices:          reg,
+		Tokens:           toks,
+		Enrolment:        enr,
+		Accounts:         h.accounts,
 		BrokerURLs: func(r *http.Request) []string {
 			if h.noBroker.Load() {
 				return nil
@@ -424,13 +415,18 @@ var oversize = `{"name":"` + strings.Repeat("x", maxBody) + `"}`
 func TestNewRequiresDependencies(t *testing.T) {
 	h := newHarness(t)
 	urls := func(*http.Request) []string { return nil }
+	enr, err := enrol.New(enrol.Config{Devices: h.reg, Tokens: h.toks})
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		name string
 		cfg  Config
 	}{
-		{"no devices", Config{Tokens: h.toks, BrokerURLs: urls}},
-		{"no tokens", Config{Devices: h.reg, BrokerURLs: urls}},
-		{"no broker URLs", Config{Devices: h.reg, Tokens: h.toks}},
+		{"no devices", Config{Tokens: h.toks, Enrolment: enr, BrokerURLs: urls}},
+		{"no tokens", Config{Devices: h.reg, Enrolment: enr, BrokerURLs: urls}},
+		{"no enrolment", Config{Devices: h.reg, Tokens: h.toks, BrokerURLs: urls}},
+		{"no broker URLs", Config{Devices: h.reg, Tokens: h.toks, Enrolment: enr}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

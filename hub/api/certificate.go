@@ -3,6 +3,7 @@ package api
 import (
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -27,7 +28,7 @@ func (s *server) renewCertificate(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, password, ok := r.BasicAuth()
-	if !ok || protocol.ValidateID(id) != nil || !s.cfg.Devices.Authenticate(id, []byte(password)) {
+	if !ok || protocol.ValidateID(id) != nil || !s.devAuth.Authenticate(id, []byte(password)) {
 		w.Header().Set("WWW-Authenticate", `Basic realm="alicia-device"`)
 		writeProblem(w, http.StatusUnauthorized, "authenticate as the device: HTTP Basic with its device ID and broker password")
 		return
@@ -36,9 +37,9 @@ func (s *server) renewCertificate(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusServiceUnavailable, noCADetail)
 		return
 	}
-	d, err := s.cfg.Devices.Get(id)
+	d, err := s.devices.Get(id)
 	if err != nil {
-		s.deviceError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	der, err := s.cfg.IssueCertificate(id, d.PublicKey)
@@ -51,6 +52,5 @@ func (s *server) renewCertificate(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	s.log.Error("renew client certificate", "device", id, "err", err)
-	writeProblem(w, http.StatusInternalServerError, "could not issue the device's certificate")
+	s.internalError(w, r, fmt.Errorf("renew the client certificate of %s: %w", id, err))
 }

@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net/http"
 	"strconv"
@@ -80,19 +79,8 @@ func (s *server) postCommand(w http.ResponseWriter, r *http.Request) {
 		Action: req.Action, Params: req.Params, Actor: "admin",
 		Timeout: time.Duration(req.TimeoutMS) * time.Millisecond, QueueTTL: time.Duration(req.QueueTTLMS) * time.Millisecond,
 	})
-	switch {
-	case errors.Is(err, command.ErrNotFound):
-		writeProblem(w, http.StatusNotFound, err.Error())
-		return
-	case errors.Is(err, command.ErrInvalid):
-		writeProblem(w, http.StatusBadRequest, err.Error())
-		return
-	case errors.Is(err, command.ErrOffline):
-		writeProblem(w, http.StatusConflict, err.Error())
-		return
-	case err != nil:
-		s.log.Error("command not sent", "device", id, "err", err)
-		writeProblem(w, http.StatusInternalServerError, "command not sent: "+err.Error())
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	s.log.Info("command", "device", id, "command", rec.ID, "action", rec.Action, "status", rec.Status)
@@ -104,7 +92,8 @@ func (s *server) postCommand(w http.ResponseWriter, r *http.Request) {
 	// request's own context ends the wait if the client goes away.
 	rec, err = s.cfg.Commands.Wait(r.Context(), id, rec.ID)
 	if err != nil {
-		writeProblem(w, http.StatusInternalServerError, err.Error())
+		// The record was just made: failing to read it is the hub's fault.
+		s.internalError(w, r, fmt.Errorf("wait for command %s of %s: %w", rec.ID, id, err))
 		return
 	}
 	writeJSON(w, commandStatus(rec), rec)
@@ -112,12 +101,8 @@ func (s *server) postCommand(w http.ResponseWriter, r *http.Request) {
 
 func (s *server) getCommand(w http.ResponseWriter, r *http.Request) {
 	rec, err := s.cfg.Commands.Get(r.PathValue("id"), r.PathValue("cid"))
-	if errors.Is(err, command.ErrNotFound) {
-		writeProblem(w, http.StatusNotFound, err.Error())
-		return
-	}
 	if err != nil {
-		writeProblem(w, http.StatusInternalServerError, err.Error())
+		s.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, rec)
@@ -144,7 +129,7 @@ func (s *server) listAudit(w http.ResponseWriter, r *http.Request) {
 	}
 	recs, err := s.cfg.Commands.Audit(dev, limit)
 	if err != nil {
-		writeProblem(w, http.StatusInternalServerError, err.Error())
+		s.internalError(w, r, fmt.Errorf("read the audit log: %w", err))
 		return
 	}
 	writeJSON(w, http.StatusOK, AuditList{Commands: recs})

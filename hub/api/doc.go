@@ -1,10 +1,56 @@
-// Package api is the hub's REST API on net/http.ServeMux: health, devices,
-// join tokens, agent enrolment and bootstrap, and the hand-written OpenAPI
-// document (openapi.yaml, embedded and served at /api/v1/openapi.yaml).
+// Package api is the hub's REST API on net/http.ServeMux: the handlers,
+// their application/problem+json errors (RFC 9457), and the hand-written
+// OpenAPI document (openapi.yaml, embedded and served). Only the hub's
+// composition root (hub/hubd) may import it; it wires the small
+// interfaces this package defines (Devices, Tokens, Enrolment, Health,
+// Metrics, Commands, Integrations, PairingWindow, Accounts) to the hub's
+// parts. Each handler keeps only the part of an interface it uses.
 //
-// Errors are application/problem+json (RFC 9457). Every /api/v1 route
-// needs the admin bearer token except the two an agent uses before it has
-// credentials: POST /api/v1/enroll (which needs a join token instead) and
-// GET /api/v1/bootstrap (public facts only). The package defines the small
-// interfaces it consumes; only the hub's composition root wires them.
+// The routes it owns, by what they need (a secret travels only over
+// HTTPS or from this machine: otherwise 403):
+//
+//	nothing
+//	  GET    /healthz
+//	  GET    /api/v1/openapi.yaml
+//	  GET    /api/v1/bootstrap                       hub ID, broker URLs, CA fingerprint, time
+//	  GET    /metrics                                Prometheus exposition (if configured): open
+//	                                                 from this machine, else the admin token
+//	an agent's proof (hub/enrol does the work)
+//	  POST   /api/v1/enroll                          join token: credentials
+//	  POST   /api/v1/pair                            pending, then credentials once approved
+//	  POST   /api/v1/device/certificate              HTTP Basic, the device's broker password
+//	the admin bearer token
+//	  GET    /api/v1/pairing                         the pairing window
+//	  POST   /api/v1/pairing
+//	  DELETE /api/v1/pairing
+//	  GET    /api/v1/devices
+//	  GET    /api/v1/devices/{id}
+//	  PATCH  /api/v1/devices/{id}                    name, labels (JSON merge patch)
+//	  DELETE /api/v1/devices/{id}
+//	  POST   /api/v1/devices/{id}/revoke
+//	  POST   /api/v1/devices/{id}/approve            with the pairing code
+//	  POST   /api/v1/devices/{id}/reject
+//	  GET    /api/v1/devices/{id}/metrics            range query
+//	  GET    /api/v1/devices/{id}/metrics/latest
+//	  POST   /api/v1/join-tokens
+//	  GET    /api/v1/discovered                      household services on the LAN
+//	  GET    /api/v1/events                          Server-Sent Events
+//	  GET    /api/v1/alerts                          with Health only
+//	  GET    /api/v1/alerts/rules
+//	  GET    /api/v1/alerts/rules/{id}
+//	  PUT    /api/v1/alerts/rules/{id}
+//	  DELETE /api/v1/alerts/rules/{id}
+//	  POST   /api/v1/integrations                    with Integrations only
+//	  GET    /api/v1/integrations
+//	  DELETE /api/v1/integrations/{name}
+//	  POST   /api/v1/devices/{id}/commands           with Commands only
+//	  GET    /api/v1/devices/{id}/commands/{cid}
+//	  GET    /api/v1/audit
+//
+// Any other path or method is a 404 or 405 problem. Request bodies are
+// read by one strict decoder (decode.go). The errors of the hub's services
+// are answered by one function (writeError, problem.go) whose table maps
+// each sentinel, and each kind of hub/enrol error, to a status; an error
+// it does not know is the hub's own failure: logged with its text, and
+// answered 500 with a generic detail that never echoes it.
 package api

@@ -15,12 +15,10 @@ import (
 // that proxies and clients see the connection is alive.
 const sseHeartbeat = 15 * time.Second
 
-// streamEvents serves GET /api/v1/events as Server-Sent Events. A client
-// resumes with the Last-Event-ID header (EventSource sends it on
-// reconnect) or ?last_event_id=N; ?type=… (repeatable) filters the types.
-// Each event's data is the JSON of events.Event.
-func (s *server) streamEvents(w http.ResponseWriter, r *http.Request) {
-	var after uint64
+// streamQuery reads where a stream resumes (Last-Event-ID, or
+// ?last_event_id=N) and which event types it wants (?type=…); problem
+// says what is wrong with them, if anything.
+func streamQuery(r *http.Request) (after uint64, types []string, problem string) {
 	last := r.Header.Get("Last-Event-ID")
 	if last == "" {
 		last = r.URL.Query().Get("last_event_id")
@@ -28,18 +26,28 @@ func (s *server) streamEvents(w http.ResponseWriter, r *http.Request) {
 	if last != "" {
 		n, err := strconv.ParseUint(last, 10, 64)
 		if err != nil {
-			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("Last-Event-ID %q: want the id of the last event received", last))
-			return
+			return 0, nil, fmt.Sprintf("Last-Event-ID %q: want the id of the last event received", last)
 		}
 		after = n
 	}
-	types := r.URL.Query()["type"]
-	known := events.Types
+	types = r.URL.Query()["type"]
 	for _, t := range types {
-		if !slices.Contains(known, t) {
-			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("type %q: want one of %v", t, known))
-			return
+		if !slices.Contains(events.Types, t) {
+			return 0, nil, fmt.Sprintf("type %q: want one of %v", t, events.Types)
 		}
+	}
+	return after, types, ""
+}
+
+// streamEvents serves GET /api/v1/events as Server-Sent Events. A client
+// resumes with the Last-Event-ID header (EventSource sends it on
+// reconnect) or ?last_event_id=N; ?type=… (repeatable) filters the types.
+// Each event's data is the JSON of events.Event.
+func (s *server) streamEvents(w http.ResponseWriter, r *http.Request) {
+	after, types, problem := streamQuery(r)
+	if problem != "" {
+		writeProblem(w, http.StatusBadRequest, problem)
+		return
 	}
 	rc := http.NewResponseController(w)
 	w.Header().Set("Content-Type", "text/event-stream")

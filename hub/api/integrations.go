@@ -2,6 +2,7 @@ package api
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"time"
 
@@ -55,15 +56,11 @@ func (s *server) createIntegration(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	acc, password, err := s.cfg.Integrations.Create(req.Name, req.Kind)
-	switch {
-	case errors.Is(err, integrations.ErrInvalid):
-		writeProblem(w, http.StatusBadRequest, err.Error())
-		return
-	case errors.Is(err, integrations.ErrExists):
-		writeProblem(w, http.StatusConflict, err.Error()+" (delete it to issue a new password)")
-		return
-	case err != nil:
-		writeProblem(w, http.StatusInternalServerError, err.Error())
+	if errors.Is(err, integrations.ErrExists) {
+		err = fmt.Errorf("%w (delete it to issue a new password)", err)
+	}
+	if err != nil {
+		s.writeError(w, r, err)
 		return
 	}
 	s.log.Info("integration account created", "name", acc.Name, "kind", acc.Kind)
@@ -84,12 +81,8 @@ func (s *server) listIntegrations(w http.ResponseWriter, _ *http.Request) {
 
 func (s *server) deleteIntegration(w http.ResponseWriter, r *http.Request) {
 	acc, err := s.cfg.Integrations.Delete(r.PathValue("name"))
-	if errors.Is(err, integrations.ErrNotFound) {
-		writeProblem(w, http.StatusNotFound, err.Error())
-		return
-	}
 	if err != nil {
-		writeProblem(w, http.StatusInternalServerError, err.Error())
+		s.writeError(w, r, err)
 		return
 	}
 	s.cfg.Disconnect(acc.Username)

@@ -1,7 +1,6 @@
 package api
 
 import (
-	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -90,13 +89,8 @@ func (s *server) deviceMetrics(w http.ResponseWriter, r *http.Request) {
 		mq.Labels[k] = v
 	}
 	series, err := s.cfg.Metrics.Range(mq)
-	if errors.Is(err, metrics.ErrTooManyPoints) {
-		writeProblem(w, http.StatusUnprocessableEntity, err.Error())
-		return
-	}
 	if err != nil {
-		s.log.Error("metrics range", "device", id, "err", err)
-		writeProblem(w, http.StatusInternalServerError, "could not read the metrics: "+err.Error())
+		s.writeError(w, r, err)
 		return
 	}
 	resp := MetricsRange{From: mq.From, To: mq.To, Series: series}
@@ -122,8 +116,8 @@ func (s *server) knownDevice(w http.ResponseWriter, r *http.Request) (string, bo
 	if !ok {
 		return "", false
 	}
-	if _, err := s.cfg.Devices.Get(id); err != nil {
-		s.deviceError(w, err)
+	if _, err := s.devices.Get(id); err != nil {
+		s.writeError(w, r, err)
 		return "", false
 	}
 	return id, true

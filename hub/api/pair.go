@@ -1,13 +1,12 @@
 package api
 
 import (
-	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"net/http"
 	"time"
 
-	"github.com/alicia-home/alicia/hub/events"
+	"github.com/alicia-home/alicia/hub/enrol"
 	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/identity"
@@ -117,6 +116,7 @@ func (s *server) pair(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusForbidden, insecureDetail)
 		return
 	}
+	// Checked before the body, which a hub without a CA cannot judge.
 	if s.cfg.CAFingerprint == "" {
 		writeProblem(w, http.StatusServiceUnavailable, noCADetail)
 		return
@@ -125,89 +125,16 @@ func (s *server) pair(w http.ResponseWriter, r *http.Request) {
 	if !decodeBody(w, r, &req) {
 		return
 	}
-	pub, ok := checkSigned(w, req.PublicKey, req.Signature, req.Name,
-		func(pub ed25519.PublicKey, sig []byte) bool {
-			return identity.VerifyPairing(pub, s.cfg.CAFingerprint, sig)
-		},
-		"signature: not a valid pairing proof for this public key and this hub's CA fingerprint (an agent that verified another hub signs another fingerprint)")
-	if !ok {
-		return
-	}
-	id := identity.DeviceID(pub)
-	code := identity.PairingCode(s.cfg.CAFingerprint, pub)
-	d, err := s.cfg.Devices.Get(id)
-	if errors.Is(err, registry.ErrNotFound) {
-		if _, open := s.cfg.Pairing.ClosesAt(); !open {
-			writeProblem(w, http.StatusForbidden, "the hub's pairing window is closed: an administrator opens it with POST /api/v1/pairing (for at most 5 minutes), or gives this device a join token")
-			return
-		}
-		name := req.Name
-		if name == "" {
-			name = id
-		}
-		d, err = s.cfg.Devices.AddPending(id, name, pub)
-		switch {
-		case err == nil:
-			s.log.Info("device asks to pair: approve it with the code it shows", "device", id, "name", name, "pairing_code", code, "remote", r.RemoteAddr)
-			s.cfg.Events.Publish(events.DeviceJoined, id, map[string]string{"name": name, "via": "pairing", "pairing_code": code})
-		case errors.Is(err, registry.ErrExists): // a concurrent request of the same key
-			d, err = s.cfg.Devices.Get(id)
-		case errors.Is(err, registry.ErrTooManyPending):
-			writeProblem(w, http.StatusTooManyRequests, fmt.Sprintf("%d devices already wait for approval: approve, reject or delete some first", registry.MaxPending))
-			return
-		case errors.Is(err, registry.ErrInvalid):
-			writeProblem(w, http.StatusBadRequest, err.Error())
-			return
-		}
-	}
-	if err != nil {
-		s.log.Error("pair", "device", id, "err", err)
-		writeProblem(w, http.StatusInternalServerError, "could not look up or save the device: "+err.Error())
-		return
-	}
+	p, err := s.enrolment.Pair(r.Context(), enrol.PairRequest{PublicKey: req.PublicKey, Name: req.Name, Signature: req.Signature,
+		BrokerURLs: s.cfg.BrokerURLs(r), Remote: r.RemoteAddr})
 	switch {
-	case d.Status == registry.StatusPending:
-		writeJSON(w, http.StatusAccepted, PairPending{DeviceID: id, Status: string(d.Status), PairingCode: code})
-	case d.Status == registry.StatusRejected:
-		writeProblem(w, http.StatusForbidden, fmt.Sprintf("an administrator rejected device %s: it may ask again only after it is deleted at the hub", id))
-	case d.Status == registry.StatusRevoked:
-		writeProblem(w, http.StatusForbidden, fmt.Sprintf("device %s is revoked: it may pair again only after it is deleted at the hub", id))
-	case len(d.SecretHash) != 0:
-		writeProblem(w, http.StatusConflict, fmt.Sprintf("device %s already has its credentials (they are handed out once): to pair this key again, delete the device first (DELETE /api/v1/devices/%s)", id, id))
+	case err != nil:
+		s.writeError(w, r, err)
+	case p.Pending:
+		writeJSON(w, http.StatusAccepted, PairPending{DeviceID: p.DeviceID, Status: string(registry.StatusPending), PairingCode: p.Code})
 	default:
-		s.collect(w, r, id, pub)
+		writeJSON(w, http.StatusCreated, s.enrollResponse(p.Credentials))
 	}
-}
-
-// collect hands an approved device its credentials, once.
-func (s *server) collect(w http.ResponseWriter, r *http.Request, id string, pub ed25519.PublicKey) {
-	urls := s.cfg.BrokerURLs(r)
-	if len(urls) == 0 {
-		writeProblem(w, http.StatusServiceUnavailable, noBrokerDetail)
-		return
-	}
-	access, hash, ok := s.newCredentials(w, r, id, pub, urls)
-	if !ok {
-		return
-	}
-	if _, err := s.cfg.Devices.SetSecret(id, hash); err != nil {
-		if !errors.Is(err, registry.ErrExists) {
-			// (With ErrExists a concurrent request won: the account is its.)
-			s.removeAccount(r, id)
-		}
-		switch {
-		case errors.Is(err, registry.ErrExists):
-			writeProblem(w, http.StatusConflict, fmt.Sprintf("device %s already has its credentials", id))
-		case errors.Is(err, registry.ErrNotAccepted), errors.Is(err, registry.ErrNotFound):
-			writeProblem(w, http.StatusForbidden, fmt.Sprintf("device %s is no longer approved", id))
-		default:
-			s.log.Error("pair: save credentials", "device", id, "err", err)
-			writeProblem(w, http.StatusInternalServerError, "could not save the device: "+err.Error())
-		}
-		return
-	}
-	s.log.Info("paired device collected its credentials", "device", id, "remote", r.RemoteAddr)
-	writeJSON(w, http.StatusCreated, EnrollResponse{DeviceID: id, HubID: s.cfg.HubID, MQTT: access})
 }
 
 // ApproveRequest is the body of POST /api/v1/devices/{id}/approve.
@@ -230,9 +157,9 @@ func (s *server) approveDevice(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusBadRequest, "code: required: type the pairing code the device shows in its log")
 		return
 	}
-	d, err := s.cfg.Devices.Get(id)
+	d, err := s.devices.Get(id)
 	if err != nil {
-		s.deviceError(w, err)
+		s.writeError(w, r, err)
 		return
 	}
 	if d.Status != registry.StatusPending {
@@ -244,9 +171,9 @@ func (s *server) approveDevice(w http.ResponseWriter, r *http.Request) {
 		writeProblem(w, http.StatusUnprocessableEntity, "code: does not match this device's pairing code: approve only the device that shows this code (another code means another device, or an agent that reached another hub)")
 		return
 	}
-	d, err = s.cfg.Devices.Approve(id)
+	d, err = s.decisions.Approve(id)
 	if err != nil {
-		s.decisionError(w, id, err)
+		s.writeError(w, r, decisionError(id, err))
 		return
 	}
 	s.log.Info("device approved", "device", id, "name", d.Name)
@@ -258,19 +185,20 @@ func (s *server) rejectDevice(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	d, err := s.cfg.Devices.Reject(id)
+	d, err := s.decisions.Reject(id)
 	if err != nil {
-		s.decisionError(w, id, err)
+		s.writeError(w, r, decisionError(id, err))
 		return
 	}
 	s.log.Info("device rejected", "device", id, "name", d.Name)
 	writeJSON(w, http.StatusOK, s.deviceView(d))
 }
 
-func (s *server) decisionError(w http.ResponseWriter, id string, err error) {
+// decisionError says which device is not pending (registry.ErrNotAccepted
+// answers 409).
+func decisionError(id string, err error) error {
 	if errors.Is(err, registry.ErrNotAccepted) {
-		writeProblem(w, http.StatusConflict, fmt.Sprintf("device %s is not pending: %v", id, err))
-		return
+		return fmt.Errorf("device %s is not pending: %w", id, err)
 	}
-	s.deviceError(w, err)
+	return err
 }

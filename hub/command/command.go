@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
@@ -101,7 +102,6 @@ type Config struct {
 	Devices Devices
 	// Publish sends a command to a device (QoS 1).
 	Publish func(ctx context.Context, device string, c *protocol.Command) error
-	DB      *store.DB
 	// Retention of the audit log. Default DefaultRetention.
 	Retention time.Duration
 	Now       func() time.Time
@@ -109,14 +109,28 @@ type Config struct {
 	// again when a late result updates a timed-out one), outside the
 	// service's lock.
 	OnDone func(Record)
+	// Events, if set, is the hub's event stream: Run sends a device's
+	// queued commands when a device_state event says it came online.
+	Events Events
 	Logger *slog.Logger
+}
+
+// Events is the event stream Run watches for devices coming online.
+type Events interface {
+	Subscribe(after uint64) ([]events.Event, *events.Sub)
 }
 
 // Service sends commands and records them. Create it with Open.
 type Service struct {
 	cfg     Config
+	db      *store.DB
 	records store.Keyspace
 	log     *slog.Logger
+
+	// sub is the subscription to Config.Events, taken in Open so that a
+	// device that comes online before Run starts is not missed; nil
+	// without Events. Only Run reads it.
+	sub *events.Sub
 
 	mu   sync.Mutex
 	live map[string]*live // queued or sent, by command ID
@@ -129,12 +143,12 @@ type live struct {
 	finishing bool          // finish has begun; s.mu guards it
 }
 
-// Open returns a Service whose audit log is in cfg.DB. Commands left
+// Open returns a Service whose audit log is in db. Commands left
 // queued by a previous run are queued again; commands left sent get a
 // final "timeout" (their results, if they come, still update them).
-func Open(cfg Config) (*Service, error) {
-	if cfg.Devices == nil || cfg.Publish == nil || cfg.DB == nil {
-		return nil, errors.New("command: Devices, Publish and DB are required")
+func Open(db *store.DB, cfg Config) (*Service, error) {
+	if db == nil || cfg.Devices == nil || cfg.Publish == nil {
+		return nil, errors.New("command: a store, Devices and Publish are required")
 	}
 	if cfg.Retention <= 0 {
 		cfg.Retention = DefaultRetention
@@ -145,7 +159,10 @@ func Open(cfg Config) (*Service, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Service{cfg: cfg, records: cfg.DB.Keyspace("commands"), log: cfg.Logger, live: map[string]*live{}}
+	s := &Service{cfg: cfg, db: db, records: db.Keyspace("commands"), log: cfg.Logger, live: map[string]*live{}}
+	if cfg.Events != nil {
+		_, s.sub = cfg.Events.Subscribe(0)
+	}
 	var recs []Record
 	err := s.records.Scan(func(key string, val []byte) error {
 		var r Record
@@ -178,7 +195,7 @@ func (s *Service) put(r Record) error {
 	if err != nil {
 		return err
 	}
-	return s.cfg.DB.Update(func(tx *store.Tx) error {
+	return s.db.Update(func(tx *store.Tx) error {
 		return tx.PutTTL(s.records, r.Device+"/"+r.ID, b, s.cfg.Retention)
 	})
 }
@@ -477,16 +494,67 @@ func (s *Service) Tick(now time.Time) {
 	}
 }
 
-// Run times out and expires commands until ctx is done.
+// Run times out and expires commands, and sends a device its queued
+// commands when the event stream says it came online, until ctx is done.
 func (s *Service) Run(ctx context.Context) error {
 	t := time.NewTicker(250 * time.Millisecond)
 	defer t.Stop()
+	var online <-chan events.Event // nil without Events: never ready
+	if s.sub != nil {
+		online = s.sub.C
+	}
+	defer func() {
+		if s.sub != nil {
+			s.sub.Close()
+		}
+	}()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+			s.Tick(s.cfg.Now())
+		case e, ok := <-online:
+			if !ok {
+				// Fell behind: resubscribe, then send what is queued for
+				// devices online now (some came online unseen).
+				_, s.sub = s.cfg.Events.Subscribe(0)
+				online = s.sub.C
+				s.sendQueuedToOnline(ctx)
+				continue
+			}
+			if cameOnline(e) {
+				s.DeviceOnline(ctx, e.Device)
+			}
 		}
-		s.Tick(s.cfg.Now())
 	}
+}
+
+// sendQueuedToOnline sends the queued commands of every device that is
+// online now.
+func (s *Service) sendQueuedToOnline(ctx context.Context) {
+	s.mu.Lock()
+	devs := map[string]bool{}
+	for _, l := range s.live {
+		if l.rec.Status == StatusQueued {
+			devs[l.rec.Device] = true
+		}
+	}
+	s.mu.Unlock()
+	for dev := range devs {
+		if d, err := s.cfg.Devices.Get(dev); err == nil && d.Status == registry.StatusOnline {
+			s.DeviceOnline(ctx, dev)
+		}
+	}
+}
+
+// cameOnline reports whether e says a device is now online.
+func cameOnline(e events.Event) bool {
+	if e.Type != events.DeviceState {
+		return false
+	}
+	var d struct {
+		Status string `json:"status"`
+	}
+	return json.Unmarshal(e.Data, &d) == nil && d.Status == string(registry.StatusOnline)
 }

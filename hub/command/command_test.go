@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 type devices map[string]registry.Device
@@ -23,19 +25,6 @@ func (d devices) Get(id string) (registry.Device, error) {
 	return registry.Device{}, fmt.Errorf("device %s: %w", id, registry.ErrNotFound)
 }
 
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = c.t.Add(d)
-	return c.t
-}
-
 var hw = &protocol.Hardware{Backend: "sim",
 	Lines: []protocol.HardwareLine{{Name: "GPIO17", Alias: "relay", Direction: protocol.DirOut}, {Name: "GPIO18", PWM: true}, {Name: "GPIO27", Alias: "door", Direction: protocol.DirIn}},
 	I2C:   []string{"1"}, Sensors: []protocol.HardwareSensor{{Name: "temp", Kind: protocol.SensorDS18B20, Bus: "w1", Device: "28-1"}}}
@@ -44,9 +33,11 @@ type env struct {
 	t    *testing.T
 	dir  string
 	db   *store.DB
-	clk  *clock
+	clk  *testkit.Clock
 	devs devices
 	s    *Service
+	// events is the event stream Run watches.
+	events *events.Bus
 
 	mu   sync.Mutex
 	sent []*protocol.Command
@@ -54,7 +45,7 @@ type env struct {
 }
 
 func newEnv(t *testing.T) *env {
-	e := &env{t: t, dir: t.TempDir(), clk: &clock{t: time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)}, devs: devices{
+	e := &env{t: t, dir: t.TempDir(), clk: testkit.NewClock(time.Date(2026, 11, 27, 8, 0, 0, 0, time.UTC)), events: events.New(0, nil), devs: devices{
 		"dev-a": {ID: "dev-a", Status: registry.StatusOnline, Hardware: hw},
 		"dev-b": {ID: "dev-b", Status: registry.StatusOffline, Hardware: hw},
 		"dev-c": {ID: "dev-c", Status: registry.StatusOnline},
@@ -75,7 +66,7 @@ func (e *env) open() {
 	}
 	e.t.Cleanup(func() { db.Close() })
 	e.db = db
-	s, err := Open(Config{Devices: e.devs, DB: db, Now: e.clk.Now, OnDone: func(r Record) {
+	s, err := Open(db, Config{Devices: e.devs, Now: e.clk.Now, Events: e.events, OnDone: func(r Record) {
 		e.mu.Lock()
 		defer e.mu.Unlock()
 		e.done = append(e.done, r)
@@ -255,6 +246,66 @@ func TestOfflineFailsFastOrQueues(t *testing.T) {
 	}
 	if got, _ := e.s.Get("dev-b", r.ID); got.Status != StatusSent {
 		t.Errorf("after DeviceOnline: %s, want sent", got.Status)
+	}
+}
+
+// Run learns from the event stream that a device came online and sends it
+// its queued commands, in Run's own goroutine.
+func TestRunSendsQueuedWhenDeviceComesOnline(t *testing.T) {
+	e := newEnv(t)
+	q := write("relay")
+	q.QueueTTL = time.Minute
+	r, err := e.s.Submit(context.Background(), "dev-b", q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.run()
+	// Not for another status, nor for another device.
+	e.events.Publish(events.DeviceState, "dev-b", map[string]string{"status": "offline"})
+	e.events.Publish(events.DeviceState, "dev-a", map[string]string{"status": "online"})
+	e.events.Publish(events.DeviceState, "dev-b", map[string]string{"status": "online"})
+	if pub := e.waitPublished(); len(pub) != 1 || pub[0].ID != r.ID {
+		t.Fatalf("published after the online event: %+v, want the queued command", pub)
+	}
+}
+
+// run runs the Service until the test ends.
+func (e *env) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- e.s.Run(ctx) }()
+	e.t.Cleanup(func() { cancel(); <-done })
+}
+
+// waitPublished waits (10 s at most) until a command is published and
+// returns what was.
+func (e *env) waitPublished() []*protocol.Command {
+	deadline := time.Now().Add(10 * time.Second)
+	for len(e.published()) == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond) // polling for Run to act
+	}
+	return e.published()
+}
+
+// When Run falls behind the event stream (more events than its buffer
+// before it reads them), it sends what is queued for devices online now.
+func TestRunCatchesUpAfterFallingBehind(t *testing.T) {
+	e := newEnv(t)
+	q := write("relay")
+	q.QueueTTL = time.Minute
+	r, err := e.s.Submit(context.Background(), "dev-b", q)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := e.devs["dev-b"]
+	d.Status = registry.StatusOnline
+	e.devs["dev-b"] = d
+	for range 1000 { // the online event is lost among them
+		e.events.Publish(events.DeviceState, "dev-x", map[string]string{"status": "offline"})
+	}
+	e.run()
+	if pub := e.waitPublished(); len(pub) != 1 || pub[0].ID != r.ID {
+		t.Fatalf("published after falling behind: %+v, want the queued command", pub)
 	}
 }
 

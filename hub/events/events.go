@@ -10,7 +10,9 @@
 package events
 
 import (
+	"context"
 	"encoding/json"
+	"log/slog"
 	"sync"
 	"time"
 )
@@ -167,4 +169,28 @@ func (b *Bus) Last(n int) []Event {
 		n = len(b.ring)
 	}
 	return append([]Event(nil), b.ring[len(b.ring)-n:]...)
+}
+
+// Forward passes each new event to send, in order, until ctx is done (the
+// hub publishes its stream on MQTT this way). An event send fails for is
+// not retried: the stream's ring and Last-Event-ID are the way to catch
+// up. If Forward falls behind, it logs and goes on with new events.
+func (b *Bus) Forward(ctx context.Context, send func(context.Context, Event) error, log *slog.Logger) {
+	_, sub := b.Subscribe(0)
+	defer func() { sub.Close() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case e, ok := <-sub.C:
+			if !ok {
+				log.Warn("event forwarding fell behind; resuming with new events")
+				_, sub = b.Subscribe(0)
+				continue
+			}
+			if err := send(ctx, e); err != nil && ctx.Err() == nil {
+				log.Debug("event not forwarded", "event", e.Type, "id", e.ID, "err", err)
+			}
+		}
+	}
 }

@@ -1,7 +1,10 @@
 package events
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"testing"
 	"time"
 )
@@ -110,4 +113,50 @@ func TestUnencodableData(t *testing.T) {
 	if string(e.Data) == "" || e.Data[0] != '{' {
 		t.Errorf("data = %s, want an error object", e.Data)
 	}
+}
+
+func TestForward(t *testing.T) {
+	b := New(0, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	got := make(chan Event, 1000)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		b.Forward(ctx, func(_ context.Context, e Event) error {
+			got <- e
+			if e.Device == "d2" {
+				return errors.New("broker down") // logged, not retried
+			}
+			return nil
+		}, slog.New(slog.DiscardHandler))
+	}()
+	// Forward subscribes in its goroutine: publish until it sees one.
+	deadline := time.Now().Add(5 * time.Second)
+	var first Event
+	for first.ID == 0 && time.Now().Before(deadline) {
+		b.Publish(DeviceState, "d0", nil)
+		select {
+		case first = <-got:
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+	b.Publish(DeviceState, "d1", nil)
+	b.Publish(DeviceState, "d2", nil)
+	b.Publish(DeviceState, "d3", nil)
+	var devs []string
+	for len(devs) < 3 {
+		select {
+		case e := <-got:
+			if e.Device != "d0" { // more d0 may still come
+				devs = append(devs, e.Device)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("forwarded %v, want d1 d2 d3", devs)
+		}
+	}
+	if fmt.Sprint(devs) != "[d1 d2 d3]" {
+		t.Errorf("forwarded %v, want [d1 d2 d3] in order", devs)
+	}
+	cancel()
+	<-done
 }

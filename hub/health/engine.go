@@ -31,8 +31,6 @@ const (
 
 // Config configures an Engine.
 type Config struct {
-	// DB stores the rules, the active alerts and the history. Required.
-	DB *store.DB
 	// Devices lists the registry's devices (registry.Registry.List).
 	// Required. Called once per evaluation and by States, outside the
 	// engine's locks.
@@ -73,8 +71,6 @@ type Config struct {
 // Validate reports a missing dependency or a negative setting.
 func (c *Config) Validate() error {
 	switch {
-	case c.DB == nil:
-		return errors.New("health: config: DB is required")
 	case c.Devices == nil:
 		return errors.New("health: config: Devices is required")
 	case c.Latest == nil:
@@ -255,21 +251,24 @@ type histEntry struct {
 	alert Alert
 }
 
-// New loads the rules, the active alerts and the history from cfg.DB.
+// Open loads the rules, the active alerts and the history from db, which
+// keeps them (synced writes).
 // On the first start (the store was never seeded) it stores
 // DefaultRules. It starts no goroutine: call Run.
 //
-// The engine's start is cfg.Now() at New: no absence alert fires before
+// The engine's start is cfg.Now() at Open: no absence alert fires before
 // the rule's For has passed since then, so that a hub restart gives every
 // device time to send again instead of firing "no data" for all of them
 // at once. Alerts that were active when the hub stopped stay active
 // without firing again.
-func New(cfg Config) (*Engine, error) {
+func Open(db *store.DB, cfg Config) (*Engine, error) {
+	if db == nil {
+		return nil, errors.New("health: a store is required")
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	cfg.setDefaults()
-	db := cfg.DB
 	e := &Engine{cfg: cfg, log: cfg.Logger, db: db,
 		rules: db.Keyspace(ksRule), alert: db.Keyspace(ksAlert), hist: db.Keyspace(ksHistory), meta: db.Keyspace(ksMeta),
 		start: cfg.Now(), pending: map[string]pendingState{}, rule: map[string]Rule{}, active: map[string]Alert{}}

@@ -691,17 +691,19 @@ func TestDeviceState(t *testing.T) {
 
 func TestConfigValidate(t *testing.T) {
 	e := newEnvRules(t)
-	ok := health.Config{DB: e.db, Devices: e.src.Devices, Latest: e.src.Latest}
+	ok := health.Config{Devices: e.src.Devices, Latest: e.src.Latest}
+	if _, err := health.Open(nil, ok); err == nil {
+		t.Error("no store: Open succeeded")
+	}
 	for name, change := range map[string]func(*health.Config){
-		"no DB":             func(c *health.Config) { c.DB = nil },
 		"no Devices":        func(c *health.Config) { c.Devices = nil },
 		"no Latest":         func(c *health.Config) { c.Latest = nil },
 		"negative interval": func(c *health.Config) { c.Interval = -time.Second },
 	} {
 		c := ok
 		change(&c)
-		if _, err := health.New(c); err == nil {
-			t.Errorf("%s: New succeeded", name)
+		if _, err := health.Open(e.db, c); err == nil {
+			t.Errorf("%s: Open succeeded", name)
 		}
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/store"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 // TestMain fails the package on leaked goroutines (webhook runs, HTTP
@@ -21,24 +22,6 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // t0 is the start of every test's clock.
 var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// clock is a manual clock for Config.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
 
 // source fakes the registry's device list and the metrics store's latest
 // values.
@@ -100,7 +83,7 @@ func (s *source) sample(dev, name string, labels map[string]string, at time.Time
 type env struct {
 	t   *testing.T
 	dir string
-	clk *clock
+	clk *testkit.Clock
 	src *source
 	cfg health.Config
 	db  *store.DB
@@ -114,7 +97,7 @@ type env struct {
 // Now and OnEvent are filled in).
 func newEnv(t *testing.T, cfg health.Config) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), clk: &clock{now: t0}, src: newSource()}
+	e := &env{t: t, dir: t.TempDir(), clk: testkit.NewClock(t0), src: newSource()}
 	cfg.Devices, cfg.Latest, cfg.Now = e.src.Devices, e.src.Latest, e.clk.Now
 	cfg.OnEvent = func(ev health.Event) {
 		e.mu.Lock()
@@ -152,11 +135,9 @@ func (e *env) open() {
 		e.t.Fatalf("store.Open: %v", err)
 	}
 	e.t.Cleanup(func() { db.Close() })
-	cfg := e.cfg
-	cfg.DB = db
-	eng, err := health.New(cfg)
+	eng, err := health.Open(db, e.cfg)
 	if err != nil {
-		e.t.Fatalf("health.New: %v", err)
+		e.t.Fatalf("health.Open: %v", err)
 	}
 	e.db, e.eng = db, eng
 }

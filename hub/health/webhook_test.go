@@ -4,11 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
@@ -16,31 +19,40 @@ import (
 	"github.com/alicia-home/alicia/hub/health"
 )
 
-// receiver is an HTTP server on loopback that answers with the next of
-// its status codes (the last one repeats) and records the requests.
-type receiver struct {
-	srv *httptest.Server
+// hookURL is where the tests' webhooks post: the receiver answers in
+// memory, so no request leaves the process.
+const hookURL = "http://receiver.test/hook"
 
+// receiver is the webhook's HTTP transport: it answers each request with
+// the next of its status codes (the last one repeats), or with a refused
+// connection while down, and records the requests and when they came (in
+// the test's bubble, where time only passes when every goroutine waits).
+type receiver struct {
 	mu       sync.Mutex
 	statuses []int
+	down     bool
 	bodies   [][]byte
 	types    []string
+	times    []time.Time
 }
 
-func newReceiver(t *testing.T, statuses ...int) *receiver {
-	t.Helper()
-	r := &receiver{statuses: statuses}
-	r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		b, _ := io.ReadAll(req.Body)
-		r.mu.Lock()
-		r.bodies = append(r.bodies, b)
-		r.types = append(r.types, req.Method+" "+req.Header.Get("Content-Type"))
-		code := r.statuses[min(len(r.bodies), len(r.statuses))-1]
-		r.mu.Unlock()
-		w.WriteHeader(code)
-	}))
-	t.Cleanup(r.srv.Close)
-	return r
+func newReceiver(statuses ...int) *receiver { return &receiver{statuses: statuses} }
+
+// RoundTrip implements http.RoundTripper.
+func (r *receiver) RoundTrip(req *http.Request) (*http.Response, error) {
+	b, _ := io.ReadAll(req.Body)
+	req.Body.Close()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.times = append(r.times, time.Now())
+	if r.down {
+		return nil, &net.OpError{Op: "dial", Net: "tcp", Err: syscall.ECONNREFUSED}
+	}
+	r.bodies = append(r.bodies, b)
+	r.types = append(r.types, req.Method+" "+req.Header.Get("Content-Type"))
+	rec := httptest.NewRecorder()
+	rec.WriteHeader(r.statuses[min(len(r.bodies), len(r.statuses))-1])
+	return rec.Result(), nil
 }
 
 func (r *receiver) requests() int {
@@ -49,15 +61,11 @@ func (r *receiver) requests() int {
 	return len(r.bodies)
 }
 
-// startWebhook runs a webhook to url until the test ends.
-func startWebhook(t *testing.T, cfg health.WebhookConfig) *health.Webhook {
+// startWebhook returns a webhook to hookURL that posts through rcv.
+func startWebhook(t *testing.T, rcv *receiver, cfg health.WebhookConfig) *health.Webhook {
 	t.Helper()
-	tr := &http.Transport{}
-	t.Cleanup(tr.CloseIdleConnections)
-	cfg.Client = &http.Client{Transport: tr}
-	if cfg.Backoff == 0 {
-		cfg.Backoff = time.Millisecond
-	}
+	cfg.URL = hookURL
+	cfg.Client = &http.Client{Transport: rcv}
 	w, err := health.NewWebhook(cfg)
 	if err != nil {
 		t.Fatalf("NewWebhook: %v", err)
@@ -78,15 +86,15 @@ func run(t *testing.T, w *health.Webhook) {
 	})
 }
 
-// waitStats polls until the webhook's stats are want, for at most 10 s.
+// waitStats lets 10 s pass in the test's bubble (every backoff the tests
+// provoke ends well within them), waits for the webhook to be idle and
+// checks its stats.
 func waitStats(t *testing.T, w *health.Webhook, want health.WebhookStats) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for w.Stats() != want {
-		if time.Now().After(deadline) {
-			t.Fatalf("Stats = %+v, want %+v", w.Stats(), want)
-		}
-		time.Sleep(5 * time.Millisecond)
+	time.Sleep(10 * time.Second) // the bubble's clock: no real wait
+	synctest.Wait()
+	if got := w.Stats(); got != want {
+		t.Fatalf("Stats = %+v, want %+v", got, want)
 	}
 }
 
@@ -99,115 +107,133 @@ func testEvent() health.Event {
 }
 
 func TestWebhookRetriesServerErrorsThenSucceeds(t *testing.T) {
-	rcv := newReceiver(t, 500, 503, 200)
-	w := startWebhook(t, health.WebhookConfig{URL: rcv.srv.URL + "/hook"})
-	run(t, w)
-	w.Notify(testEvent())
-	waitStats(t, w, health.WebhookStats{Sent: 1, Retries: 2})
-	if n := rcv.requests(); n != 3 {
-		t.Fatalf("requests = %d, want 3", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		rcv := newReceiver(500, 503, 200)
+		w := startWebhook(t, rcv, health.WebhookConfig{})
+		run(t, w)
+		start := time.Now()
+		w.Notify(testEvent())
+		waitStats(t, w, health.WebhookStats{Sent: 1, Retries: 2})
+		if n := rcv.requests(); n != 3 {
+			t.Fatalf("requests = %d, want 3", n)
+		}
+		// The default backoff: one second before the second attempt, then
+		// twice as long.
+		var after []time.Duration
+		for _, at := range rcv.times {
+			after = append(after, at.Sub(start))
+		}
+		if d := cmp.Diff([]time.Duration{0, health.DefaultWebhookBackoff, 3 * health.DefaultWebhookBackoff}, after); d != "" {
+			t.Errorf("attempts after Notify (-want +got):\n%s", d)
+		}
 
-	// Each attempt posted the event as JSON.
-	rcv.mu.Lock()
-	defer rcv.mu.Unlock()
-	for i, b := range rcv.bodies {
-		if rcv.types[i] != "POST application/json" {
-			t.Errorf("request %d: %s, want POST application/json", i, rcv.types[i])
+		// Each attempt posted the event as JSON.
+		rcv.mu.Lock()
+		defer rcv.mu.Unlock()
+		for i, b := range rcv.bodies {
+			if rcv.types[i] != "POST application/json" {
+				t.Errorf("request %d: %s, want POST application/json", i, rcv.types[i])
+			}
+			var got health.Event
+			if err := json.Unmarshal(b, &got); err != nil {
+				t.Fatalf("request %d: body %s: %v", i, b, err)
+			}
+			if diff := cmp.Diff(testEvent(), got); diff != "" {
+				t.Errorf("request %d: event (-want +got):\n%s", i, diff)
+			}
 		}
-		var got health.Event
-		if err := json.Unmarshal(b, &got); err != nil {
-			t.Fatalf("request %d: body %s: %v", i, b, err)
+		for _, field := range []string{`"type":"alert_fired"`, `"fired_at":"2026-03-01T12:00:00Z"`, `"summary":"disk / on garage-pi`} {
+			if !strings.Contains(string(rcv.bodies[0]), field) {
+				t.Errorf("payload %s lacks %s", rcv.bodies[0], field)
+			}
 		}
-		if diff := cmp.Diff(testEvent(), got); diff != "" {
-			t.Errorf("request %d: event (-want +got):\n%s", i, diff)
-		}
-	}
-	for _, field := range []string{`"type":"alert_fired"`, `"fired_at":"2026-03-01T12:00:00Z"`, `"summary":"disk / on garage-pi`} {
-		if !strings.Contains(string(rcv.bodies[0]), field) {
-			t.Errorf("payload %s lacks %s", rcv.bodies[0], field)
-		}
-	}
+	})
 }
 
 func TestWebhookDoesNotRetryClientErrors(t *testing.T) {
-	rcv := newReceiver(t, 400, 200)
-	w := startWebhook(t, health.WebhookConfig{URL: rcv.srv.URL})
-	run(t, w)
-	w.Notify(testEvent())
-	waitStats(t, w, health.WebhookStats{Failed: 1})
-	// The next event goes through: the 400 was not retried.
-	w.Notify(testEvent())
-	waitStats(t, w, health.WebhookStats{Failed: 1, Sent: 1})
-	if n := rcv.requests(); n != 2 {
-		t.Errorf("requests = %d, want 2", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		rcv := newReceiver(400, 200)
+		w := startWebhook(t, rcv, health.WebhookConfig{})
+		run(t, w)
+		w.Notify(testEvent())
+		waitStats(t, w, health.WebhookStats{Failed: 1})
+		// The next event goes through: the 400 was not retried.
+		w.Notify(testEvent())
+		waitStats(t, w, health.WebhookStats{Failed: 1, Sent: 1})
+		if n := rcv.requests(); n != 2 {
+			t.Errorf("requests = %d, want 2", n)
+		}
+	})
 }
 
 func TestWebhookGivesUpAfterMaxAttempts(t *testing.T) {
-	rcv := newReceiver(t, 502)
-	w := startWebhook(t, health.WebhookConfig{URL: rcv.srv.URL, MaxAttempts: 3})
-	run(t, w)
-	w.Notify(testEvent())
-	waitStats(t, w, health.WebhookStats{Failed: 1, Retries: 2})
-	if n := rcv.requests(); n != 3 {
-		t.Errorf("requests = %d, want 3", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		rcv := newReceiver(502)
+		w := startWebhook(t, rcv, health.WebhookConfig{MaxAttempts: 3})
+		run(t, w)
+		w.Notify(testEvent())
+		waitStats(t, w, health.WebhookStats{Failed: 1, Retries: 2})
+		if n := rcv.requests(); n != 3 {
+			t.Errorf("requests = %d, want 3", n)
+		}
+	})
 }
 
 func TestWebhookRetriesNetworkErrors(t *testing.T) {
-	rcv := newReceiver(t, 200)
-	url := rcv.srv.URL
-	rcv.srv.Close() // connection refused from now on
-	w := startWebhook(t, health.WebhookConfig{URL: url, MaxAttempts: 4})
-	run(t, w)
-	w.Notify(testEvent())
-	waitStats(t, w, health.WebhookStats{Failed: 1, Retries: 3})
+	synctest.Test(t, func(t *testing.T) {
+		rcv := newReceiver(200)
+		rcv.down = true // connection refused
+		w := startWebhook(t, rcv, health.WebhookConfig{MaxAttempts: 4})
+		run(t, w)
+		w.Notify(testEvent())
+		waitStats(t, w, health.WebhookStats{Failed: 1, Retries: 3})
+	})
 }
 
 func TestWebhookQueueOverflowDropsAndCounts(t *testing.T) {
-	rcv := newReceiver(t, 204)
-	w := startWebhook(t, health.WebhookConfig{URL: rcv.srv.URL, QueueLen: 2})
-	// Not running yet: the queue fills, and Notify never blocks.
-	for range 5 {
-		w.Notify(testEvent())
-	}
-	if got := w.Stats(); got != (health.WebhookStats{Dropped: 3}) {
-		t.Fatalf("Stats after 5 events in a queue of 2 = %+v, want 3 dropped", got)
-	}
-	run(t, w)
-	waitStats(t, w, health.WebhookStats{Sent: 2, Dropped: 3})
-	if n := rcv.requests(); n != 2 {
-		t.Errorf("requests = %d, want 2", n)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		rcv := newReceiver(204)
+		w := startWebhook(t, rcv, health.WebhookConfig{QueueLen: 2})
+		// Not running yet: the queue fills, and Notify never blocks.
+		for range 5 {
+			w.Notify(testEvent())
+		}
+		if got := w.Stats(); got != (health.WebhookStats{Dropped: 3}) {
+			t.Fatalf("Stats after 5 events in a queue of 2 = %+v, want 3 dropped", got)
+		}
+		run(t, w)
+		waitStats(t, w, health.WebhookStats{Sent: 2, Dropped: 3})
+		if n := rcv.requests(); n != 2 {
+			t.Errorf("requests = %d, want 2", n)
+		}
+	})
 }
 
 func TestWebhookStopsRetryingWhenCancelled(t *testing.T) {
-	rcv := newReceiver(t, 500)
-	w := startWebhook(t, health.WebhookConfig{URL: rcv.srv.URL, Backoff: time.Hour})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx) }()
-	w.Notify(testEvent())
-	deadline := time.Now().Add(10 * time.Second)
-	for rcv.requests() == 0 {
-		if time.Now().After(deadline) {
+	synctest.Test(t, func(t *testing.T) {
+		rcv := newReceiver(500)
+		w := startWebhook(t, rcv, health.WebhookConfig{Backoff: time.Hour})
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- w.Run(ctx) }()
+		w.Notify(testEvent())
+		synctest.Wait() // Run has posted and waits out its backoff
+		if rcv.requests() == 0 {
 			t.Fatal("no request")
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	cancel() // during the hour of backoff
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("Run = %v", err)
+		cancel() // during the hour of backoff
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Run = %v", err)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatal("Run did not return after cancel")
 		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("Run did not return after cancel")
-	}
-	if got := w.Stats(); got.Failed != 0 || got.Sent != 0 {
-		t.Errorf("Stats = %+v, want neither sent nor failed", got)
-	}
+		if got := w.Stats(); got.Failed != 0 || got.Sent != 0 {
+			t.Errorf("Stats = %+v, want neither sent nor failed", got)
+		}
+	})
 }
 
 func TestWebhookConfigValidate(t *testing.T) {

@@ -330,13 +330,13 @@ func TestMetricsRateLimit(t *testing.T) {
 	}
 
 	e.src.sample(kitchenID, "cpu_usage_ratio", map[string]string{"cpu": "total"}, t0.Add(5*time.Second), 0.5)
-	e.clk.Add(5 * time.Second)
+	e.clk.Advance(5 * time.Second)
 	e.b.MetricsUpdated(ctx, kitchenID)
 	if msgs := e.rec.take(); len(msgs) != 0 {
 		t.Fatalf("MetricsUpdated 5s after the last state published %v, want nothing", topics(msgs))
 	}
 
-	e.clk.Add(5 * time.Second)
+	e.clk.Advance(5 * time.Second)
 	e.b.MetricsUpdated(ctx, kitchenID)
 	msgs := e.rec.take()
 	if st := stateOf(t, msgs, kitchenID); st["cpu"] != 50.0 {
@@ -347,7 +347,7 @@ func TestMetricsRateLimit(t *testing.T) {
 	}
 
 	// Nothing new after another interval: the retained state stands.
-	e.clk.Add(time.Minute)
+	e.clk.Advance(time.Minute)
 	e.b.MetricsUpdated(ctx, kitchenID)
 	if msgs := e.rec.take(); len(msgs) != 0 {
 		t.Errorf("unchanged state published again: %v", topics(msgs))
@@ -394,7 +394,7 @@ func TestBirthRepublishes(t *testing.T) {
 		t.Errorf("birth published %v, want config, availability and state of 2 devices", topics(msgs))
 	}
 
-	e.logs.take()
+	e.logs.Take()
 	e.b.HandleMessage(ctx, "homeassistant/status", []byte("offline"))
 	e.b.HandleMessage(ctx, "homeassistant/status", []byte("reboot"))
 	if msgs := e.rec.take(); len(msgs) != 0 {
@@ -471,13 +471,13 @@ func TestSwitchCommand(t *testing.T) {
 		t.Errorf("CommandDone of the same command published %v again", topics(msgs))
 	}
 	// The old sample does not undo the command's level; a newer one wins.
-	e.clk.Add(time.Minute)
+	e.clk.Advance(time.Minute)
 	e.b.MetricsUpdated(ctx, kitchenID)
 	if msgs := e.rec.take(); len(msgs) != 0 {
 		t.Errorf("MetricsUpdated without a new level published %v", topics(msgs))
 	}
 	e.src.sample(kitchenID, "gpio_level", map[string]string{"line": "GPIO17"}, t0.Add(time.Minute), 0)
-	e.clk.Add(time.Minute)
+	e.clk.Advance(time.Minute)
 	e.b.MetricsUpdated(ctx, kitchenID)
 	if st := stateOf(t, e.rec.take(), kitchenID); st["gpio_relay_kitchen"] != 0.0 {
 		t.Errorf("relay state after a newer sample of 0 = %v, want 0", st["gpio_relay_kitchen"])
@@ -498,7 +498,7 @@ func TestSwitchCommandRefused(t *testing.T) {
 	e := newEnv(t, homeassistant.Config{})
 	e.b.AnnounceAll(ctx)
 	e.rec.take()
-	e.logs.take()
+	e.logs.Take()
 	set := func(id, line string) string { return "alicia/v1/ha/" + id + "/" + line + "/set" }
 	tests := []struct {
 		name, topic, payload, log string

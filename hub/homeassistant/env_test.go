@@ -1,7 +1,6 @@
 package homeassistant_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -20,6 +19,7 @@ import (
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/protocol"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 // TestMain fails the package on leaked goroutines: the bridge starts none.
@@ -223,45 +223,6 @@ func (c *commander) take() []commandCall {
 	return calls
 }
 
-// clock is a manual Config.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
-// logBuffer collects the bridge's logs.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-// take returns the logs written since the last call.
-func (l *logBuffer) take() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	s := l.buf.String()
-	l.buf.Reset()
-	return s
-}
-
 // env is a Bridge on fakes: the kitchen (with samples), the garage, a
 // pending and a revoked device.
 type env struct {
@@ -269,15 +230,15 @@ type env struct {
 	src  *source
 	rec  *recorder
 	cmd  *commander
-	clk  *clock
-	logs *logBuffer
+	clk  *testkit.Clock
+	logs *testkit.LogBuffer
 	b    *homeassistant.Bridge
 }
 
 func newEnv(t *testing.T, cfg homeassistant.Config) *env {
 	t.Helper()
 	e := &env{t: t, src: &source{devices: map[string]registry.Device{}, latest: map[string]map[string]metrics.Sample{}},
-		rec: &recorder{}, cmd: &commander{}, clk: &clock{now: t0}, logs: &logBuffer{}}
+		rec: &recorder{}, cmd: &commander{}, clk: testkit.NewClock(t0), logs: &testkit.LogBuffer{}}
 	e.src.put(kitchen())
 	kitchenSamples(e.src)
 	e.src.put(garage())
@@ -346,7 +307,7 @@ func stateOf(t *testing.T, msgs []message, id string) map[string]any {
 // wantLog fails unless the logs since the last call contain want.
 func (e *env) wantLog(want string) {
 	e.t.Helper()
-	if logs := e.logs.take(); !strings.Contains(logs, want) {
+	if logs := e.logs.Take(); !strings.Contains(logs, want) {
 		e.t.Errorf("logs do not contain %q:\n%s", want, logs)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/alicia-home/alicia/hub/health"
+	"github.com/alicia-home/alicia/hub/ingest"
 	"github.com/alicia-home/alicia/hub/metrics"
 )
 
@@ -71,6 +72,12 @@ type Config struct {
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
+
+// Defaults of the per-device limits, for the hub's flags.
+const (
+	DefaultDeviceMsgRate      = ingest.DefaultRate
+	DefaultMaxSeriesPerDevice = metrics.DefaultMaxSeriesPerDevice
+)
 
 const (
 	defaultHTTPAddr  = ":8470"

@@ -72,9 +72,18 @@ type Accounts struct {
 	accounts map[string]Account // by username
 }
 
-// Open loads the accounts from db. haPrefix is Home Assistant's
-// discovery prefix (default "homeassistant").
-func Open(db *store.DB, haPrefix string, now func() time.Time) (*Accounts, error) {
+// Config configures Accounts; its zero value works.
+type Config struct {
+	// HAPrefix is Home Assistant's discovery prefix, which its accounts
+	// may use; default "homeassistant".
+	HAPrefix string
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Open loads the accounts from db.
+func Open(db *store.DB, cfg Config) (*Accounts, error) {
+	haPrefix, now := cfg.HAPrefix, cfg.Now
 	if haPrefix == "" {
 		haPrefix = "homeassistant"
 	}

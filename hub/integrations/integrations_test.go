@@ -17,7 +17,7 @@ func TestAccounts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := Open(db, "", nil)
+	a, err := Open(db, Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -71,7 +71,7 @@ func TestAccounts(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
-	a, err = Open(db, "ha", nil)
+	a, err = Open(db, Config{HAPrefix: "ha"})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 // wide is a batch of n series named <name>_<i> (a device flooding new
@@ -21,7 +22,7 @@ func wide(seq uint64, t time.Time, name string, n int) *protocol.Metrics {
 }
 
 func TestSeriesLimitRefusesNewSeries(t *testing.T) {
-	clk := &clockVar{t: t0}
+	clk := testkit.NewClock(t0)
 	e := newEnv(t, Config{MaxSeriesPerDevice: 10, Now: clk.Now})
 	// dev-a sends 8 series, then 5 more new ones and 2 known: 2 of the new
 	// ones fit.
@@ -71,7 +72,7 @@ func TestSeriesLimitRefusesNewSeries(t *testing.T) {
 }
 
 func TestSeriesLimitEvictsIdleSeries(t *testing.T) {
-	clk := &clockVar{t: t0}
+	clk := testkit.NewClock(t0)
 	e := newEnv(t, Config{MaxSeriesPerDevice: 4, Retention: time.Hour, Now: clk.Now})
 	e.ingest(Batch{"dev-a", wide(1, t0, "old", 4)})
 	// Two days later: the old series had no sample for longer than the
@@ -137,7 +138,7 @@ func TestDeleteDeviceWithManySeries(t *testing.T) {
 }
 
 func TestRollupOfManySeries(t *testing.T) {
-	clk := &clockVar{t: t0}
+	clk := testkit.NewClock(t0)
 	e := newEnv(t, Config{MaxSeriesPerDevice: bigSeries, Now: clk.Now})
 	e.ingest(Batch{"dev-a", wide(1, t0, "s", bigSeries)}, Batch{"dev-b", batch(1, t0, 1)})
 	m, h, err := e.s.Rollup(t0.Add(2 * time.Hour))

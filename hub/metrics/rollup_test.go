@@ -1,26 +1,17 @@
 package metrics
 
 import (
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/alicia-home/alicia/internal/protocol"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
-// clockVar is a settable clock.
-type clockVar struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *clockVar) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clockVar) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
-
 func TestRollups(t *testing.T) {
-	clk := &clockVar{t: t0}
+	clk := testkit.NewClock(t0)
 	e := newEnv(t, Config{Now: clk.Now})
 	// 10:59:00 … 11:01:50 every 10 s, value = seconds since start: three
 	// minutes across an hour boundary.

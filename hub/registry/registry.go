@@ -112,7 +112,7 @@ type entry struct {
 // Open loads the registry from db. Devices that were online when the hub
 // stopped stay online for a grace period of MissedHeartbeats intervals from
 // now, so a hub restart does not mark healthy devices offline.
-func Open(cfg Config, db *store.DB) (*Registry, error) {
+func Open(db *store.DB, cfg Config) (*Registry, error) {
 	cfg.setDefaults()
 	r := &Registry{cfg: cfg, log: cfg.Logger, db: db, ks: db.Keyspace("device"), devices: map[string]*entry{}}
 	now := cfg.Now()

@@ -16,43 +16,17 @@ import (
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 // t0 is the start of every test's clock.
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
 
-// clock is a manual clock for Config.Now.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func newClock() *clock { return &clock{now: t0} }
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Advance(d time.Duration) time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-	return c.now
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
-
 // env is a registry on a real store in a temporary directory.
 type env struct {
 	t   *testing.T
 	dir string
-	clk *clock
+	clk *testkit.Clock
 	cfg registry.Config
 	db  *store.DB
 	reg *registry.Registry
@@ -60,7 +34,7 @@ type env struct {
 
 func newEnv(t *testing.T, cfg registry.Config) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), clk: newClock()}
+	e := &env{t: t, dir: t.TempDir(), clk: testkit.NewClock(t0)}
 	cfg.Now = e.clk.Now
 	e.cfg = cfg
 	e.open()
@@ -76,7 +50,7 @@ func (e *env) open() {
 		e.t.Fatalf("store.Open: %v", err)
 	}
 	e.t.Cleanup(func() { db.Close() })
-	reg, err := registry.Open(e.cfg, db)
+	reg, err := registry.Open(db, e.cfg)
 	if err != nil {
 		e.t.Fatalf("registry.Open: %v", err)
 	}

@@ -48,12 +48,19 @@ type Tokens struct {
 	mu sync.Mutex // serialises read-modify-write of join tokens
 }
 
-// New returns Tokens kept in db. now defaults to time.Now.
-func New(db *store.DB, now func() time.Time) *Tokens {
-	if now == nil {
-		now = time.Now
+// Config configures Tokens; its zero value works.
+type Config struct {
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// Open returns Tokens kept in db (hashes only, synced writes). It reads
+// nothing until a method asks.
+func Open(db *store.DB, cfg Config) *Tokens {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
-	return &Tokens{now: now, ks: db.Keyspace("token")}
+	return &Tokens{now: cfg.Now, ks: db.Keyspace("token")}
 }
 
 func newSecret(prefix string) string {

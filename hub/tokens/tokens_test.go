@@ -12,26 +12,10 @@ import (
 
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/store"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 var t0 = time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = t
-}
 
 // openDB opens a real store in dir; t.Cleanup closes it.
 func openDB(t *testing.T, dir string) *store.DB {
@@ -45,11 +29,11 @@ func openDB(t *testing.T, dir string) *store.DB {
 	return db
 }
 
-func newTokens(t *testing.T) (*tokens.Tokens, *store.DB, *clock) {
+func newTokens(t *testing.T) (*tokens.Tokens, *store.DB, *testkit.Clock) {
 	t.Helper()
-	clk := &clock{now: t0}
+	clk := testkit.NewClock(t0)
 	db := openDB(t, t.TempDir())
-	return tokens.New(db, clk.Now), db, clk
+	return tokens.Open(db, tokens.Config{Now: clk.Now}), db, clk
 }
 
 func readToken(t *testing.T, path string) string {
@@ -134,14 +118,14 @@ func TestEnsureAdminReadoptsFileAfterStoreReset(t *testing.T) {
 	dataDir := t.TempDir()
 	path := filepath.Join(t.TempDir(), "admin.token")
 	db := openDB(t, filepath.Join(dataDir, "db1"))
-	if _, err := tokens.New(db, nil).EnsureAdmin(path); err != nil {
+	if _, err := tokens.Open(db, tokens.Config{}).EnsureAdmin(path); err != nil {
 		t.Fatal(err)
 	}
 	tok := readToken(t, path)
 	before, _ := os.ReadFile(path)
 
 	// A new, empty store (the old one was lost or reset).
-	tk := tokens.New(openDB(t, filepath.Join(dataDir, "db2")), nil)
+	tk := tokens.Open(openDB(t, filepath.Join(dataDir, "db2")), tokens.Config{})
 	if tk.CheckAdmin(tok) {
 		t.Fatal("a fresh store accepts the token before EnsureAdmin")
 	}
@@ -390,17 +374,17 @@ func TestConsumeJoin(t *testing.T) {
 func TestJoinTokensSurviveReopen(t *testing.T) {
 	dir := t.TempDir()
 	db := openDB(t, dir)
-	tok, _, err := tokens.New(db, nil).CreateJoin(2, time.Hour)
+	tok, _, err := tokens.Open(db, tokens.Config{}).CreateJoin(2, time.Hour)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tokens.New(db, nil).ConsumeJoin(tok); err != nil {
+	if err := tokens.Open(db, tokens.Config{}).ConsumeJoin(tok); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.Close(); err != nil {
 		t.Fatal(err)
 	}
-	tk := tokens.New(openDB(t, dir), nil)
+	tk := tokens.Open(openDB(t, dir), tokens.Config{})
 	if err := tk.ConsumeJoin(tok); err != nil {
 		t.Fatalf("last use after reopen: %v", err)
 	}

@@ -2,6 +2,7 @@ package archtest
 
 import (
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -46,9 +47,58 @@ var rules = []rule{
 	}},
 	{"hub packages never import agent or hal", "./hub/...", []string{"periph.io/", mod + "/hal", mod + "/agent"}},
 	{"internal packages never import agent, hub or hal", "./internal/...", []string{mod + "/agent", mod + "/hub", mod + "/hal"}},
-	{"test helpers never reach the binaries", "./agent", []string{mod + "/internal/netnstest", mod + "/internal/mosquittotest"}},
-	{"test helpers never reach the hub binary", "./hub", []string{mod + "/internal/netnstest", mod + "/internal/mosquittotest"}},
+	{"test helpers never reach the binaries", "./agent", []string{mod + "/internal/netnstest", mod + "/internal/mosquittotest", mod + "/internal/testkit"}},
+	{"test helpers never reach the hub binary", "./hub", []string{mod + "/internal/netnstest", mod + "/internal/mosquittotest", mod + "/internal/testkit"}},
 	{"hal never imports hub or agent", "./hal/...", []string{mod + "/hub", mod + "/agent", "github.com/mochi-mqtt/", "github.com/dgraph-io/"}},
+	// The agent's parts are wired by agentd alone: none reaches the root or
+	// another part.
+	{"enrol stands alone", "./agent/enrol", []string{mod + "/agent/agentd", mod + "/agent/presence", mod + "/agent/telemetry"}},
+	{"presence stands alone", "./agent/presence", []string{mod + "/agent/agentd", mod + "/agent/enrol", mod + "/agent/telemetry"}},
+	{"telemetry stands alone", "./agent/telemetry", []string{mod + "/agent/agentd", mod + "/agent/enrol", mod + "/agent/presence"}},
+}
+
+// importers says which packages alone may import a package (test files
+// aside): the parts of a composition root are imported by the root only.
+var importers = map[string][]string{
+	mod + "/agent/agentd":    {mod + "/agent"},
+	mod + "/agent/enrol":     {mod + "/agent/agentd"},
+	mod + "/agent/presence":  {mod + "/agent/agentd"},
+	mod + "/agent/telemetry": {mod + "/agent/agentd"},
+	mod + "/hub/hubd":        {mod + "/hub"},
+	// The hub's components that only its root wires, so that the root
+	// stays the one place that sees every part.
+	mod + "/hub/api":           {mod + "/hub/hubd"},
+	mod + "/hub/brokerauth":    {mod + "/hub/hubd"},
+	mod + "/hub/dynsec":        {mod + "/hub/hubd"},
+	mod + "/hub/homeassistant": {mod + "/hub/hubd"},
+	mod + "/hub/ingest":        {mod + "/hub/hubd"},
+	mod + "/hub/prom":          {mod + "/hub/hubd"},
+	mod + "/hub/sniff":         {mod + "/hub/hubd"},
+}
+
+// TestOnlyTheRootImportsItsParts checks importers against the imports of
+// every package (test files excluded).
+func TestOnlyTheRootImportsItsParts(t *testing.T) {
+	seen := map[string]bool{}
+	for _, line := range goList(t, "-f", "{{.ImportPath}}:{{join .Imports \",\"}}", "./...") {
+		pkg, imports, _ := strings.Cut(line, ":")
+		for _, imp := range strings.Split(imports, ",") {
+			allowed, ruled := importers[imp]
+			if !ruled {
+				continue
+			}
+			seen[imp] = true
+			if !slices.Contains(allowed, pkg) {
+				t.Errorf("%s imports %s, which only %v may import", pkg, imp, allowed)
+			}
+		}
+	}
+	// A rule nobody's import matched is a rule that cannot fire.
+	for pkg := range importers {
+		if !seen[pkg] {
+			t.Errorf("nothing imports %s: the rule for it cannot fire (renamed?)", pkg)
+		}
+	}
 }
 
 func TestImportDirections(t *testing.T) {

@@ -274,9 +274,10 @@ type Client struct {
 	sess        *session      // non-nil while connected with subscriptions re-established
 	connectedCh chan struct{} // closed when sess becomes non-nil; replaced when it becomes nil
 	state       runState
-	runCtx      context.Context // Run's context, for goroutines started after Run began
-	wg          sync.WaitGroup  // workers and OnConnect calls; Add only while state == running
-	done        chan struct{}   // closed when Run returns
+	onConnect   []func(context.Context) // Config.OnConnect, then those added with OnConnect
+	runCtx      context.Context         // Run's context, for goroutines started after Run began
+	wg          sync.WaitGroup          // workers and OnConnect calls; Add only while state == running
+	done        chan struct{}           // closed when Run returns
 }
 
 type runState int
@@ -320,15 +321,35 @@ func New(cfg Config) (*Client, error) {
 		goodbye[i] = cloneMessage(m)
 	}
 	cfg.Goodbye = goodbye
-	return &Client{
+	c := &Client{
 		cfg:         cfg,
 		broker:      broker,
 		useTLS:      useTLS,
-		log:         logger.With("component", "bus", "client_id", cfg.ClientID),
+		log:         logger.With("client_id", cfg.ClientID),
 		subs:        make(map[string]*subscription),
 		connectedCh: make(chan struct{}),
 		done:        make(chan struct{}),
-	}, nil
+	}
+	if cfg.OnConnect != nil {
+		c.onConnect = append(c.onConnect, cfg.OnConnect)
+	}
+	return c, nil
+}
+
+// OnConnect adds f to the functions called after every successful connect
+// and reconnect, as Config.OnConnect is: all of them in turn, in the order
+// they were added (Config.OnConnect first), in one goroutine Run waits
+// for. It lets a component that is built after
+// the client, and uses it, register its own birth messages. Call it
+// before Run: it reports an error once Run has started.
+func (c *Client) OnConnect(f func(ctx context.Context)) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.state != stateIdle {
+		return errors.New("bus: OnConnect after Run started")
+	}
+	c.onConnect = append(c.onConnect, f)
+	return nil
 }
 
 func cloneMessage(m Message) Message {

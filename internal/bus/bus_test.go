@@ -584,3 +584,34 @@ func TestSubscribeRefused(t *testing.T) {
 		t.Errorf("Subscribe granted = %v", err)
 	}
 }
+
+// Hooks added with OnConnect run after every connect, after
+// Config.OnConnect; adding one once Run started is an error.
+func TestOnConnectHooks(t *testing.T) {
+	t.Parallel()
+	b := startBroker(t)
+	cfg := testConfig(t, b.URL(), "hooked", "dev")
+	calls := make(chan string, 4)
+	cfg.OnConnect = func(context.Context) { calls <- "config" }
+	c, err := bus.New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.OnConnect(func(context.Context) { calls <- "added" }); err != nil {
+		t.Fatal(err)
+	}
+	sub := run(t, c)
+	waitConnected(t, sub)
+	got := map[string]bool{}
+	for range 2 {
+		select {
+		case s := <-calls:
+			got[s] = true
+		case <-time.After(5 * time.Second):
+			t.Fatalf("hooks called: %v, want config and added", got)
+		}
+	}
+	if err := c.OnConnect(func(context.Context) {}); err == nil {
+		t.Error("OnConnect after Run started succeeded")
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"math/rand/v2"
 	"net"
 	"net/url"
+	"slices"
 	"sync"
 	"time"
 
@@ -127,8 +128,15 @@ func (c *Client) loop(ctx context.Context) error {
 		attempt = 0
 		c.connects.Add(1)
 		c.log.Info("connected", "broker", c.broker.String(), "subscriptions", c.subscriptionCount())
-		if f := c.cfg.OnConnect; f != nil {
-			c.goOwned(func() { f(ctx) })
+		c.mu.Lock()
+		hooks := slices.Clone(c.onConnect)
+		c.mu.Unlock()
+		if len(hooks) > 0 {
+			c.goOwned(func() {
+				for _, f := range hooks {
+					f(ctx)
+				}
+			})
 		}
 
 		select {

@@ -124,7 +124,7 @@ func NewAnnouncer(a Announcement, log *slog.Logger) (*Announcer, error) {
 		host:     fqdn,
 		ifnames:  ifnames,
 		poll:     poll,
-		log:      log.With("component", "discovery", "instance", a.Instance, "service", ServiceType),
+		log:      log.With("instance", a.Instance, "service", ServiceType),
 	}, nil
 }
 

@@ -91,7 +91,7 @@ func browseWith(ctx context.Context, service string, found func(Candidate), log 
 		found:   found,
 		known:   make(map[string]Candidate),
 		every:   every,
-		log:     log.With("component", "discovery", "service", service),
+		log:     log.With("service", service),
 	}
 	backoff := minBackoff
 	for ctx.Err() == nil {

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -11,8 +9,6 @@ import (
 	"syscall"
 	"testing"
 	"time"
-
-	"github.com/alicia-home/alicia/internal/netnstest"
 )
 
 // BenchmarkAgentStartToOnline measures, on a LAN of network namespaces,
@@ -24,22 +20,11 @@ import (
 // The registry is polled every 20 ms through curl in the hub's namespace,
 // which adds up to about 30 ms to each figure.
 func BenchmarkAgentStartToOnline(b *testing.B) {
-	bin := binaries(b)
-	if _, err := exec.LookPath("curl"); err != nil {
-		missing(b, "curl")
-	}
-	lan := netnstest.New(b)
-	hubHost := lan.AddHost("hub", "198.18.0.1/24")
-	agentHost := lan.AddHost("a1", "198.18.0.11/24")
-	dir := b.TempDir()
-	hubDir := filepath.Join(dir, "hub")
-	ctx, cancel := context.WithCancel(context.Background())
-	b.Cleanup(cancel)
-	hub := hubHost.Command(ctx, filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir)
-	if err := hub.Start(); err != nil {
-		b.Fatal(err)
-	}
-	api := lanAPI(ctx, hubHost, hubDir)
+	l := newLANTest(b)
+	hubHost := l.lan.AddHost("hub", "198.18.0.1/24")
+	agentHost := l.lan.AddHost("a1", "198.18.0.11/24")
+	bin, dir, ctx := l.bin, l.dir, l.ctx
+	api := l.startHub(hubHost).api
 	token := lanJoinToken(b, api, 1000)
 	online := func(name string) bool {
 		out, err := api("GET", "/api/v1/devices", "")

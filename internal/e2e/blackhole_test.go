@@ -1,15 +1,10 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/alicia-home/alicia/internal/netnstest"
 )
 
 const (
@@ -53,45 +48,15 @@ const (
 // towards the hub (the bridge port loses its carrier and forwards
 // nothing).
 func TestLANBlackHole(t *testing.T) {
-	bin := binaries(t)
-	if _, err := exec.LookPath("curl"); err != nil {
-		missing(t, "curl")
-	}
-	lan := netnstest.New(t)
-	hubHost := lan.AddHost("hub", "198.18.0.1/24")
-	agentHost := lan.AddHost("a1", "198.18.0.11/24")
-	dir := t.TempDir()
-	hubDir := filepath.Join(dir, "hub")
+	l := newLANTest(t)
+	hubHost := l.lan.AddHost("hub", "198.18.0.1/24")
+	agentHost := l.lan.AddHost("a1", "198.18.0.11/24")
 
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	hubOut := &logBuffer{}
-	hub := hubHost.Command(ctx, filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir, "--log-level", "debug")
-	hub.Stdout, hub.Stderr = hubOut, hubOut
-	if err := hub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- hub ---\n%s", hubOut)
-		}
-	})
-
-	apiCall := lanAPI(ctx, hubHost, hubDir)
+	apiCall := l.startHub(hubHost, "--log-level", "debug").api
 	token := lanJoinToken(t, apiCall, 1)
 
-	agentOut := &logBuffer{}
-	agent := agentHost.Command(ctx, filepath.Join(bin, "alicia-agent"), "--state-dir", filepath.Join(dir, "a1"),
-		"--join-token", token, "--name", "a1", "--heartbeat", "1s", "--keepalive", blackHoleKeepAlive.String(), "--log-level", "debug")
-	agent.Stdout, agent.Stderr = agentOut, agentOut
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- a1 ---\n%s", agentOut)
-		}
-	})
+	agentOut := l.startAgent(agentHost, "--join-token", token, "--name", "a1", "--heartbeat", "1s",
+		"--keepalive", blackHoleKeepAlive.String(), "--log-level", "debug").out
 
 	// status returns the hub's view of a1, and false while the hub does
 	// not answer or does not list it.

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -16,7 +15,6 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strconv"
@@ -26,7 +24,6 @@ import (
 	"time"
 
 	"github.com/alicia-home/alicia/internal/identity"
-	"github.com/alicia-home/alicia/internal/netnstest"
 	"github.com/alicia-home/alicia/internal/pki"
 )
 
@@ -50,22 +47,12 @@ import (
 // must find), a TLS ClientHello naming the hub opening every TCP connection,
 // and no packet dropped by the kernel.
 func TestLANCaptureNoSecretsInClear(t *testing.T) {
-	bin := binaries(t)
-	for _, tool := range []string{"curl", "tcpdump"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing(t, tool)
-		}
-	}
-	lan := netnstest.New(t)
-	hubHost := lan.AddHost("hub", "198.18.0.1/24")
-	agentHost := lan.AddHost("a1", "198.18.0.11/24")
-	dir := t.TempDir()
-	hubDir := filepath.Join(dir, "hub")
-	agentDir := filepath.Join(dir, agentHost.Name())
-	pcapPath := filepath.Join(dir, "lan.pcap")
-
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	l := newLANTest(t, "tcpdump")
+	hubHost := l.lan.AddHost("hub", "198.18.0.1/24")
+	agentHost := l.lan.AddHost("a1", "198.18.0.11/24")
+	ctx := l.ctx
+	agentDir := filepath.Join(l.dir, agentHost.Name())
+	pcapPath := filepath.Join(l.dir, "lan.pcap")
 
 	// The capture runs before anything else starts. -U with
 	// --immediate-mode writes each frame as it arrives, so nothing is
@@ -102,6 +89,11 @@ func TestLANCaptureNoSecretsInClear(t *testing.T) {
 			t.Errorf("tcpdump did not stop within 10s of SIGINT")
 		}
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("--- tcpdump ---\n%s", dumpOut)
+		}
+	})
 	t.Cleanup(stopDump)
 	t.Logf("capture: tcpdump %s (in the agent's namespace)", strings.Join(dumpArgs, " "))
 	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(dumpOut.String(), "listening on"); {
@@ -119,45 +111,13 @@ func TestLANCaptureNoSecretsInClear(t *testing.T) {
 
 	// The hub, then a join token from it (over its own loopback: the admin
 	// token does not cross the LAN for that).
-	hubOut := &logBuffer{}
-	hub := hubHost.Command(ctx, filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir, "--log-level", "debug")
-	hub.Stdout, hub.Stderr = hubOut, hubOut
-	if err := hub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	hubDone := make(chan error, 1)
-	go func() { hubDone <- hub.Wait() }()
-	t.Cleanup(func() {
-		cancel() // kills the hub (and the agent, if still running)
-		select {
-		case <-hubDone:
-		case <-time.After(10 * time.Second):
-			t.Errorf("the hub did not exit within 10s of being killed")
-		}
-		if t.Failed() {
-			t.Logf("--- hub ---\n%s", hubOut)
-			t.Logf("--- tcpdump ---\n%s", dumpOut)
-		}
-	})
-	apiCall := lanAPI(ctx, hubHost, hubDir)
+	hub := l.startHub(hubHost, "--log-level", "debug")
+	apiCall, hubDir := hub.api, hub.dir
 	token := lanJoinToken(t, apiCall, 1)
 
 	// The agent: a join token and no hub address, so it finds the hub by
 	// mDNS and enrols across the LAN.
-	agentOut := &logBuffer{}
-	agent := agentHost.Command(ctx, filepath.Join(bin, "alicia-agent"), "--state-dir", agentDir,
-		"--join-token", token, "--name", agentHost.Name(), "--heartbeat", "1s", "--keepalive", "2s", "--log-level", "debug")
-	agent.Stdout, agent.Stderr = agentOut, agentOut
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	agentDone := make(chan error, 1)
-	go func() { agentDone <- agent.Wait() }()
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- agent ---\n%s", agentOut)
-		}
-	})
+	agent := l.startAgent(agentHost, "--join-token", token, "--name", agentHost.Name(), "--heartbeat", "1s", "--keepalive", "2s", "--log-level", "debug")
 
 	type devView struct {
 		ID       string     `json:"id"`
@@ -191,7 +151,7 @@ func TestLANCaptureNoSecretsInClear(t *testing.T) {
 		time.Sleep(100 * time.Millisecond) // polling the registry
 	}
 	t.Logf("agent online %s after start, with no hub address", time.Since(start).Round(time.Millisecond))
-	if !strings.Contains(agentOut.String(), "found the hub on the LAN") || !strings.Contains(agentOut.String(), "mqtt=mqtts://198.18.0.1:") {
+	if s := agent.out.String(); !strings.Contains(s, "found the hub on the LAN") || !strings.Contains(s, "mqtt=mqtts://198.18.0.1:") {
 		t.Errorf("the agent did not find the hub by mDNS and connect over TLS")
 	}
 
@@ -228,16 +188,15 @@ func TestLANCaptureNoSecretsInClear(t *testing.T) {
 
 	// The agent says goodbye (SIGTERM to the process we started), so its
 	// shutdown traffic is in the capture too.
-	_ = agent.Process.Signal(syscall.SIGTERM)
+	_ = agent.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-agentDone:
-		if err != nil {
-			t.Errorf("agent exit after SIGTERM: %v", err)
+	case <-agent.done:
+		if agent.err != nil {
+			t.Errorf("agent exit after SIGTERM: %v", agent.err)
 		}
 	case <-time.After(15 * time.Second):
 		t.Errorf("agent did not stop within 15s of SIGTERM")
-		_ = agent.Process.Kill()
-		<-agentDone
+		agent.kill()
 	}
 	stopDump()
 	if m := regexp.MustCompile(`(\d+) packets? dropped by kernel`).FindStringSubmatch(dumpOut.String()); m == nil || m[1] != "0" {

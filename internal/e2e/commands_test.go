@@ -37,13 +37,13 @@ func startSimAgent(t testing.TB, hubHTTP, stateDir, name, token string, logs *lo
 	if err != nil {
 		t.Fatal(err)
 	}
-	rt, err := hardware.New(b, f, logs.logger())
+	rt, err := hardware.New(b, f, logs.Logger())
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { rt.Close() })
 	id, stop := runAgent(t, agentd.Config{StateDir: stateDir, Hub: hubHTTP, JoinToken: token, Name: name, Hardware: rt,
-		HeartbeatInterval: testHeartbeat, KeepAlive: testKeepAlive, SampleInterval: time.Second, Logger: logs.logger().With("agent", name)})
+		HeartbeatInterval: testHeartbeat, KeepAlive: testKeepAlive, SampleInterval: time.Second, Logger: logs.Logger().With("agent", name)})
 	return &simAgent{id: id, board: b, stop: stop}
 }
 

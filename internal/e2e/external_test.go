@@ -65,7 +65,7 @@ func startExternalHub(t *testing.T) *externalHub {
 	hubDir := filepath.Join(dir, "hub")
 	httpAddr := freeAddr(t)
 	hub, err := hubd.New(hubd.Config{DataDir: hubDir, HTTPAddr: httpAddr, NoMDNS: true, Broker: "mqtt://hubadmin:hubadmin-secret@" + brokerHostPort,
-		HeartbeatTimeoutCheck: 100 * time.Millisecond, Logger: logs.logger()})
+		HeartbeatTimeoutCheck: 100 * time.Millisecond, Logger: logs.Logger()})
 	if err != nil {
 		t.Fatal(err)
 	}

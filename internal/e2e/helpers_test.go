@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
 	"net/http"
 	"os"
@@ -15,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
 // device is the part of the REST device view the tests look at.
@@ -147,27 +148,9 @@ func freeAddr(t testing.TB) string {
 	return ln.Addr().String()
 }
 
-// logBuffer is a concurrency-safe buffer for a test's slog output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) logger() *slog.Logger {
-	return slog.New(slog.NewTextHandler(l, &slog.HandlerOptions{Level: slog.LevelDebug}))
-}
+// logBuffer is the concurrency-safe buffer for a test's slog output and
+// a process's stdout and stderr.
+type logBuffer = testkit.LogBuffer
 
 // proxy is a TCP proxy that can freeze its connections, to simulate a dead
 // link (cable pulled) that neither side notices until keep-alive runs out.

@@ -90,11 +90,18 @@ func (s *subscription) stop() {
 // wait returns the first line starting with prefix.
 func (s *subscription) wait(t *testing.T, prefix string, timeout time.Duration) string {
 	t.Helper()
+	return s.waitContaining(t, prefix, "", timeout)
+}
+
+// waitContaining returns the first line starting with prefix that
+// contains part.
+func (s *subscription) waitContaining(t *testing.T, prefix, part string, timeout time.Duration) string {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
 		s.mu.Lock()
 		for _, l := range s.lines {
-			if strings.HasPrefix(l, prefix) {
+			if strings.HasPrefix(l, prefix) && strings.Contains(l, part) {
 				s.mu.Unlock()
 				return l
 			}
@@ -161,7 +168,9 @@ func TestHomeAssistantDiscovery(t *testing.T) {
 	configTopic := "homeassistant/device/alicia_" + ag.id + "/config"
 	stateTopic := "alicia/v1/ha/" + ag.id + "/state"
 	all := cli.sub("homeassistant/#", false)
-	line := all.wait(t, configTopic+" {", 20*time.Second)
+	// The device was announced when it enrolled, before it registered its
+	// hardware; the config with its entities follows.
+	line := all.waitContaining(t, configTopic+" {", `"p":"switch"`, 20*time.Second)
 	var cfg haConfig
 	if err := json.Unmarshal([]byte(strings.TrimPrefix(line, configTopic+" ")), &cfg); err != nil {
 		t.Fatalf("config is not JSON: %v\n%s", err, line)

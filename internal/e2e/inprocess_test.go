@@ -26,7 +26,7 @@ func (h *inprocHub) start() *hubd.Hub {
 	hub, err := hubd.New(hubd.Config{DataDir: h.dir, HTTPAddr: h.httpAddr, MQTTAddr: h.mqttAddr, MQTTSAddr: h.mqttsAddr,
 		// These tests run in the machine's own network namespace: no mDNS
 		// on its real interfaces (the LAN tests use namespaces).
-		NoMDNS: true, HeartbeatTimeoutCheck: 100 * time.Millisecond, Logger: h.logs.logger()})
+		NoMDNS: true, HeartbeatTimeoutCheck: 100 * time.Millisecond, Logger: h.logs.Logger()})
 	if err != nil {
 		h.t.Fatal(err)
 	}
@@ -49,7 +49,7 @@ const (
 func startAgent(t *testing.T, hubHTTP, stateDir, name, token, brokerURL string, heartbeat time.Duration, logs *logBuffer) (string, func()) {
 	t.Helper()
 	return runAgent(t, agentd.Config{StateDir: stateDir, Hub: hubHTTP, JoinToken: token, Name: name,
-		HeartbeatInterval: heartbeat, KeepAlive: testKeepAlive, BrokerURL: brokerURL, Logger: logs.logger().With("agent", name)})
+		HeartbeatInterval: heartbeat, KeepAlive: testKeepAlive, BrokerURL: brokerURL, Logger: logs.Logger().With("agent", name)})
 }
 
 // runAgent runs an in-process agent with cfg and returns its device ID,

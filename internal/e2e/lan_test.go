@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -19,52 +18,20 @@ import (
 // by mDNS (pinning the CA fingerprint the token carries), enrol over pinned
 // HTTPS and go online over MQTT-over-TLS.
 func TestLANDiscovery(t *testing.T) {
-	bin := binaries(t)
-	if _, err := exec.LookPath("curl"); err != nil {
-		missing(t, "curl")
-	}
-	lan := netnstest.New(t)
-	hubHost := lan.AddHost("hub", "198.18.0.1/24")
-	agents := []*netnstest.Host{lan.AddHost("a1", "198.18.0.11/24"), lan.AddHost("a2", "198.18.0.12/24")}
-	dir := t.TempDir()
-	hubDir := filepath.Join(dir, "hub")
+	l := newLANTest(t)
+	hubHost := l.lan.AddHost("hub", "198.18.0.1/24")
+	agents := []*netnstest.Host{l.lan.AddHost("a1", "198.18.0.11/24"), l.lan.AddHost("a2", "198.18.0.12/24")}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	hubOut := &logBuffer{}
-	hub := hubHost.Command(ctx, filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir, "--log-level", "debug")
-	hub.Stdout, hub.Stderr = hubOut, hubOut
-	if err := hub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- hub ---\n%s", hubOut)
-		}
-	})
-
-	apiCall := lanAPI(ctx, hubHost, hubDir)
+	hub := l.startHub(hubHost, "--log-level", "debug")
+	apiCall := hub.api
 	token := lanJoinToken(t, apiCall, 2)
 
 	start := time.Now()
 	var outs []*logBuffer
 	for _, a := range agents {
-		o := &logBuffer{}
-		outs = append(outs, o)
-		cmd := a.Command(ctx, filepath.Join(bin, "alicia-agent"), "--state-dir", filepath.Join(dir, a.Name()),
-			"--join-token", token, "--name", a.Name(), "--heartbeat", "1s", "--keepalive", "2s", "--log-level", "debug")
-		cmd.Stdout, cmd.Stderr = o, o
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
+		p := l.startAgent(a, "--join-token", token, "--name", a.Name(), "--heartbeat", "1s", "--keepalive", "2s", "--log-level", "debug")
+		outs = append(outs, p.out)
 	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for i, o := range outs {
-				t.Logf("--- %s ---\n%s", agents[i].Name(), o)
-			}
-		}
-	})
 
 	online := map[string]bool{}
 	deadline := time.Now().Add(30 * time.Second)
@@ -91,7 +58,7 @@ func TestLANDiscovery(t *testing.T) {
 			t.Errorf("%s did not find the hub by mDNS and connect over TLS", agents[i].Name())
 		}
 	}
-	if strings.Contains(hubOut.String(), "mDNS announcement stopped") {
+	if strings.Contains(hub.out.String(), "mDNS announcement stopped") {
 		t.Error("the hub could not announce")
 	}
 
@@ -133,61 +100,19 @@ func TestLANDiscovery(t *testing.T) {
 // CA never receives the join token of an enrolling agent, nor a connection
 // from an enrolled one, and the agent says so in its log.
 func TestLANRogueHub(t *testing.T) {
-	bin := binaries(t)
-	if _, err := exec.LookPath("curl"); err != nil {
-		missing(t, "curl")
-	}
-	lan := netnstest.New(t)
-	hubHost := lan.AddHost("hub", "198.18.0.1/24")
-	rogueHost := lan.AddHost("rogue", "198.18.0.66/24")
-	agentHost := lan.AddHost("a1", "198.18.0.11/24")
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-
-	type proc struct {
-		cmd *exec.Cmd
-		out *logBuffer
-	}
-	run := func(h *netnstest.Host, name string, args ...string) *proc {
-		p := &proc{cmd: h.Command(ctx, filepath.Join(bin, name), args...), out: &logBuffer{}}
-		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-		if err := p.cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			if t.Failed() {
-				t.Logf("--- %s in %s ---\n%s", name, h.Name(), p.out)
-			}
-		})
-		return p
-	}
-	stop := func(p *proc) {
-		_ = p.cmd.Process.Kill()
-		_ = p.cmd.Wait()
-	}
-	hubDir := filepath.Join(dir, "hub")
-	api := lanAPI(ctx, hubHost, hubDir)
-	waitFor := func(what string, timeout time.Duration, ok func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(timeout)
-		for !ok() {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: not within %s", what, timeout)
-			}
-			time.Sleep(50 * time.Millisecond) // polling
-		}
-	}
-
+	l := newLANTest(t)
+	hubHost := l.lan.AddHost("hub", "198.18.0.1/24")
+	rogueHost := l.lan.AddHost("rogue", "198.18.0.66/24")
+	agentHost := l.lan.AddHost("a1", "198.18.0.11/24")
 	// The real hub, silent on the LAN for now, makes the token.
-	real := run(hubHost, "alicia-hub", "--data-dir", hubDir, "--no-mdns")
+	real := l.startHub(hubHost, "--no-mdns")
+	api := real.api
 	token := lanJoinToken(t, api, 1)
 
-	rogueDir := filepath.Join(dir, "rogue")
-	rogue := run(rogueHost, "alicia-hub", "--data-dir", rogueDir, "--log-level", "debug")
-	agent := run(agentHost, "alicia-agent", "--state-dir", filepath.Join(dir, "a1"), "--join-token", token, "--name", "a1", "--heartbeat", "1s")
+	rogue := l.startHub(rogueHost, "--log-level", "debug")
+	agent := l.startAgent(agentHost, "--join-token", token, "--name", "a1", "--heartbeat", "1s")
 
-	waitFor("the agent noticing the rogue", 15*time.Second, func() bool {
+	waitUntil(t, "the agent noticing the rogue", 15*time.Second, func() bool {
 		return strings.Contains(agent.out.String(), "ignoring a hub that announces another CA")
 	})
 	time.Sleep(2 * time.Second) // giving the agent time to (wrongly) contact the rogue
@@ -196,25 +121,25 @@ func TestLANRogueHub(t *testing.T) {
 	}
 
 	// The real hub starts announcing: the agent enrols there.
-	stop(real)
-	real = run(hubHost, "alicia-hub", "--data-dir", hubDir, "--discover-types", "_alicia-hub._tcp,_http._tcp")
-	waitFor("the agent online at the real hub", 20*time.Second, func() bool {
+	real.kill()
+	real = l.startHub(hubHost, "--discover-types", "_alicia-hub._tcp,_http._tcp")
+	waitUntil(t, "the agent online at the real hub", 20*time.Second, func() bool {
 		out, err := api("GET", "/api/v1/devices", "")
 		return err == nil && strings.Contains(string(out), `"status":"online"`)
 	})
 	// LAN discovery for the household: the real hub lists what else
 	// announces itself, here the rogue, with its address.
-	waitFor("the rogue listed by GET /api/v1/discovered", 20*time.Second, func() bool {
+	waitUntil(t, "the rogue listed by GET /api/v1/discovered", 20*time.Second, func() bool {
 		out, err := api("GET", "/api/v1/discovered", "")
 		return err == nil && strings.Contains(string(out), `"type":"_alicia-hub._tcp"`) && strings.Contains(string(out), `"198.18.0.66"`)
 	})
 
 	// An enrolled agent whose hub is gone, with only the rogue on the LAN,
 	// keeps refusing it.
-	stop(real)
-	stop(agent)
-	agent = run(agentHost, "alicia-agent", "--state-dir", filepath.Join(dir, "a1"), "--heartbeat", "1s")
-	waitFor("the restarted agent noticing the rogue", 20*time.Second, func() bool {
+	real.kill()
+	agent.kill()
+	agent = l.startAgent(agentHost, "--heartbeat", "1s")
+	waitUntil(t, "the restarted agent noticing the rogue", 20*time.Second, func() bool {
 		return strings.Contains(agent.out.String(), "ignoring a hub that announces another CA")
 	})
 	time.Sleep(2 * time.Second) // giving it time to (wrongly) connect

@@ -1,11 +1,8 @@
 package e2e
 
 import (
-	"context"
 	"encoding/json"
 	"net/netip"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +11,6 @@ import (
 
 	"github.com/alicia-home/alicia/internal/discovery/discoverytest"
 	"github.com/alicia-home/alicia/internal/identity"
-	"github.com/alicia-home/alicia/internal/netnstest"
 )
 
 // TestMDNSInteropHubListsEarlierHomeAssistant: Home Assistant's mDNS
@@ -23,35 +19,17 @@ import (
 // NSEC record old python-zeroconf malforms): the real hub lists it at
 // GET /api/v1/discovered within 10 s of starting.
 func TestMDNSInteropHubListsEarlierHomeAssistant(t *testing.T) {
-	bin := binaries(t)
-	if _, err := exec.LookPath("curl"); err != nil {
-		missing(t, "curl")
-	}
-	lan := netnstest.New(t)
-	hubHost := lan.AddHost("hub", "198.18.0.1/24")
-	haHost := lan.AddHost("ha", "198.18.0.20/24")
+	l := newLANTest(t)
+	hubHost := l.lan.AddHost("hub", "198.18.0.1/24")
+	haHost := l.lan.AddHost("ha", "198.18.0.20/24")
 	txt := map[string]string{"base_url": "http://198.18.0.20:8123", "version": "2024.1.0", "uuid": "0a1b2c3d"}
 	discoverytest.PythonZeroconf(t, haHost, discoverytest.Service{
 		Instance: "Home", Type: "_home-assistant._tcp", Port: 8123, TXT: txt, Host: "homeassistant",
 	})
 
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	hubDir := filepath.Join(t.TempDir(), "hub")
-	hubOut := &logBuffer{}
 	// The default --discover-types include _home-assistant._tcp.
-	hub := hubHost.Command(ctx, filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir, "--log-level", "debug")
-	hub.Stdout, hub.Stderr = hubOut, hubOut
 	started := time.Now()
-	if err := hub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- hub ---\n%s", hubOut)
-		}
-	})
-	api := lanAPI(ctx, hubHost, hubDir)
+	api := l.startHub(hubHost, "--log-level", "debug").api
 
 	type service struct {
 		Name      string            `json:"name"`
@@ -94,26 +72,12 @@ func TestMDNSInteropHubListsEarlierHomeAssistant(t *testing.T) {
 // address). An agent with a join token finds the hub there, dials it with
 // the zone of its interface, enrols and goes online.
 func TestMDNSInteropAgentFindsHubAnnouncedByPythonZeroconf(t *testing.T) {
-	bin := binaries(t)
-	if _, err := exec.LookPath("curl"); err != nil {
-		missing(t, "curl")
-	}
-	lan := netnstest.New(t)
-	hubHost := lan.AddHost("hub", "198.18.0.1/24")
-	peer := lan.AddHost("peer", "198.18.0.20/24")
-	agentHost := lan.AddHost("a1", "198.18.0.11/24")
-	dir := t.TempDir()
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
+	l := newLANTest(t)
+	hubHost := l.lan.AddHost("hub", "198.18.0.1/24")
+	peer := l.lan.AddHost("peer", "198.18.0.20/24")
+	agentHost := l.lan.AddHost("a1", "198.18.0.11/24")
 
-	hubDir := filepath.Join(dir, "hub")
-	hubOut := &logBuffer{}
-	hub := hubHost.Command(ctx, filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir, "--no-mdns")
-	hub.Stdout, hub.Stderr = hubOut, hubOut
-	if err := hub.Start(); err != nil {
-		t.Fatal(err)
-	}
-	api := lanAPI(ctx, hubHost, hubDir)
+	api := l.startHub(hubHost, "--no-mdns").api
 	token := lanJoinToken(t, api, 1)
 	_, fp, err := identity.ParseJoinToken(token)
 	if err != nil {
@@ -126,19 +90,8 @@ func TestMDNSInteropAgentFindsHubAnnouncedByPythonZeroconf(t *testing.T) {
 		Addrs: []netip.Addr{hubLL},
 	})
 
-	agentOut := &logBuffer{}
-	agent := agentHost.Command(ctx, filepath.Join(bin, "alicia-agent"), "--state-dir", filepath.Join(dir, "a1"),
-		"--join-token", token, "--name", "a1", "--heartbeat", "1s", "--log-level", "debug")
-	agent.Stdout, agent.Stderr = agentOut, agentOut
 	started := time.Now()
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			t.Logf("--- hub ---\n%s\n--- agent ---\n%s", hubOut, agentOut)
-		}
-	})
+	agent := l.startAgent(agentHost, "--join-token", token, "--name", "a1", "--heartbeat", "1s", "--log-level", "debug")
 	online := false
 	for deadline := time.Now().Add(30 * time.Second); !online && time.Now().Before(deadline); {
 		out, err := api("GET", "/api/v1/devices", "")
@@ -157,7 +110,7 @@ func TestMDNSInteropAgentFindsHubAnnouncedByPythonZeroconf(t *testing.T) {
 	}
 	t.Logf("agent online %v after it started", time.Since(started).Round(time.Millisecond))
 	wantHub := "[" + hubLL.WithZone(agentHost.Interface()).String() + "]:8470"
-	if s := agentOut.String(); !strings.Contains(s, "found the hub on the LAN") || !strings.Contains(s, wantHub) {
+	if s := agent.out.String(); !strings.Contains(s, "found the hub on the LAN") || !strings.Contains(s, wantHub) {
 		t.Errorf("the agent did not find the hub by mDNS at %s", wantHub)
 	}
 }

@@ -27,23 +27,15 @@ import (
 // window is closed a third one is refused at once. The pairing is durable:
 // the first agent, restarted without --pair, goes online with what it saved.
 func TestLANPairing(t *testing.T) {
-	bin := binaries(t)
-	if _, err := exec.LookPath("curl"); err != nil {
-		missing(t, "curl")
-	}
-	lan := netnstest.New(t)
-	hubHost := lan.AddHost("hub", "198.18.0.1/24")
-	a1Host := lan.AddHost("a1", "198.18.0.11/24")
-	a2Host := lan.AddHost("a2", "198.18.0.12/24")
-	dir := t.TempDir()
-	hubDir := filepath.Join(dir, "hub")
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	r := lanRunner{t: t, ctx: ctx}
+	l := newLANTest(t)
+	hubHost := l.lan.AddHost("hub", "198.18.0.1/24")
+	a1Host := l.lan.AddHost("a1", "198.18.0.11/24")
+	a2Host := l.lan.AddHost("a2", "198.18.0.12/24")
+	r, bin, dir := l.lanRunner, l.bin, l.dir
 
-	hub := r.start(hubHost, "hub", filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir, "--log-level", "debug")
-	api := lanAPIStatus(ctx, hubHost, hubDir)
-	window := openPairingWindow(t, api, hub)
+	hub := l.startHub(hubHost, "--log-level", "debug")
+	api := lanAPIStatus(l.ctx, hub.host, hub.dir)
+	window := openPairingWindow(t, api, hub.lanProc)
 
 	agentArgs := func(name string, extra ...string) []string {
 		return append([]string{"--state-dir", filepath.Join(dir, name), "--name", name,
@@ -173,28 +165,20 @@ func TestLANPairing(t *testing.T) {
 // own and refuses before it sends anything to either; named with --hub, the
 // real hub pairs it.
 func TestLANPairingRefusesTwoHubs(t *testing.T) {
-	bin := binaries(t)
-	if _, err := exec.LookPath("curl"); err != nil {
-		missing(t, "curl")
-	}
-	lan := netnstest.New(t)
-	hubHost := lan.AddHost("hub", "198.18.0.1/24")
-	otherHost := lan.AddHost("neighbour", "198.18.0.2/24")
-	agentHost := lan.AddHost("a1", "198.18.0.11/24")
-	dir := t.TempDir()
-	hubDir, otherDir := filepath.Join(dir, "hub"), filepath.Join(dir, "neighbour")
-	ctx, cancel := context.WithCancel(context.Background())
-	t.Cleanup(cancel)
-	r := lanRunner{t: t, ctx: ctx}
+	l := newLANTest(t)
+	hubHost := l.lan.AddHost("hub", "198.18.0.1/24")
+	otherHost := l.lan.AddHost("neighbour", "198.18.0.2/24")
+	agentHost := l.lan.AddHost("a1", "198.18.0.11/24")
+	r, bin, dir := l.lanRunner, l.bin, l.dir
 
-	hub := r.start(hubHost, "hub", filepath.Join(bin, "alicia-hub"), "--data-dir", hubDir, "--log-level", "debug")
-	other := r.start(otherHost, "neighbour hub", filepath.Join(bin, "alicia-hub"), "--data-dir", otherDir, "--log-level", "debug")
-	api := lanAPIStatus(ctx, hubHost, hubDir)
-	otherAPI := lanAPIStatus(ctx, otherHost, otherDir)
-	window := openPairingWindow(t, api, hub)
+	hub := l.startHub(hubHost, "--log-level", "debug")
+	other := l.startHub(otherHost, "--log-level", "debug")
+	api := lanAPIStatus(l.ctx, hub.host, hub.dir)
+	otherAPI := lanAPIStatus(l.ctx, other.host, other.dir)
+	window := openPairingWindow(t, api, hub.lanProc)
 	// The neighbour pairs at the same moment: its window is open too, so
 	// that an agent that wrongly asked it would be listed there.
-	otherWindow := openPairingWindow(t, otherAPI, other)
+	otherWindow := openPairingWindow(t, otherAPI, other.lanProc)
 	if window.CAFingerprint == otherWindow.CAFingerprint {
 		t.Fatalf("both hubs have CA %s, want two independent hubs", window.CAFingerprint)
 	}
@@ -218,7 +202,7 @@ func TestLANPairingRefusesTwoHubs(t *testing.T) {
 			t.Errorf("exit message %q does not name the hub with CA %s…", msg, fp[:12])
 		}
 	}
-	for name, p := range map[string]*lanProc{"hub": hub, "neighbour hub": other} {
+	for name, p := range map[string]*lanHub{"hub": hub, "neighbour hub": other} {
 		if s := p.out.String(); strings.Contains(s, "device asks to pair") || strings.Contains(s, "198.18.0.11") {
 			t.Errorf("the %s heard from the refusing agent:\n%s", name, s)
 		}
@@ -249,54 +233,6 @@ func TestLANPairingRefusesTwoHubs(t *testing.T) {
 	if ds := lanDevices(otherAPI); ds == nil || len(ds) != 0 {
 		t.Errorf("devices on the neighbour's hub: %v, want none", ds)
 	}
-}
-
-// lanRunner starts binaries on the hosts of a LAN test.
-type lanRunner struct {
-	t   *testing.T
-	ctx context.Context
-}
-
-// lanProc is a binary running on a LAN host.
-type lanProc struct {
-	name string
-	bin  string
-	cmd  *exec.Cmd
-	out  *logBuffer
-	done chan struct{}
-	err  error // what Wait returned; set before done is closed
-}
-
-// start runs bin on host h; at cleanup it is killed (if still running) and
-// waited for, and its output shown if the test failed.
-func (r lanRunner) start(h *netnstest.Host, name, bin string, args ...string) *lanProc {
-	t := r.t
-	t.Helper()
-	p := &lanProc{name: name, bin: bin, cmd: h.Command(r.ctx, bin, args...), out: &logBuffer{}, done: make(chan struct{})}
-	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-	if err := p.cmd.Start(); err != nil {
-		t.Fatalf("start %s: %v", name, err)
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		close(p.done)
-	}()
-	t.Cleanup(func() {
-		select {
-		case <-p.done:
-		default:
-			_ = p.cmd.Process.Kill()
-			select {
-			case <-p.done:
-			case <-time.After(10 * time.Second):
-				t.Errorf("%s did not exit within 10s of SIGKILL", name)
-			}
-		}
-		if t.Failed() {
-			t.Logf("--- %s in %s ---\n%s", name, h.Name(), p.out)
-		}
-	})
-	return p
 }
 
 // stop sends sig and waits for a clean exit.

@@ -12,27 +12,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/alicia-home/alicia/internal/testkit"
 )
-
-// fakeClock is a clock the test moves by hand; safe for concurrent use.
-type fakeClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func newFakeClock(t time.Time) *fakeClock { return &fakeClock{t: t} }
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.t
-}
-
-func (c *fakeClock) Set(t time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.t = t
-}
 
 // start is the fake clock's first reading: whole seconds (certificates
 // store no fractions) and near the real time, which VerifyPinned uses.
@@ -104,7 +86,7 @@ func TestServerCertsRenewal(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t0 := start()
-			clock := newFakeClock(t0)
+			clock := testkit.NewClock(t0)
 			sc, err := NewServerCerts(ca, "hub-1", nil, nil, clock.Now)
 			if err != nil {
 				t.Fatal(err)
@@ -149,7 +131,7 @@ func TestServerCertsRenewal(t *testing.T) {
 func TestServerCertsRenewsAgain(t *testing.T) {
 	ca := testCA(t)
 	t0 := start()
-	clock := newFakeClock(t0)
+	clock := testkit.NewClock(t0)
 	sc, err := NewServerCerts(ca, "hub-1", nil, nil, clock.Now)
 	if err != nil {
 		t.Fatal(err)
@@ -214,7 +196,7 @@ func (f *failingIssuer) issue(t time.Time) (tls.Certificate, error) {
 func TestServerCertsRenewalFailure(t *testing.T) {
 	ca := testCA(t)
 	t0 := start()
-	clock := newFakeClock(t0)
+	clock := testkit.NewClock(t0)
 	iss := &failingIssuer{ca: ca}
 	sc, err := newServerCerts(clock.Now, iss.issue)
 	if err != nil {
@@ -281,7 +263,7 @@ func TestServerCertsFirstIssueFails(t *testing.T) {
 func TestServerCertsConcurrent(t *testing.T) {
 	ca := testCA(t)
 	t0 := start()
-	clock := newFakeClock(t0)
+	clock := testkit.NewClock(t0)
 	const goroutines, calls = 32, 50
 	// The renewal waits until every goroutine has read the clock, so that
 	// all of them have seen the expiring certificate and queue up behind it.
@@ -358,7 +340,7 @@ func TestServerCertsConcurrent(t *testing.T) {
 func TestServerCertsHandshake(t *testing.T) {
 	ca := testCA(t)
 	t0 := start()
-	clock := newFakeClock(t0)
+	clock := testkit.NewClock(t0)
 	sc, err := NewServerCerts(ca, "hub-1", nil, nil, clock.Now)
 	if err != nil {
 		t.Fatal(err)

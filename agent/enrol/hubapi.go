@@ -1,4 +1,4 @@
-package agentd
+package enrol
 
 import (
 	"bytes"
@@ -12,62 +12,21 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"net"
 	"net/http"
 	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"time"
 
-	"github.com/alicia-home/alicia/internal/atomicfile"
 	"github.com/alicia-home/alicia/internal/identity"
 	"github.com/alicia-home/alicia/internal/pki"
 )
 
-// credentials are what the agent keeps after enrolment, in
-// <state-dir>/credentials.json (mode 0600).
-type credentials struct {
-	DeviceID string   `json:"device_id"`
-	HubID    string   `json:"hub_id"`
-	Hub      string   `json:"hub"` // the hub's API address, host:port
-	MQTTURLs []string `json:"mqtt_urls"`
-	Password string   `json:"password"`
-	// CAFingerprint pins the hub: its HTTPS and MQTT-over-TLS certificates
-	// must chain to the CA with this public-key fingerprint.
-	CAFingerprint string `json:"ca_fingerprint"`
-	// Certificate is the device's client certificate (PEM) from the hub CA.
-	Certificate string `json:"certificate,omitempty"`
-}
-
-func loadCredentials(path string) (*credentials, error) {
-	b, err := os.ReadFile(path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var c credentials
-	if err := json.Unmarshal(b, &c); err != nil {
-		return nil, fmt.Errorf("%s: %w (delete it and enrol again with --join-token)", path, err)
-	}
-	if c.DeviceID == "" || c.Password == "" || len(c.MQTTURLs) == 0 {
-		return nil, fmt.Errorf("%s: incomplete credentials (delete it and enrol again with --join-token)", path)
-	}
-	if c.CAFingerprint == "" {
-		return nil, fmt.Errorf("%s: enrolled without a pinned hub CA (by an older agent): delete it and enrol again with a new --join-token", path)
-	}
-	return &c, nil
-}
-
-func saveCredentials(path string, c *credentials) error {
-	b, err := json.MarshalIndent(c, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.WriteFile(path, append(b, '\n'), 0o600)
+// CheckHub reports whether hub is a valid API address, HOST[:PORT].
+func CheckHub(hub string) error {
+	_, err := hubURL(hub)
+	return err
 }
 
 // hubURL turns HOST[:PORT] into the API's HTTPS base URL (default port 8470).
@@ -130,7 +89,7 @@ type problem struct {
 
 // enrol asks the hub for a broker account for this key, proving possession
 // of the key and of the join token.
-func (a *Agent) enrol(ctx context.Context, client *http.Client, base string, key ed25519.PrivateKey, token, name string) (*credentials, error) {
+func (e *Enroller) enrol(ctx context.Context, client *http.Client, base string, key ed25519.PrivateKey, token, name string) (*Credentials, error) {
 	pub := key.Public().(ed25519.PublicKey)
 	body, _ := json.Marshal(enrollRequest{
 		Token: token, PublicKey: base64.StdEncoding.EncodeToString(pub), Name: name,
@@ -149,7 +108,7 @@ func (a *Agent) enrol(ctx context.Context, client *http.Client, base string, key
 
 // checkEnrolment checks the hub's answer to an enrolment or pairing and
 // turns it into credentials (without the hub address and fingerprint).
-func checkEnrolment(resp *enrollResponse, key ed25519.PrivateKey) (*credentials, error) {
+func checkEnrolment(resp *enrollResponse, key ed25519.PrivateKey) (*Credentials, error) {
 	if want := identity.DeviceID(key.Public().(ed25519.PublicKey)); resp.DeviceID != want || resp.MQTT.Username != want {
 		return nil, errPermanent{fmt.Errorf("hub assigned device id %q, want %q derived from our key", resp.DeviceID, want)}
 	}
@@ -161,7 +120,18 @@ func checkEnrolment(resp *enrollResponse, key ed25519.PrivateKey) (*credentials,
 			return nil, errPermanent{fmt.Errorf("hub answered with an unusable certificate: %w", err)}
 		}
 	}
-	return &credentials{DeviceID: resp.DeviceID, HubID: resp.HubID, MQTTURLs: resp.MQTT.URLs, Password: resp.MQTT.Password, Certificate: resp.MQTT.Certificate}, nil
+	return &Credentials{DeviceID: resp.DeviceID, HubID: resp.HubID, MQTTURLs: resp.MQTT.URLs, Password: resp.MQTT.Password, Certificate: resp.MQTT.Certificate}, nil
+}
+
+// hubClient returns the API base URL of hub (HOST[:PORT]) and a client that
+// talks only to the hub whose CA has the given fingerprint. Close its idle
+// connections when done.
+func hubClient(hub, fingerprint string) (string, *http.Client, error) {
+	base, err := hubURL(hub)
+	if err != nil {
+		return "", nil, err
+	}
+	return base, pinnedClient(fingerprint), nil
 }
 
 // pinnedClient returns an HTTP client that talks only to the hub whose CA

@@ -1,4 +1,14 @@
-package hubd
+// Package dynsec gives devices their own accounts and roles on an external
+// Mosquitto broker through its dynamic-security plugin, so that with an
+// external broker, too, each device has its own password and may only use
+// its own topics. The hub's broker account needs the plugin's admin
+// rights. Only the hub's root (hub/hubd) imports it.
+//
+// The broker keeps the accounts (in its dynamic-security file); this
+// package keeps nothing but the commands awaiting an answer. A command
+// the broker does not answer within 10 s fails, and the caller (device
+// enrolment, revocation) fails with it.
+package dynsec
 
 import (
 	"context"
@@ -6,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -17,24 +28,29 @@ import (
 )
 
 // Mosquitto's dynamic-security plugin takes JSON commands on this topic and
-// answers on the response topic.
+// answers on ResponseTopic.
 const (
-	dynsecTopic         = "$CONTROL/dynamic-security/v1"
-	dynsecResponseTopic = "$CONTROL/dynamic-security/v1/response"
-	hubRole             = "alicia-hub"
+	commandTopic = "$CONTROL/dynamic-security/v1"
+	// ResponseTopic is where the plugin answers: subscribe Sync.HandleResponse to it.
+	ResponseTopic = "$CONTROL/dynamic-security/v1/response"
+	hubRole       = "alicia-hub"
 )
 
-// dynsec gives devices their own accounts and roles on an external
-// Mosquitto broker through its dynamic-security plugin, so that with an
-// external broker, too, each device has its own password and may only use
-// its own topics. The hub's broker account needs the plugin's admin rights.
-type dynsec struct {
+// Client is the hub's connection to the broker.
+type Client interface {
+	WaitConnected(ctx context.Context) error
+	Publish(ctx context.Context, m bus.Message) error
+}
+
+// Sync sends the plugin its commands. Create it with New; its methods
+// are safe for concurrent use.
+type Sync struct {
 	hubUser string
 	// extra are topic filters the hub needs besides alicia/# (Home
 	// Assistant's discovery prefix).
 	extra  []string
 	log    *slog.Logger
-	client *bus.Client // set before the bus runs
+	client Client
 
 	seq     atomic.Uint64
 	mu      sync.Mutex // guards pending
@@ -43,21 +59,23 @@ type dynsec struct {
 	hubRightsOK atomic.Bool // EnsureHubRights succeeded in this process
 }
 
-var _ interface {
-	Provision(context.Context, string, string) error
-} = (*dynsec)(nil)
-
 type dynsecResponse struct {
 	Command         string `json:"command"`
 	Error           string `json:"error,omitempty"`
 	CorrelationData string `json:"correlationData,omitempty"`
 }
 
-func newDynsec(bu brokerURL, extra []string, log *slog.Logger) *dynsec {
-	return &dynsec{hubUser: bu.username, extra: extra, log: log, pending: map[string]chan dynsecResponse{}}
+// New returns a Sync that sends its commands over c, as broker user
+// hubUser (whose rights EnsureHubRights sets: alicia/# and extra).
+func New(c Client, hubUser string, extra []string, log *slog.Logger) *Sync {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Sync{client: c, hubUser: hubUser, extra: extra, log: log, pending: map[string]chan dynsecResponse{}}
 }
 
-func (d *dynsec) handleResponse(_ context.Context, m bus.Message) {
+// HandleResponse takes the plugin's answers (a bus.Handler for ResponseTopic).
+func (d *Sync) HandleResponse(_ context.Context, m bus.Message) {
 	var body struct {
 		Responses []dynsecResponse `json:"responses"`
 	}
@@ -77,10 +95,7 @@ func (d *dynsec) handleResponse(_ context.Context, m bus.Message) {
 
 // run sends commands and waits for each answer. Errors of commands whose
 // names are in tolerate (e.g. deleting what does not exist) are ignored.
-func (d *dynsec) run(ctx context.Context, cmds []map[string]any, tolerate ...string) error {
-	if d.client == nil {
-		return errors.New("dynsec: no bus client")
-	}
+func (d *Sync) run(ctx context.Context, cmds []map[string]any, tolerate ...string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	chans := make([]chan dynsecResponse, len(cmds))
@@ -110,7 +125,7 @@ func (d *dynsec) run(ctx context.Context, cmds []map[string]any, tolerate ...str
 		if err := d.client.WaitConnected(ctx); err != nil {
 			return fmt.Errorf("dynsec: broker not connected: %w", err)
 		}
-		err := d.client.Publish(ctx, bus.Message{Topic: dynsecTopic, Payload: payload, QoS: 1})
+		err := d.client.Publish(ctx, bus.Message{Topic: commandTopic, Payload: payload, QoS: 1})
 		if err == nil {
 			break
 		}
@@ -122,7 +137,7 @@ func (d *dynsec) run(ctx context.Context, cmds []map[string]any, tolerate ...str
 	for i, ch := range chans {
 		select {
 		case r := <-ch:
-			if r.Error != "" && !contains(tolerate, r.Command) {
+			if r.Error != "" && !slices.Contains(tolerate, r.Command) {
 				errs = append(errs, fmt.Errorf("%s: %s", r.Command, r.Error))
 			}
 		case <-ctx.Done():
@@ -135,19 +150,10 @@ func (d *dynsec) run(ctx context.Context, cmds []map[string]any, tolerate ...str
 	return nil
 }
 
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
 func deviceRole(id string) string { return "alicia-device-" + id }
 
 // EnsureHubRights gives the hub's own account the right to use alicia/#.
-func (d *dynsec) EnsureHubRights(ctx context.Context) (err error) {
+func (d *Sync) EnsureHubRights(ctx context.Context) (err error) {
 	if d.hubRightsOK.Load() {
 		return nil
 	}
@@ -170,7 +176,7 @@ func (d *dynsec) EnsureHubRights(ctx context.Context) (err error) {
 }
 
 // Provision creates (or re-creates) the device's account with its own role.
-func (d *dynsec) Provision(ctx context.Context, id, password string) error {
+func (d *Sync) Provision(ctx context.Context, id, password string) error {
 	own := protocol.DeviceSubtree(id)
 	return d.run(ctx, []map[string]any{
 		{"command": "deleteClient", "username": id},
@@ -190,7 +196,7 @@ func (d *dynsec) Provision(ctx context.Context, id, password string) error {
 
 // Remove deletes the device's account and role; deleting the client also
 // disconnects it.
-func (d *dynsec) Remove(ctx context.Context, id string) error {
+func (d *Sync) Remove(ctx context.Context, id string) error {
 	return d.run(ctx, []map[string]any{
 		{"command": "deleteClient", "username": id},
 		{"command": "deleteRole", "rolename": deviceRole(id)},

@@ -1,4 +1,4 @@
-package agentd
+package telemetry
 
 import (
 	"bytes"
@@ -10,7 +10,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"path/filepath"
 	"sync"
 	"time"
 
@@ -77,57 +76,72 @@ func (d *entryDecoder) decode(data []byte) (storedBatch, error) {
 	return b, err
 }
 
-// telemetry is the agent's collector and sender, sharing one outbox.
-type telemetry struct {
+// Config configures a Telemetry.
+type Config struct {
+	// Every is how often a batch is collected. Required.
+	Every time.Duration
+	// Extra, if set, adds the hardware's samples to each batch; it is
+	// called while the host collectors run.
+	Extra func(context.Context) []protocol.Point
+	// Logger; nil discards.
+	Logger *slog.Logger
+}
+
+// Telemetry is the agent's collector and sender, sharing one outbox.
+type Telemetry struct {
 	ob      *outbox.Outbox
 	sampler *sample.Sampler
-	// extra, if set, adds the hardware's samples to each batch.
-	extra func(context.Context) []protocol.Point
-	every time.Duration
-	log   *slog.Logger
+	extra   func(context.Context) []protocol.Point
+	every   time.Duration
+	log     *slog.Logger
 
+	// mu guards inflight.
 	mu       sync.Mutex
 	inflight map[uint64]time.Time // published, not acknowledged: when
 	acked    chan struct{}        // signalled after each ack
 }
 
-// openTelemetry opens the outbox in the state directory (moving a corrupt
-// one aside: its batches are lost, a new epoch starts) and the sampler.
-func openTelemetry(cfg Config, log *slog.Logger) (*telemetry, error) {
-	path := filepath.Join(cfg.StateDir, "outbox.db")
-	opts := outbox.Options{Path: path, MaxBytes: cfg.OutboxMaxBytes, MaxAge: cfg.OutboxMaxAge, Logger: log.With("component", "outbox")}
-	ob, err := outbox.Open(opts)
-	if errors.Is(err, outbox.ErrCorrupt) {
-		aside := fmt.Sprintf("%s.corrupt-%d", path, time.Now().Unix())
-		log.Error("the outbox is damaged: moving it aside and starting a new one (its unsent samples are lost)", "path", path, "moved_to", aside, "err", err)
-		if rerr := os.Rename(path, aside); rerr != nil {
-			return nil, fmt.Errorf("agent: outbox: %w (and moving it aside failed: %v)", err, rerr)
-		}
-		ob, err = outbox.Open(opts)
+// New returns the collector and sender of ob, sampling with s. It does no
+// I/O; the caller keeps ob and closes it after Collect and Send returned.
+func New(cfg Config, ob *outbox.Outbox, s *sample.Sampler) (*Telemetry, error) {
+	if cfg.Every <= 0 {
+		return nil, fmt.Errorf("telemetry: interval %s: want more than 0", cfg.Every)
 	}
-	if err != nil {
-		return nil, fmt.Errorf("agent: outbox: %w", err)
+	if ob == nil || s == nil {
+		return nil, errors.New("telemetry: an outbox and a sampler are required")
 	}
-	s, err := sample.New(sample.Config{Enabled: cfg.Collectors, Filters: cfg.SampleFilters, Timeout: min(cfg.SampleInterval, sample.DefaultTimeout), Logger: log.With("component", "sample")})
-	if err != nil {
-		ob.Close()
-		return nil, fmt.Errorf("agent: collectors: %w", err)
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
 	}
-	t := &telemetry{ob: ob, sampler: s, every: cfg.SampleInterval, log: log, inflight: map[uint64]time.Time{}, acked: make(chan struct{}, 1)}
-	if cfg.Hardware != nil {
-		t.extra = cfg.Hardware.Sample
-	}
-	return t, nil
+	return &Telemetry{ob: ob, sampler: s, extra: cfg.Extra, every: cfg.Every, log: log,
+		inflight: map[uint64]time.Time{}, acked: make(chan struct{}, 1)}, nil
 }
 
-func (t *telemetry) Close() error { return t.ob.Close() }
+// OpenOutbox opens the outbox at opts.Path, moving a corrupt one aside
+// (its batches are lost; the new file is a new epoch). Errors logged go to
+// opts.Logger.
+func OpenOutbox(opts outbox.Options) (*outbox.Outbox, error) {
+	ob, err := outbox.Open(opts)
+	if !errors.Is(err, outbox.ErrCorrupt) {
+		return ob, err
+	}
+	aside := fmt.Sprintf("%s.corrupt-%d", opts.Path, time.Now().Unix())
+	if opts.Logger != nil {
+		opts.Logger.Error("the outbox is damaged: moving it aside and starting a new one (its unsent samples are lost)", "path", opts.Path, "moved_to", aside, "err", err)
+	}
+	if rerr := os.Rename(opts.Path, aside); rerr != nil {
+		return nil, fmt.Errorf("%w (and moving it aside failed: %v)", err, rerr)
+	}
+	return outbox.Open(opts)
+}
 
-// collect appends one batch per interval until ctx is done.
+// Collect appends one batch per interval until ctx is done.
 //
 // The first collection has no CPU usage (a ratio needs two readings of
 // /proc/stat), so the second follows after primeDelay instead of a whole
 // interval: a device that just started shows its CPU usage at once.
-func (t *telemetry) collect(ctx context.Context) {
+func (t *Telemetry) Collect(ctx context.Context) {
 	t.collectOnce(ctx)
 	select {
 	case <-ctx.Done():
@@ -149,7 +163,7 @@ func (t *telemetry) collect(ctx context.Context) {
 // primeDelay is the time between an agent's first two collections.
 const primeDelay = time.Second
 
-func (t *telemetry) collectOnce(ctx context.Context) {
+func (t *Telemetry) collectOnce(ctx context.Context) {
 	now := time.Now()
 	// The hardware's sensors (a DS18B20 takes 750 ms) are read while the
 	// host collectors run.
@@ -200,8 +214,9 @@ func (t *telemetry) collectOnce(ctx context.Context) {
 	t.log.Debug("collected", "points", len(points), "took", time.Since(now))
 }
 
-// ackHandler applies the hub's acks to the outbox.
-func (t *telemetry) ackHandler(_ context.Context, m bus.Message) {
+// HandleAck applies an ack of the hub (a bus.Handler for the device's ack
+// topic) to the outbox.
+func (t *Telemetry) HandleAck(_ context.Context, m bus.Message) {
 	_, ack, err := protocol.DecodeAs[*protocol.MetricsAck](m.Payload)
 	if err != nil {
 		t.log.Warn("bad ack from the hub", "err", err)
@@ -226,7 +241,7 @@ func (t *telemetry) ackHandler(_ context.Context, m bus.Message) {
 }
 
 // resetInflight forgets what was published: it will be published again.
-func (t *telemetry) resetInflight() {
+func (t *Telemetry) resetInflight() {
 	t.mu.Lock()
 	clear(t.inflight)
 	t.mu.Unlock()
@@ -234,7 +249,7 @@ func (t *telemetry) resetInflight() {
 
 // inflightState returns how many batches await an ack and since when the
 // oldest has waited.
-func (t *telemetry) inflightState() (n int, oldest time.Time) {
+func (t *Telemetry) inflightState() (n int, oldest time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	for _, at := range t.inflight {
@@ -245,11 +260,10 @@ func (t *telemetry) inflightState() (n int, oldest time.Time) {
 	return len(t.inflight), oldest
 }
 
-// send publishes unacknowledged batches while the session lasts: after
-// every (re)connect and after an overdue ack it starts again from the
-// oldest.
-func (t *telemetry) send(ctx context.Context, client *bus.Client, id string) {
-	topic := protocol.DeviceTopic(id, protocol.KindMetrics)
+// Send publishes the unacknowledged batches of device id on client until
+// ctx is done: after every (re)connect and after an overdue ack it starts
+// again from the oldest.
+func (t *Telemetry) Send(ctx context.Context, client *bus.Client, id string) {
 	var dec entryDecoder
 	var after uint64
 	connects := uint64(0)
@@ -290,43 +304,50 @@ func (t *telemetry) send(ctx context.Context, client *bus.Client, id string) {
 			t.wait(ctx, after, n < sendWindow)
 			continue
 		}
-		dropped := t.ob.Stats().Dropped
-		for _, e := range entries {
-			after = e.Seq
-			b, err := dec.decode(e.Data)
-			if err != nil {
-				// Cannot happen unless the entry was written by something
-				// else; do not block the queue on it.
-				t.log.Error("unreadable outbox entry dropped", "seq", e.Seq, "err", err)
-				_ = t.ob.Ack(e.Seq)
-				continue
-			}
-			msg, err := protocol.Encode(id, time.Now(), &protocol.Metrics{Epoch: t.ob.Epoch(), Seq: e.Seq, Dropped: dropped, Time: b.Time, Points: b.Points})
-			if err != nil {
-				t.log.Error("outbox entry is not a valid batch; dropped", "seq", e.Seq, "err", err)
-				_ = t.ob.Ack(e.Seq)
-				continue
-			}
-			t.mu.Lock()
-			t.inflight[e.Seq] = time.Now()
-			t.mu.Unlock()
-			pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-			err = client.Publish(pctx, bus.Message{Topic: topic, Payload: msg, QoS: 1})
-			cancel()
-			if err != nil {
-				// Lost connection or a slow broker: start again from the
-				// oldest once connected.
-				t.log.Debug("publish samples", "seq", e.Seq, "err", err)
-				after = 0
-				t.resetInflight()
-				break
-			}
-		}
+		after = t.publish(ctx, client, id, &dec, entries)
 	}
 }
 
+// publish sends entries in order and returns the seq to continue after: the
+// last one, or 0 (start again from the oldest) when a publish failed.
+func (t *Telemetry) publish(ctx context.Context, client *bus.Client, id string, dec *entryDecoder, entries []outbox.Entry) (after uint64) {
+	topic := protocol.DeviceTopic(id, protocol.KindMetrics)
+	dropped := t.ob.Stats().Dropped
+	for _, e := range entries {
+		after = e.Seq
+		b, err := dec.decode(e.Data)
+		if err != nil {
+			// Cannot happen unless the entry was written by something
+			// else; do not block the queue on it.
+			t.log.Error("unreadable outbox entry dropped", "seq", e.Seq, "err", err)
+			_ = t.ob.Ack(e.Seq)
+			continue
+		}
+		msg, err := protocol.Encode(id, time.Now(), &protocol.Metrics{Epoch: t.ob.Epoch(), Seq: e.Seq, Dropped: dropped, Time: b.Time, Points: b.Points})
+		if err != nil {
+			t.log.Error("outbox entry is not a valid batch; dropped", "seq", e.Seq, "err", err)
+			_ = t.ob.Ack(e.Seq)
+			continue
+		}
+		t.mu.Lock()
+		t.inflight[e.Seq] = time.Now()
+		t.mu.Unlock()
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		err = client.Publish(pctx, bus.Message{Topic: topic, Payload: msg, QoS: 1})
+		cancel()
+		if err != nil {
+			// Lost connection or a slow broker: start again from the
+			// oldest once connected.
+			t.log.Debug("publish samples", "seq", e.Seq, "err", err)
+			t.resetInflight()
+			return 0
+		}
+	}
+	return after
+}
+
 // wait sleeps until an ack, a new batch (if newBatch), or a second passes.
-func (t *telemetry) wait(ctx context.Context, after uint64, newBatch bool) {
+func (t *Telemetry) wait(ctx context.Context, after uint64, newBatch bool) {
 	timer := time.NewTimer(time.Second)
 	defer timer.Stop()
 	var appended <-chan struct{}

@@ -1,40 +1,24 @@
-package hubd
+package ingest
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
+	"math"
 	"strings"
-	"sync"
 	"testing"
 	"time"
-
-	"golang.org/x/time/rate"
 
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/bus"
 	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
-	"github.com/alicia-home/alicia/internal/throttle"
+	"github.com/alicia-home/alicia/internal/testkit"
 )
 
-// syncBuffer is a bytes.Buffer safe for a logger's concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type noResults struct{}
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-func (s *syncBuffer) lines() []string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return strings.Split(strings.TrimSpace(s.b.String()), "\n")
-}
+func (noResults) HandleResult(string, *protocol.CommandResult) {}
 
 // A device flooding the bus is held to its rate and costs a log line, not
 // one per message; another device's messages still go through.
@@ -44,7 +28,7 @@ func TestIngestRateLimitPerDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	reg, err := registry.Open(registry.Config{}, db)
+	reg, err := registry.Open(db, registry.Config{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,9 +42,12 @@ func TestIngestRateLimitPerDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	mi := metrics.NewIngester(ms, metrics.IngesterConfig{QueueLen: 10})
-	var logs syncBuffer
-	in := &ingest{reg: reg, metrics: mi, rate: rate.Limit(1), burst: 5,
-		log: &throttle.Log{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Every: time.Hour, Burst: rejectLogBurst}}
+	var logs testkit.LogBuffer
+	in, err := New(Config{Registry: reg, Metrics: mi, Results: noResults{}, Input: func(string, *protocol.DeviceEvent) {},
+		Rate: 1, Burst: 5, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
 	msg := func(dev string, seq uint64) bus.Message {
 		b, err := protocol.Encode(dev, time.Now(), &protocol.Metrics{Epoch: "e1", Seq: seq, Time: time.Now(),
 			Points: []protocol.Point{{Name: "x", Value: 1}}})
@@ -71,26 +58,26 @@ func TestIngestRateLimitPerDevice(t *testing.T) {
 	}
 	const n = 5000
 	for i := range n {
-		in.handle(context.Background(), msg("flood", uint64(i+1)))
+		in.Handle(context.Background(), msg("flood", uint64(i+1)))
 	}
 	// The burst (5) and at most a few tokens refilled at 1/s got through.
 	if got := in.limited.Load(); got < n-10 || got > n-5 {
 		t.Errorf("limited = %d of %d, want all but the burst of 5 (and a token or two refilled)", got, n)
 	}
 	depth := mi.QueueDepth()
-	in.handle(context.Background(), msg("quiet", 1))
+	in.Handle(context.Background(), msg("quiet", 1))
 	if mi.QueueDepth() != depth+1 {
 		t.Errorf("the quiet device's batch was not queued while the other was limited (queue %d → %d)", depth, mi.QueueDepth())
 	}
 	// Bad messages within the rate: rejected and counted, one line.
-	in.rate, in.burst, in.limiters = rate.Inf, 0, nil
+	in.cfg.Rate, in.cfg.Burst, in.limiters = math.Inf(1), 1, nil
 	for range 1000 {
-		in.handle(context.Background(), bus.Message{Topic: protocol.DeviceTopic("quiet", protocol.KindMetrics), Payload: []byte("x")})
+		in.Handle(context.Background(), bus.Message{Topic: protocol.DeviceTopic("quiet", protocol.KindMetrics), Payload: []byte("x")})
 	}
 	if got := in.rejected.Load(); got != 1000 {
 		t.Errorf("rejected = %d, want 1000", got)
 	}
-	if lines := logs.lines(); len(lines) != 2*rejectLogBurst {
+	if lines := logs.Lines(); len(lines) != 2*rejectLogBurst {
 		t.Errorf("%d log lines for %d limited and 1000 rejected messages, want %d (a burst each):\n%s", len(lines), n, 2*rejectLogBurst, strings.Join(lines, "\n"))
 	}
 }

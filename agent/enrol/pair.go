@@ -1,4 +1,4 @@
-package agentd
+package enrol
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -50,78 +51,82 @@ const pairSettle = 3 * time.Second
 
 // pair finds the hub (hub, or the only one on the LAN), pins its CA, and
 // asks to pair until an administrator approves or rejects the device.
-func (a *Agent) pair(ctx context.Context, key ed25519.PrivateKey, id, name, hub string) (*credentials, error) {
+func (e *Enroller) pair(ctx context.Context, hub string) (*Credentials, error) {
 	var fp string
 	if hub == "" {
-		a.log.Info("looking for the hub on the LAN to pair with (mDNS); pass --hub HOST[:PORT] where multicast does not pass")
+		e.log.Info("looking for the hub on the LAN to pair with (mDNS); pass --hub HOST[:PORT] where multicast does not pass")
 		var err error
-		hub, fp, err = a.discoverForPairing(ctx)
+		hub, fp, err = e.discoverForPairing(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("agent: pairing: %w", err)
+			return nil, fmt.Errorf("pairing: %w", err)
 		}
 	} else {
 		addr, err := hubAddr(hub)
 		if err != nil {
-			return nil, fmt.Errorf("agent: %w", err)
+			return nil, err
 		}
-		fp, err = retry(ctx, a, "reaching the hub to pair", func() (string, error) { return pki.ProbeCA(ctx, addr) })
+		fp, err = retry(ctx, e.log, "reaching the hub to pair", func() (string, error) { return pki.ProbeCA(ctx, addr) })
 		if err != nil {
-			return nil, fmt.Errorf("agent: pairing: %w", err)
+			return nil, fmt.Errorf("pairing: %w", err)
 		}
 	}
-	pub := key.Public().(ed25519.PublicKey)
-	code := identity.PairingCode(fp, pub)
-	a.log.Info("pairing with the hub; it is trusted from now on", "hub", hub, "ca_fingerprint", fp)
-	base, err := hubURL(hub)
+	e.log.Info("pairing with the hub; it is trusted from now on", "hub", hub, "ca_fingerprint", fp)
+	base, client, err := hubClient(hub, fp)
 	if err != nil {
-		return nil, fmt.Errorf("agent: %w", err)
+		return nil, err
 	}
-	client := pinnedClient(fp)
 	defer client.CloseIdleConnections()
-	body, _ := json.Marshal(pairRequest{PublicKey: base64.StdEncoding.EncodeToString(pub), Name: name,
-		Signature: base64.StdEncoding.EncodeToString(identity.SignPairing(key, fp))})
-	announced := false
-	resp, err := retry(ctx, a, "pairing", func() (*pairResponse, error) {
-		for {
-			var resp pairResponse
-			status, err := do(ctx, client, http.MethodPost, base+"/api/v1/pair", body, &resp)
-			if err != nil {
-				return nil, err
-			}
-			if status != http.StatusAccepted {
-				return &resp, nil
-			}
-			if resp.DeviceID != id || identity.NormalizePairingCode(resp.PairingCode) != identity.NormalizePairingCode(code) {
-				return nil, errPermanent{fmt.Errorf("the hub answered for device %q with code %q, want %q and %q", resp.DeviceID, resp.PairingCode, id, code)}
-			}
-			if !announced {
-				announced = true
-				// Warn, so that it shows at every log level.
-				a.log.Warn("waiting for approval: approve this device at the hub with its pairing code", "pairing_code", code, "device", id,
-					"approve", fmt.Sprintf("POST /api/v1/devices/%s/approve {\"code\":%q}", id, code))
-			}
-			select {
-			case <-ctx.Done():
-				return nil, errPermanent{ctx.Err()}
-			case <-time.After(a.cfg.PairPoll):
-			}
-		}
-	})
+	announced := false // the pairing code is logged once, not at each retry
+	resp, err := retry(ctx, e.log, "pairing", func() (*pairResponse, error) { return e.askToPair(ctx, client, base, fp, &announced) })
 	if err != nil {
-		return nil, fmt.Errorf("agent: pairing: %w", err)
+		return nil, fmt.Errorf("pairing: %w", err)
 	}
-	creds, err := checkEnrolment(&resp.enrollResponse, key)
+	creds, err := checkEnrolment(&resp.enrollResponse, e.cfg.Key)
 	if err != nil {
-		return nil, fmt.Errorf("agent: pairing: %w", err)
+		return nil, fmt.Errorf("pairing: %w", err)
 	}
 	creds.Hub, creds.CAFingerprint = hub, fp
-	a.log.Info("approved by the hub", "device", id, "hub_id", creds.HubID)
+	e.log.Info("approved by the hub", "device", e.id, "hub_id", creds.HubID)
 	return creds, nil
+}
+
+// askToPair asks the hub at base, whose CA has fingerprint fp, to pair,
+// every PairPoll while the device is pending, and returns its final answer.
+// It logs the pairing code unless *announced, and sets it.
+func (e *Enroller) askToPair(ctx context.Context, client *http.Client, base, fp string, announced *bool) (*pairResponse, error) {
+	pub := e.cfg.Key.Public().(ed25519.PublicKey)
+	code := identity.PairingCode(fp, pub)
+	body, _ := json.Marshal(pairRequest{PublicKey: base64.StdEncoding.EncodeToString(pub), Name: e.cfg.Name,
+		Signature: base64.StdEncoding.EncodeToString(identity.SignPairing(e.cfg.Key, fp))})
+	for {
+		var resp pairResponse
+		status, err := do(ctx, client, http.MethodPost, base+"/api/v1/pair", body, &resp)
+		if err != nil {
+			return nil, err
+		}
+		if status != http.StatusAccepted {
+			return &resp, nil
+		}
+		if resp.DeviceID != e.id || identity.NormalizePairingCode(resp.PairingCode) != identity.NormalizePairingCode(code) {
+			return nil, errPermanent{fmt.Errorf("the hub answered for device %q with code %q, want %q and %q", resp.DeviceID, resp.PairingCode, e.id, code)}
+		}
+		if !*announced {
+			*announced = true
+			// Warn, so that it shows at every log level.
+			e.log.Warn("waiting for approval: approve this device at the hub with its pairing code", "pairing_code", code, "device", e.id,
+				"approve", fmt.Sprintf("POST /api/v1/devices/%s/approve {\"code\":%q}", e.id, code))
+		}
+		select {
+		case <-ctx.Done():
+			return nil, errPermanent{ctx.Err()}
+		case <-time.After(e.cfg.PairPoll):
+		}
+	}
 }
 
 // retry calls f until it succeeds or fails permanently, waiting longer
 // after each temporary failure (hub unreachable, 5xx).
-func retry[T any](ctx context.Context, a *Agent, what string, f func() (T, error)) (T, error) {
+func retry[T any](ctx context.Context, log *slog.Logger, what string, f func() (T, error)) (T, error) {
 	delay := 250 * time.Millisecond
 	for {
 		v, err := f()
@@ -134,7 +139,7 @@ func retry[T any](ctx context.Context, a *Agent, what string, f func() (T, error
 			// that attempt's failure.
 			return v, ctx.Err()
 		}
-		a.log.Warn(what+" failed; retrying", "err", err, "retry_in", delay)
+		log.Warn(what+" failed; retrying", "err", err, "retry_in", delay)
 		select {
 		case <-ctx.Done():
 			return v, ctx.Err()
@@ -147,7 +152,7 @@ func retry[T any](ctx context.Context, a *Agent, what string, f func() (T, error
 // discoverForPairing waits for a hub on the LAN and returns its API address
 // and CA fingerprint. With more than one hub answering it refuses: pairing
 // cannot tell which is this household's (a join token names it).
-func (a *Agent) discoverForPairing(ctx context.Context) (hub, fp string, err error) {
+func (e *Enroller) discoverForPairing(ctx context.Context) (hub, fp string, err error) {
 	bctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	// By announced fingerprint, then instance: the fingerprint is public, so
@@ -172,7 +177,7 @@ func (a *Agent) discoverForPairing(ctx context.Context) (hub, fp string, err err
 			seen[f][c.Instance] = c
 			mu.Unlock()
 			once.Do(func() { close(first) })
-		}, a.log)
+		}, e.log)
 	}()
 	select {
 	case <-first:
@@ -210,10 +215,10 @@ func (a *Agent) discoverForPairing(ctx context.Context) (hub, fp string, err err
 				h := net.JoinHostPort(ip.String(), strconv.Itoa(c.Port))
 				got, err := pki.ProbeCA(ctx, h)
 				if err != nil || got != f {
-					a.log.Warn("the hub candidate does not prove the CA it announces", "instance", c.Instance, "hub", h, "announced", f, "proved", got, "err", err)
+					e.log.Warn("the hub candidate does not prove the CA it announces", "instance", c.Instance, "hub", h, "ca_fingerprint", f, "proved_ca_fingerprint", got, "err", err)
 					continue
 				}
-				a.log.Info("found the hub on the LAN", "hub", h, "instance", c.Instance)
+				e.log.Info("found the hub on the LAN", "hub", h, "instance", c.Instance)
 				return h, f, nil
 			}
 		}

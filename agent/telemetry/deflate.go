@@ -1,4 +1,4 @@
-package agentd
+package telemetry
 
 import "encoding/binary"
 

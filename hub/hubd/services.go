@@ -1,0 +1,156 @@
+package hubd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/alicia-home/alicia/hub/command"
+	"github.com/alicia-home/alicia/hub/events"
+	"github.com/alicia-home/alicia/hub/health"
+	"github.com/alicia-home/alicia/hub/homeassistant"
+	"github.com/alicia-home/alicia/hub/ingest"
+	"github.com/alicia-home/alicia/hub/metrics"
+	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/internal/buildinfo"
+	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/protocol"
+)
+
+// openMetrics opens the time-series store. Series of devices no longer in
+// the registry (a delete cut short) are removed now; failing that, they
+// stay harmless.
+func (p *parts) openMetrics() error {
+	ms, err := metrics.Open(p.db, metrics.Config{MaxSeriesPerDevice: p.cfg.MaxSeriesPerDevice})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	for _, id := range ms.Devices() {
+		if _, err := p.reg.Get(id); errors.Is(err, registry.ErrNotFound) {
+			if err := ms.DeleteDevice(id); err != nil {
+				p.log.Warn("metrics of a deleted device not removed", "device", id, "err", err)
+			}
+		}
+	}
+	p.mstore = ms
+	return nil
+}
+
+// ackMetrics tells an agent its batches are stored (the ingester's Ack):
+// it may then forget them. Home Assistant's state follows.
+func (p *parts) ackMetrics(ctx context.Context, dev string, ack *protocol.MetricsAck) error {
+	if p.ha != nil {
+		p.ha.Stored(dev)
+	}
+	return p.publishTo(ctx, dev, protocol.KindAck, ack)
+}
+
+// publishTo publishes v on one of device dev's topics (QoS 1).
+func (p *parts) publishTo(ctx context.Context, dev string, kind protocol.Kind, v protocol.Payload) error {
+	b, err := protocol.Encode(p.hubID, time.Now(), v)
+	if err != nil {
+		return err
+	}
+	return p.client.Publish(ctx, bus.Message{Topic: protocol.DeviceTopic(dev, kind), Payload: b, QoS: 1})
+}
+
+// openCommands opens the command service: commands go out on the device's
+// cmd topic, results come back through ingest, and each final record goes
+// to the event stream.
+func (p *parts) openCommands() error {
+	ev := p.events
+	cmds, err := command.Open(p.db, command.Config{Devices: p.reg, Events: ev, Logger: p.log.With("component", "command"),
+		OnDone: func(r command.Record) { ev.Publish(events.Command, r.Device, r) },
+		Publish: func(ctx context.Context, dev string, c *protocol.Command) error {
+			return p.publishTo(ctx, dev, protocol.KindCommand, c)
+		}})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	p.cmds = cmds
+	return nil
+}
+
+// openHomeAssistant builds the MQTT-discovery bridge and its link to the
+// hub, unless discovery is off. Home Assistant's switches go through the
+// command service (and its audit log), waiting for the device's result.
+func (p *parts) openHomeAssistant() error {
+	if p.cfg.NoHomeAssistant {
+		return nil
+	}
+	cmds := p.cmds
+	bridge, err := homeassistant.New(homeassistant.Config{Prefix: p.cfg.HAPrefix, Version: buildinfo.Version,
+		Devices: p.reg.List, Latest: p.mstore.Latest, Logger: p.log.With("component", "homeassistant"),
+		Publish: func(ctx context.Context, topic string, payload []byte, retained bool) error {
+			return p.client.Publish(ctx, bus.Message{Topic: topic, Payload: payload, QoS: 1, Retained: retained})
+		},
+		Command: func(ctx context.Context, dev string, req command.Request) (command.Record, error) {
+			r, err := cmds.Submit(ctx, dev, req)
+			if err != nil {
+				return r, err
+			}
+			return cmds.Wait(ctx, dev, r.ID)
+		}})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	p.ha = homeassistant.NewLink(bridge, p.reg, p.events, p.log.With("component", "homeassistant"))
+	for _, f := range bridge.Subscriptions() {
+		if err := p.client.Subscribe(f, 1, p.ha.Handle); err != nil {
+			return fmt.Errorf("hub: subscribe: %w", err)
+		}
+	}
+	// After the hub's own hooks: Home Assistant hears of the devices once
+	// the hub says it is online.
+	if err := p.client.OnConnect(p.ha.Connected); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	return nil
+}
+
+// openIngest builds the metrics ingester, which acknowledges each batch
+// to its agent after the commit, and subscribes the dispatcher of device
+// messages to every device topic the hub reads.
+func (p *parts) openIngest() error {
+	p.mingest = metrics.NewIngester(p.mstore, metrics.IngesterConfig{Ack: p.ackMetrics, Logger: p.log.With("component", "metrics")})
+	ev := p.events
+	in, err := ingest.New(ingest.Config{Registry: p.reg, Metrics: p.mingest, Results: p.cmds, Rate: p.cfg.DeviceMsgRate,
+		Logger: p.log.With("component", "ingest"),
+		Input:  func(dev string, e *protocol.DeviceEvent) { ev.Publish(events.DeviceInput, dev, e) }})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat, protocol.KindMetrics, protocol.KindResult, protocol.KindEvent} {
+		if err := p.client.Subscribe(protocol.AllDevices(kind), 1, in.Handle); err != nil {
+			return fmt.Errorf("hub: subscribe: %w", err)
+		}
+	}
+	p.ingest = in
+	return nil
+}
+
+// openHealth builds the alert engine over the latest samples, and the
+// webhook alerts go to, if any; alerts also go to the event stream.
+func (p *parts) openHealth() error {
+	if p.cfg.AlertWebhook != "" {
+		hook, err := health.NewWebhook(health.WebhookConfig{URL: p.cfg.AlertWebhook, Logger: p.log.With("component", "webhook")})
+		if err != nil {
+			return fmt.Errorf("hub: %w", err)
+		}
+		p.webhook = hook
+	}
+	ev, hook := p.events, p.webhook
+	mon, err := health.Open(p.db, health.Config{Devices: p.reg.List, Latest: p.mstore.Latest, Logger: p.log.With("component", "health"),
+		OnEvent: func(e health.Event) {
+			ev.Publish(e.Type, e.Alert.Device, e.Alert)
+			if hook != nil {
+				hook.Notify(e)
+			}
+		}})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	p.health = mon
+	return nil
+}
