@@ -103,6 +103,9 @@ func (s *Store) Schema(name string) ([]byte, error) {
 // ErrUnknownKind is returned for a kind nobody registered.
 var ErrUnknownKind = errors.New("unknown kind")
 
+// ErrSchema matches every *SchemaError (errors.Is).
+var ErrSchema = errors.New("schema")
+
 // Problem is one reason content fails its kind's schema.
 type Problem struct {
 	// Pointer is the JSON Pointer (RFC 6901) of the failing value; "" is
@@ -120,6 +123,9 @@ type SchemaError struct {
 	Kind     string
 	Problems []Problem // at least one
 }
+
+// Is makes errors.Is(err, ErrSchema) true.
+func (e *SchemaError) Is(target error) bool { return target == ErrSchema }
 
 func (e *SchemaError) Error() string {
 	var b strings.Builder

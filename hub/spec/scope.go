@@ -103,6 +103,24 @@ func (s Scope) Validate() error {
 	return nil
 }
 
+// Param renders the scope for a URL path segment: "default",
+// "device:<id>" or "selector:k=v,k2=v2".
+func (s Scope) Param() string {
+	return strings.Replace(s.String(), "/", ":", 1)
+}
+
+// ParseScope reads Param's form: "default", "device:<id>" or
+// "selector:room=garage,role=sensor".
+func ParseScope(s string) (Scope, error) {
+	switch {
+	case s == "default":
+		return Scope{}, nil
+	case strings.HasPrefix(s, "device:"), strings.HasPrefix(s, "selector:"):
+		return parseScope(strings.Replace(s, ":", "/", 1))
+	}
+	return Scope{}, fmt.Errorf("scope %q: want default, device:<id> or selector:<key=value,…>", s)
+}
+
 // parseScope reads Scope.String's form back.
 func parseScope(s string) (Scope, error) {
 	switch {
@@ -110,6 +128,9 @@ func parseScope(s string) (Scope, error) {
 		return Scope{}, nil
 	case strings.HasPrefix(s, "device/"):
 		sc := Scope{Device: strings.TrimPrefix(s, "device/")}
+		if sc.Device == "" {
+			return Scope{}, fmt.Errorf("scope %q: no device ID", s)
+		}
 		return sc, sc.Validate()
 	case strings.HasPrefix(s, "selector/"):
 		sel, err := ParseSelector(strings.TrimPrefix(s, "selector/"))

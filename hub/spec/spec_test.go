@@ -88,6 +88,9 @@ func TestSchemaErrorsNamePointerAndRule(t *testing.T) {
 			t.Errorf("problem at %q: rule %q, want %q (all: %v)", ptr, got[ptr], rule, got)
 		}
 	}
+	if !errors.Is(err, ErrSchema) {
+		t.Errorf("errors.Is(%v, ErrSchema) = false", err)
+	}
 	if !strings.Contains(err.Error(), "at /sample_interval, pattern:") {
 		t.Errorf("error %q does not name the pointer and the rule", err)
 	}
@@ -324,6 +327,20 @@ func TestParseSelector(t *testing.T) {
 		}
 		if got != tt.want {
 			t.Errorf("ParseSelector(%q) = %q, %v; want %q", tt.in, got, err, tt.want)
+		}
+	}
+}
+
+func TestScopeParam(t *testing.T) {
+	for _, s := range []Scope{{}, {Device: "d1"}, {Selector: map[string]string{"role": "sensor", "room": "garage"}}} {
+		got, err := ParseScope(s.Param())
+		if err != nil || got.String() != s.String() {
+			t.Errorf("ParseScope(%q) = %v, %v; want %v", s.Param(), got, err, s)
+		}
+	}
+	for _, bad := range []string{"", "devices:d1", "device:", "device:a/b", "selector:", "selector:room", "Default"} {
+		if _, err := ParseScope(bad); err == nil {
+			t.Errorf("ParseScope(%q) succeeded", bad)
 		}
 	}
 }
