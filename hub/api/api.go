@@ -143,6 +143,9 @@ type Config struct {
 	// Commands sends remote commands and keeps their audit log; nil
 	// leaves the command endpoints out.
 	Commands Commands
+	// Configs is the configuration manager (hub/spec); nil leaves the
+	// configuration endpoints out.
+	Configs Configs
 	// Pairing is the pairing window; nil means a window that never opens
 	// (pairing without a join token is then refused).
 	Pairing PairingWindow
@@ -239,6 +242,17 @@ func (s *server) routes() *http.ServeMux {
 		mux.Handle("POST /api/v1/integrations", s.admin(s.createIntegration))
 		mux.Handle("GET /api/v1/integrations", s.admin(s.listIntegrations))
 		mux.Handle("DELETE /api/v1/integrations/{name}", s.admin(s.deleteIntegration))
+	}
+	if s.cfg.Configs != nil {
+		mux.Handle("GET /api/v1/config", s.admin(s.listKinds))
+		mux.Handle("GET /api/v1/config/{kind}", s.admin(s.listConfigs))
+		mux.Handle("GET /api/v1/config/{kind}/{scope}", s.admin(s.getConfig))
+		mux.Handle("PUT /api/v1/config/{kind}/{scope}", s.admin(s.putConfig))
+		mux.Handle("GET /api/v1/config/{kind}/{scope}/versions", s.admin(s.configHistory))
+		mux.Handle("GET /api/v1/config/{kind}/{scope}/versions/{n}", s.admin(s.configVersion))
+		mux.Handle("GET /api/v1/config/{kind}/{scope}/diff", s.admin(s.configDiff))
+		mux.Handle("POST /api/v1/config/{kind}/{scope}/rollback", s.admin(s.rollbackConfig))
+		mux.Handle("GET /api/v1/devices/{id}/config/{kind}", s.admin(s.effectiveConfig))
 	}
 	if s.cfg.Commands != nil {
 		mux.Handle("POST /api/v1/devices/{id}/commands", s.admin(s.postCommand))

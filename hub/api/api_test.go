@@ -36,6 +36,7 @@ import (
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/hub/spec"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/identity"
 	"github.com/alicia-home/alicia/internal/pki"
@@ -102,6 +103,7 @@ type harness struct {
 	admin        string // the admin token, read from admin.token
 	accounts     *fakeAccounts
 	commands     *command.Service
+	configs      *spec.Store
 	integrations *integrations.Accounts
 	// answer, if set, is the simulated device's result to a command
 	// (nil: no answer); it runs in its own goroutine.
@@ -168,6 +170,9 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if h.configs, err = spec.Open(db, spec.Config{Now: clk.Now}); err != nil {
+		t.Fatal(err)
+	}
 	h.commands, err = command.Open(db, command.Config{Devices: reg, Now: clk.Now, Logger: log,
 		Publish: func(_ context.Context, dev string, c *protocol.Command) error {
 			if f := h.answer.Load(); f != nil {
@@ -207,6 +212,7 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 		}),
 		Pairing:          h.window,
 		Commands:         h.commands,
+		Configs:          h.configs,
 		Integrations:     h.integrations,
 		CAPEM:            []byte("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"),
 		IssueCertificate: issue,
@@ -243,6 +249,7 @@ type request struct {
 	host           string // default testHost
 	remote         string // RemoteAddr; default a loopback address
 	tls            bool   // as if it came over HTTPS
+	header         map[string]string
 }
 
 // response is what the handler answered.
@@ -293,6 +300,9 @@ func (h *harness) send(t *testing.T, r request) response {
 	}
 	if r.auth != "" {
 		req.Header.Set("Authorization", r.auth)
+	}
+	for k, v := range r.header {
+		req.Header.Set(k, v)
 	}
 	rec := httptest.NewRecorder()
 	h.handler.ServeHTTP(rec, req)

@@ -3,7 +3,7 @@
 // OpenAPI document (openapi.yaml, embedded and served). Only the hub's
 // composition root (hub/hubd) may import it; it wires the small
 // interfaces this package defines (Devices, Tokens, Enrolment, Health,
-// Metrics, Commands, Integrations, PairingWindow, Accounts) to the hub's
+// Metrics, Commands, Configs, Integrations, PairingWindow, Accounts) to the hub's
 // parts. Each handler keeps only the part of an interface it uses.
 //
 // The routes it owns, by what they need (a secret travels only over
@@ -43,6 +43,15 @@
 //	  POST   /api/v1/integrations                    with Integrations only
 //	  GET    /api/v1/integrations
 //	  DELETE /api/v1/integrations/{name}
+//	  GET    /api/v1/config                          with Configs only: kinds and their schemas
+//	  GET    /api/v1/config/{kind}                   every document's latest version
+//	  GET    /api/v1/config/{kind}/{scope}           scope: default, device:<id>, selector:<k=v,…>; ETag
+//	  PUT    /api/v1/config/{kind}/{scope}           If-Match (or If-None-Match: *); 412 on a lost race
+//	  GET    /api/v1/config/{kind}/{scope}/versions
+//	  GET    /api/v1/config/{kind}/{scope}/versions/{n}
+//	  GET    /api/v1/config/{kind}/{scope}/diff      ?from=N&to=M
+//	  POST   /api/v1/config/{kind}/{scope}/rollback  a new version with an old one's content
+//	  GET    /api/v1/devices/{id}/config/{kind}      effective config, with the layer of every value
 //	  POST   /api/v1/devices/{id}/commands           with Commands only
 //	  GET    /api/v1/devices/{id}/commands/{cid}
 //	  GET    /api/v1/audit

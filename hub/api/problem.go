@@ -13,6 +13,7 @@ import (
 	"github.com/alicia-home/alicia/hub/integrations"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/hub/spec"
 )
 
 // problem is an RFC 9457 problem details object.
@@ -76,6 +77,11 @@ var errorAnswers = []struct {
 	{target: integrations.ErrInvalid, status: http.StatusBadRequest, log: logNone},
 	{target: integrations.ErrExists, status: http.StatusConflict, log: logNone},
 	{target: metrics.ErrTooManyPoints, status: http.StatusUnprocessableEntity, log: logNone},
+	{target: spec.ErrNotFound, status: http.StatusNotFound, log: logNone},
+	{target: spec.ErrUnknownKind, status: http.StatusNotFound, log: logNone},
+	{target: spec.ErrConflict, status: http.StatusPreconditionFailed, log: logNone},
+	{target: spec.ErrInvalid, status: http.StatusBadRequest, log: logNone},
+	{target: spec.ErrSchema, status: http.StatusBadRequest, log: logNone}, // the detail names each pointer and rule
 }
 
 // logNone marks an answer that is not logged.

@@ -25,6 +25,7 @@ import (
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/sniff"
+	"github.com/alicia-home/alicia/hub/spec"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/bus"
 	"github.com/alicia-home/alicia/internal/discovery"
@@ -54,6 +55,7 @@ type parts struct {
 	broker    *brokerSide
 	client    *bus.Client
 	dynsec    *dynsec.Sync // external broker only
+	configs   *spec.Store
 	mstore    *metrics.Store
 	mingest   *metrics.Ingester
 	cmds      *command.Service
@@ -78,7 +80,7 @@ func build(cfg Config) (p *parts, err error) {
 	}()
 	for _, step := range []func() error{
 		p.openState, p.openIdentity, p.openListeners, p.openBroker, p.openBus,
-		p.openMetrics, p.openCommands, p.openHomeAssistant, p.openIngest, p.openHealth, p.openAPI, p.openMDNS,
+		p.openConfigs, p.openMetrics, p.openCommands, p.openHomeAssistant, p.openIngest, p.openHealth, p.openAPI, p.openMDNS,
 	} {
 		if err := step(); err != nil {
 			return nil, err

@@ -7,7 +7,7 @@
 // order, one step per concern: state (store, hub ID, admin token,
 // integrations, registry), identity (CA, server certificates), listeners,
 // the broker side (embedded or external, brokerside.go), the hub's bus
-// connection, metrics, commands, Home Assistant, ingest, health, the API
+// connection, configurations, metrics, commands, Home Assistant, ingest, health, the API
 // and mDNS. Every step that can fail does so before any goroutine starts,
 // and what was acquired is released. run (serve.go) starts every part in
 // one errgroup and returns once all have stopped: the HTTP server first

@@ -41,7 +41,7 @@ func (p *parts) openAPI() error {
 		HubID: p.hubID, Devices: p.reg, Tokens: p.toks, BrokerURLs: p.broker.urls,
 		CAFingerprint: p.ca.Fingerprint(), CAPEM: p.ca.CertPEM(),
 		Discovered: p.discovered, IssueCertificate: p.issueCertificate, Disconnect: p.broker.disconnect,
-		Pairing: window, Commands: p.cmds, Metrics: p.mstore, Events: p.events, Health: p.health,
+		Pairing: window, Commands: p.cmds, Configs: p.configs, Metrics: p.mstore, Events: p.events, Health: p.health,
 		Prometheus: p.prometheus(), Logger: p.log.With("component", "api"),
 	}
 	// Integration accounts live in the embedded broker; with an external

@@ -13,10 +13,22 @@ import (
 	"github.com/alicia-home/alicia/hub/ingest"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/hub/spec"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/bus"
 	"github.com/alicia-home/alicia/internal/protocol"
 )
+
+// openConfigs opens the configuration manager (versioned documents per
+// kind and scope).
+func (p *parts) openConfigs() error {
+	cs, err := spec.Open(p.db, spec.Config{})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	p.configs = cs
+	return nil
+}
 
 // openMetrics opens the time-series store. Series of devices no longer in
 // the registry (a delete cut short) are removed now; failing that, they

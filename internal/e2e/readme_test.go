@@ -25,6 +25,7 @@ import (
 // Every other block runs to completion and must succeed and print
 // something.
 type readmeBlock struct {
+	file      string // relative to the repository's root
 	line      int    // of the opening fence
 	directive string // "", "skip", "until-stopped" or "person-sets"
 	args      []string
@@ -45,7 +46,7 @@ func readmeBlocks(t *testing.T, path string) []readmeBlock {
 		if lines[i] != "```sh" {
 			continue
 		}
-		blk := readmeBlock{line: i + 1}
+		blk := readmeBlock{file: filepath.Base(path), line: i + 1}
 		if i > 0 && strings.HasPrefix(lines[i-1], "<!-- readme-test") {
 			m := directiveRE.FindStringSubmatch(lines[i-1])
 			if m == nil {
@@ -63,6 +64,10 @@ func readmeBlocks(t *testing.T, path string) []readmeBlock {
 	return blocks
 }
 
+// docsRunAsTests are the documents besides README.md whose shell examples
+// TestReadmeExamples runs.
+var docsRunAsTests = []string{"docs/config.md"}
+
 // sessionVars are the shell variables the README's examples set and use,
 // carried from one block to the next as a person's shell carries them.
 var sessionVars = []string{"API", "TOKEN", "ID", "JOIN", "NEW", "CODE"}
@@ -75,7 +80,8 @@ type background struct {
 	done chan error
 }
 
-// TestReadmeExamples runs every shell example of README.md, as written, in
+// TestReadmeExamples runs every shell example of README.md (and of
+// docsRunAsTests), as written, in
 // one shell session against `ALICIA_HAL=sim make run` (its .run directory
 // is the session's), with curl failing on HTTP errors (--fail-with-body)
 // so that a 4xx answer fails the example.
@@ -87,6 +93,18 @@ func TestReadmeExamples(t *testing.T) {
 	blocks := readmeBlocks(t, filepath.Join(root, "README.md"))
 	if len(blocks) < 8 {
 		t.Fatalf("%d shell examples in README.md; the parser lost some", len(blocks))
+	}
+	// Then the docs whose examples run against a make run hub, in the
+	// same session.
+	for _, doc := range docsRunAsTests {
+		db := readmeBlocks(t, filepath.Join(root, doc))
+		if len(db) == 0 {
+			t.Fatalf("no shell examples in %s", doc)
+		}
+		for i := range db {
+			db[i].file = doc
+		}
+		blocks = append(blocks, db...)
 	}
 	dir := t.TempDir()
 	run := startMakeRun(t, dir, "ALICIA_HAL=sim")
@@ -119,7 +137,7 @@ func TestReadmeExamples(t *testing.T) {
 		}
 	})
 	for i, blk := range blocks {
-		name := fmt.Sprintf("README.md:%d", blk.line)
+		name := fmt.Sprintf("%s:%d", blk.file, blk.line)
 		blockEnv := append(env, fmt.Sprintf("ALICIA_STATE_DIR=%s/device-%d", work, i), fmt.Sprintf("ALICIA_NAME=readme-%d", i))
 		switch blk.directive {
 		case "skip":
