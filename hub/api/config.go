@@ -21,7 +21,7 @@ type Configs interface {
 	History(kind string, scope spec.Scope) ([]spec.Version, error)
 	Put(w spec.Write) (spec.Version, error)
 	Rollback(kind string, scope spec.Scope, to, ifVersion uint64, author, comment string) (spec.Version, error)
-	Effective(kind, device string, labels map[string]string) (spec.Effective, error)
+	Effective(kind string, d spec.Device) (spec.Effective, error)
 }
 
 var _ Configs = (*spec.Store)(nil)
@@ -263,14 +263,19 @@ func (s *server) rollbackConfig(w http.ResponseWriter, r *http.Request) {
 }
 
 // effectiveConfig answers a device's effective configuration of a kind,
-// with the layers it merged and which one set each value.
+// with the layers it merged and which one set each value, its templates
+// rendered for the device (a value that renders invalid: 400 naming it).
 func (s *server) effectiveConfig(w http.ResponseWriter, r *http.Request) {
 	d, err := s.devices.Get(r.PathValue("id"))
 	if err != nil {
 		s.writeError(w, r, err)
 		return
 	}
-	eff, err := s.cfg.Configs.Effective(r.PathValue("kind"), d.ID, d.Labels)
+	dev := spec.Device{ID: d.ID, Name: d.Name, Labels: d.Labels}
+	if d.Facts != nil {
+		dev.Arch, dev.Hostname = d.Facts.Arch, d.Facts.Hostname
+	}
+	eff, err := s.cfg.Configs.Effective(r.PathValue("kind"), dev)
 	if err != nil {
 		s.writeError(w, r, err)
 		return

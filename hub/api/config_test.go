@@ -139,20 +139,24 @@ func TestEffectiveConfigOfADevice(t *testing.T) {
 	dev := h.enroll(t, "garage-pi").DeviceID
 	h.adminDo(t, "PATCH", "/api/v1/devices/"+dev, map[string]any{"labels": map[string]string{"room": "garage"}}).mustStatus(t, http.StatusOK)
 	h.configPut(t, "/api/v1/config/agent/default", map[string]string{"If-None-Match": "*"},
-		map[string]any{"content": map[string]any{"sample_interval": "10s", "log_level": "info"}}).mustStatus(t, http.StatusCreated)
+		map[string]any{"content": map[string]any{"sample_interval": "10s", "log_level": "info", "labels": map[string]string{"where": "{{.Name}}"}}}).mustStatus(t, http.StatusCreated)
 	h.configPut(t, "/api/v1/config/agent/selector:room=garage", map[string]string{"If-None-Match": "*"},
 		map[string]any{"content": map[string]any{"sample_interval": "30s"}}).mustStatus(t, http.StatusCreated)
 	r := h.adminDo(t, "GET", "/api/v1/devices/"+dev+"/config/agent", nil)
 	r.mustStatus(t, http.StatusOK)
 	var eff struct {
-		Content map[string]string `json:"content"`
+		Content struct {
+			SampleInterval string            `json:"sample_interval"`
+			LogLevel       string            `json:"log_level"`
+			Labels         map[string]string `json:"labels"`
+		} `json:"content"`
 		Sources map[string]int    `json:"sources"`
 		Layers  []json.RawMessage `json:"layers"`
 	}
 	if err := json.Unmarshal(r.body, &eff); err != nil {
 		t.Fatal(err)
 	}
-	if eff.Content["sample_interval"] != "30s" || eff.Content["log_level"] != "info" || eff.Sources["/sample_interval"] != 1 ||
+	if eff.Content.SampleInterval != "30s" || eff.Content.LogLevel != "info" || eff.Content.Labels["where"] != "garage-pi" || eff.Sources["/sample_interval"] != 1 ||
 		eff.Sources["/log_level"] != 0 || len(eff.Layers) != 2 {
 		t.Errorf("effective config %s", r.body)
 	}

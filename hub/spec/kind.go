@@ -143,15 +143,26 @@ func (e *SchemaError) Error() string {
 	return b.String()
 }
 
-// validate checks content (JSON) against the kind's schema. A document is
-// a merge patch over the layers below it, where null removes a key: the
-// values it sets are checked, its nulls are not.
+// validate checks a document (JSON) against the kind's schema. A
+// document is a merge patch over the layers below it, where null removes
+// a key, and its strings may be templates rendered per device: the values
+// it sets are checked, its nulls and templated strings are not (Effective
+// checks what they render to).
 func (kd *kind) validate(content []byte) error {
+	return kd.validateValue(content, true)
+}
+
+// validateValue checks content; patch says whether it is a document (see
+// validate) or a rendered configuration, checked whole.
+func (kd *kind) validateValue(content []byte, patch bool) error {
 	v, err := jsonschema.UnmarshalJSON(bytes.NewReader(content))
 	if err != nil {
 		return &SchemaError{Kind: kd.name, Problems: []Problem{{Rule: "json", Message: err.Error()}}}
 	}
-	err = kd.schema.Validate(withoutNulls(v))
+	if patch {
+		v = checkable(v)
+	}
+	err = kd.schema.Validate(v)
 	var ve *jsonschema.ValidationError
 	if err == nil {
 		return nil
@@ -176,18 +187,19 @@ func (kd *kind) validate(content []byte) error {
 	return se
 }
 
-// withoutNulls returns v without the object members whose value is null,
-// at every depth.
-func withoutNulls(v any) any {
+// checkable returns v without the object members whose value is null or
+// a templated string, at every depth.
+func checkable(v any) any {
 	m, ok := v.(map[string]any)
 	if !ok {
 		return v
 	}
 	out := make(map[string]any, len(m))
 	for k, x := range m {
-		if x != nil {
-			out[k] = withoutNulls(x)
+		if s, isStr := x.(string); x == nil || isStr && hasTemplate(s) {
+			continue
 		}
+		out[k] = checkable(x)
 	}
 	return out
 }

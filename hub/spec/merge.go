@@ -35,26 +35,42 @@ type Effective struct {
 	Sources map[string]int `json:"sources"`
 }
 
-// Effective merges the documents of a kind that apply to a device with
-// these labels: the default, the matching selector documents from the
-// lowest priority to the highest, then the device's own, each a JSON
-// merge patch (RFC 7396) over the ones before (a null removes a key).
-func (s *Store) Effective(kind, device string, labels map[string]string) (Effective, error) {
+// Effective merges the documents of a kind that apply to a device: the
+// default, the selector documents its labels match from the lowest
+// priority to the highest, then the device's own, each a JSON merge patch
+// (RFC 7396) over the ones before (a null removes a key). Templated
+// strings are then rendered for the device, and the result is checked
+// against the kind's schema: a *SchemaError says what the device would
+// get wrong.
+func (s *Store) Effective(kind string, dev Device) (Effective, error) {
+	kd, err := s.kinds.get(kind)
+	if err != nil {
+		return Effective{}, err
+	}
 	docs, err := s.Documents(kind)
 	if err != nil {
 		return Effective{}, err
 	}
 	var layers []Version
 	for _, d := range docs {
-		if d.Scope.matches(device, labels) {
+		if d.Scope.matches(dev.ID, dev.Labels) {
 			layers = append(layers, d)
 		}
 	}
-	return merge(kind, device, layers)
+	eff, err := merge(kind, dev, layers)
+	if err != nil {
+		return Effective{}, err
+	}
+	if err := kd.validateValue(eff.Content, false); err != nil {
+		return Effective{}, fmt.Errorf("spec: %s config of %s: %w", kind, dev.ID, err)
+	}
+	return eff, nil
 }
 
-// merge applies layers (in layer order) and records who set what.
-func merge(kind, device string, layers []Version) (Effective, error) {
+// merge applies layers (in layer order), records who set what, and renders
+// the templates for dev.
+func merge(kind string, dev Device, layers []Version) (Effective, error) {
+	device := dev.ID
 	eff := Effective{Kind: kind, Device: device, Layers: []Layer{}, Sources: map[string]int{}}
 	doc := map[string]any{}
 	src := map[string]int{}
@@ -68,7 +84,11 @@ func merge(kind, device string, layers []Version) (Effective, error) {
 		mergePatch(doc, patch, "", i, src)
 		eff.Layers = append(eff.Layers, Layer{Scope: l.Scope, Priority: l.Priority, Version: l.Number})
 	}
-	content, err := json.Marshal(doc)
+	rendered, err := render(doc, dev, "")
+	if err != nil {
+		return Effective{}, fmt.Errorf("spec: %s config of %s: %w: %w", kind, device, ErrInvalid, err)
+	}
+	content, err := json.Marshal(rendered)
 	if err != nil {
 		return Effective{}, fmt.Errorf("spec: merge %s for %s: %w", kind, device, err)
 	}

@@ -253,7 +253,7 @@ func TestEffectiveLayersAndProvenance(t *testing.T) {
 		{"d3", nil, `{"collectors":["cpu","memory"],"labels":{"room":"unknown","site":"home"},"sample_interval":"10s"}`,
 			map[string]int{"/collectors": 0, "/labels/room": 0, "/labels/site": 0, "/sample_interval": 0}, 1},
 	} {
-		eff, err := e.s.Effective(KindAgent, tt.device, tt.labels)
+		eff, err := e.s.Effective(KindAgent, Device{ID: tt.device, Labels: tt.labels})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -268,13 +268,13 @@ func TestEffectiveLayersAndProvenance(t *testing.T) {
 		}
 	}
 	// The order of layers: the selector of priority 0 before the one of 10.
-	eff, _ := e.s.Effective(KindAgent, "d1", map[string]string{"room": "garage", "role": "sensor"})
+	eff, _ := e.s.Effective(KindAgent, Device{ID: "d1", Labels: map[string]string{"room": "garage", "role": "sensor"}})
 	if got := []string{eff.Layers[1].Scope.String(), eff.Layers[2].Scope.String()}; got[0] != "selector/room=garage" || got[1] != "selector/role=sensor" {
 		t.Errorf("selector layers in order %v, want room=garage (priority 0) then role=sensor (10)", got)
 	}
 	// Equal content gives an equal hash, whatever produced it.
-	a, _ := e.s.Effective(KindAgent, "d3", nil)
-	b, _ := e.s.Effective(KindAgent, "d4", map[string]string{"room": "attic"})
+	a, _ := e.s.Effective(KindAgent, Device{ID: "d3"})
+	b, _ := e.s.Effective(KindAgent, Device{ID: "d4", Labels: map[string]string{"room": "attic"}})
 	if a.Hash != b.Hash {
 		t.Errorf("equal effective configs, different hashes: %s, %s", a.Hash, b.Hash)
 	}

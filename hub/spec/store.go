@@ -128,6 +128,13 @@ func (s *Store) Put(w Write) (Version, error) {
 	if err != nil {
 		return Version{}, fmt.Errorf("spec: %w: content: %w", ErrInvalid, err)
 	}
+	var decoded any
+	if err := json.Unmarshal(content, &decoded); err != nil {
+		return Version{}, fmt.Errorf("spec: %w: content: %w", ErrInvalid, err)
+	}
+	if err := checkTemplates(decoded, ""); err != nil {
+		return Version{}, fmt.Errorf("spec: %w: %w", ErrInvalid, err)
+	}
 	if err := kd.validate(content); err != nil {
 		return Version{}, err
 	}
