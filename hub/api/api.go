@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/alicia-home/alicia/hub/confsync"
 	"github.com/alicia-home/alicia/hub/enrol"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/household"
@@ -146,6 +147,9 @@ type Config struct {
 	// Configs is the configuration manager (hub/spec); nil leaves the
 	// configuration endpoints out.
 	Configs Configs
+	// ConfigSync, if set, sends the devices their configs: it is told of
+	// every write, and the device views show desired against applied.
+	ConfigSync ConfigSync
 	// Pairing is the pairing window; nil means a window that never opens
 	// (pairing without a join token is then refused).
 	Pairing PairingWindow
@@ -499,17 +503,25 @@ type Device struct {
 	HeartbeatMS  int64             `json:"heartbeat_ms,omitempty"`
 	Facts        *protocol.Facts   `json:"facts,omitempty"`
 	// Hardware is what the device's HAL offers to commands.
-	Hardware   *protocol.Hardware `json:"hardware,omitempty"`
-	PublicKey  string             `json:"public_key"`
-	EnrolledAt *time.Time         `json:"enrolled_at,omitempty"` // unset while pending or rejected
-	FirstSeen  *time.Time         `json:"first_seen,omitempty"`
-	LastSeen   *time.Time         `json:"last_seen,omitempty"`
+	Hardware *protocol.Hardware `json:"hardware,omitempty"`
+	// Config is the device's configuration of each kind: desired against
+	// applied (hub/confsync).
+	Config     map[string]confsync.KindState `json:"config,omitempty"`
+	PublicKey  string                        `json:"public_key"`
+	EnrolledAt *time.Time                    `json:"enrolled_at,omitempty"` // unset while pending or rejected
+	FirstSeen  *time.Time                    `json:"first_seen,omitempty"`
+	LastSeen   *time.Time                    `json:"last_seen,omitempty"`
 }
 
 func (s *server) deviceView(d registry.Device) Device {
 	v := Device{ID: d.ID, Name: d.Name, Status: string(d.Status), State: d.Status.State(), StatusReason: d.StatusReason, StatusSince: d.StatusSince,
 		Labels: d.Labels, AgentVersion: d.AgentVersion, HeartbeatMS: d.HeartbeatMS, Facts: d.Facts, Hardware: d.Hardware,
 		PublicKey: base64.StdEncoding.EncodeToString(d.PublicKey)}
+	if s.cfg.ConfigSync != nil {
+		if st := s.cfg.ConfigSync.State(d.ID); len(st) > 0 {
+			v.Config = st
+		}
+	}
 	if !d.EnrolledAt.IsZero() {
 		v.EnrolledAt = &d.EnrolledAt
 	}
@@ -603,6 +615,7 @@ func (s *server) patchDevice(w http.ResponseWriter, r *http.Request) {
 		s.writeError(w, r, err)
 		return
 	}
+	s.configChanged() // a name or label may change what the device's config is
 	writeJSON(w, http.StatusOK, s.deviceView(d))
 }
 

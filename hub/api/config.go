@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/alicia-home/alicia/hub/confsync"
 	"github.com/alicia-home/alicia/hub/spec"
 )
 
@@ -25,6 +26,23 @@ type Configs interface {
 }
 
 var _ Configs = (*spec.Store)(nil)
+
+// ConfigSync is the sender of the devices' configs (hub/confsync.Sync).
+type ConfigSync interface {
+	// Changed says the documents changed.
+	Changed()
+	// State is a device's desired against applied config, by kind.
+	State(device string) map[string]confsync.KindState
+}
+
+var _ ConfigSync = (*confsync.Sync)(nil)
+
+// configChanged tells the sender, if any, that the documents changed.
+func (s *server) configChanged() {
+	if s.cfg.ConfigSync != nil {
+		s.cfg.ConfigSync.Changed()
+	}
+}
 
 // configAuthor is who the admin token writes as.
 const configAuthor = "admin"
@@ -143,6 +161,7 @@ func (s *server) putConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("config saved", "kind", kind, "scope", sc.String(), "version", v.Number, "hash", v.Hash)
+	s.configChanged()
 	status := http.StatusOK
 	if v.Number == 1 {
 		status = http.StatusCreated
@@ -259,6 +278,7 @@ func (s *server) rollbackConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.log.Info("config rolled back", "kind", kind, "scope", sc.String(), "to", body.Version, "version", v.Number)
+	s.configChanged()
 	writeVersion(w, http.StatusOK, v)
 }
 

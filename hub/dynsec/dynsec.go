@@ -182,10 +182,11 @@ func (d *Sync) Provision(ctx context.Context, id, password string) error {
 		{"command": "deleteClient", "username": id},
 		{"command": "deleteRole", "rolename": deviceRole(id)},
 		{"command": "createRole", "rolename": deviceRole(id), "acls": []map[string]any{
-			// The hub's acknowledgements and commands are the hub's to
+			// The hub's acknowledgements, commands and configs are the hub's to
 			// publish: denied first (a higher priority is checked first).
 			{"acltype": "publishClientSend", "topic": protocol.DeviceTopic(id, protocol.KindAck), "priority": 1, "allow": false},
 			{"acltype": "publishClientSend", "topic": protocol.DeviceTopic(id, protocol.KindCommand), "priority": 1, "allow": false},
+			{"acltype": "publishClientSend", "topic": protocol.DeviceTopic(id, protocol.KindConfig), "priority": 1, "allow": false},
 			{"acltype": "publishClientSend", "topic": own, "allow": true},
 			{"acltype": "subscribePattern", "topic": own, "allow": true},
 			{"acltype": "subscribeLiteral", "topic": protocol.HubStatusTopic, "allow": true},

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/alicia-home/alicia/hub/command"
+	"github.com/alicia-home/alicia/hub/confsync"
 	"github.com/alicia-home/alicia/hub/dynsec"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
@@ -56,6 +57,7 @@ type parts struct {
 	client    *bus.Client
 	dynsec    *dynsec.Sync // external broker only
 	configs   *spec.Store
+	confsync  *confsync.Sync
 	mstore    *metrics.Store
 	mingest   *metrics.Ingester
 	cmds      *command.Service
@@ -80,7 +82,7 @@ func build(cfg Config) (p *parts, err error) {
 	}()
 	for _, step := range []func() error{
 		p.openState, p.openIdentity, p.openListeners, p.openBroker, p.openBus,
-		p.openConfigs, p.openMetrics, p.openCommands, p.openHomeAssistant, p.openIngest, p.openHealth, p.openAPI, p.openMDNS,
+		p.openConfigs, p.openConfSync, p.openMetrics, p.openCommands, p.openHomeAssistant, p.openIngest, p.openHealth, p.openAPI, p.openMDNS,
 	} {
 		if err := step(); err != nil {
 			return nil, err

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/alicia-home/alicia/hub/command"
+	"github.com/alicia-home/alicia/hub/confsync"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/homeassistant"
@@ -27,6 +28,29 @@ func (p *parts) openConfigs() error {
 		return fmt.Errorf("hub: %w", err)
 	}
 	p.configs = cs
+	return nil
+}
+
+// openConfSync builds the sender of each device's desired configuration
+// (retained, on its config topic), sent again after every connection of
+// the hub's bus (the broker may have lost its retained messages).
+func (p *parts) openConfSync() error {
+	cs, err := confsync.Open(p.db, confsync.Config{Configs: p.configs, Devices: p.reg, Events: p.events,
+		Logger: p.log.With("component", "confsync"),
+		Publish: func(ctx context.Context, dev string, c *protocol.Config) error {
+			b, err := protocol.Encode(p.hubID, time.Now(), c)
+			if err != nil {
+				return err
+			}
+			return p.client.Publish(ctx, bus.Message{Topic: protocol.DeviceTopic(dev, protocol.KindConfig), Payload: b, QoS: 1, Retained: true})
+		}})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	if err := p.client.OnConnect(cs.Resend); err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	p.confsync = cs
 	return nil
 }
 
@@ -128,12 +152,13 @@ func (p *parts) openIngest() error {
 	p.mingest = metrics.NewIngester(p.mstore, metrics.IngesterConfig{Ack: p.ackMetrics, Logger: p.log.With("component", "metrics")})
 	ev := p.events
 	in, err := ingest.New(ingest.Config{Registry: p.reg, Metrics: p.mingest, Results: p.cmds, Rate: p.cfg.DeviceMsgRate,
-		Logger: p.log.With("component", "ingest"),
-		Input:  func(dev string, e *protocol.DeviceEvent) { ev.Publish(events.DeviceInput, dev, e) }})
+		Logger:       p.log.With("component", "ingest"),
+		Input:        func(dev string, e *protocol.DeviceEvent) { ev.Publish(events.DeviceInput, dev, e) },
+		ConfigStatus: p.confsync.HandleStatus})
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat, protocol.KindMetrics, protocol.KindResult, protocol.KindEvent} {
+	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat, protocol.KindMetrics, protocol.KindResult, protocol.KindEvent, protocol.KindConfigStatus} {
 		if err := p.client.Subscribe(protocol.AllDevices(kind), 1, in.Handle); err != nil {
 			return fmt.Errorf("hub: subscribe: %w", err)
 		}

@@ -1,8 +1,8 @@
 // Package ingest dispatches the messages devices publish on their own
 // topics (alicia/v1/devices/<id>/<kind>): registrations, statuses and
 // heartbeats to the registry, metric batches to the metrics ingester,
-// command results to the command service and input events to the event
-// stream. Only the hub's root (hub/hubd) imports it.
+// command results to the command service, input events to the event
+// stream and config statuses to the config sender. Only the hub's root (hub/hubd) imports it.
 //
 // A message is checked before it reaches anyone: its topic, its size and
 // JSON (internal/protocol), that its type fits its topic and, for what
@@ -60,6 +60,9 @@ type Config struct {
 	Results  Results
 	// Input receives a device's input events.
 	Input func(device string, ev *protocol.DeviceEvent)
+	// ConfigStatus, if set, receives what a device says of its config;
+	// without it such messages are rejected.
+	ConfigStatus func(device string, st *protocol.ConfigStatus)
 	// Rate is how many messages a second each device may send; default
 	// DefaultRate. Burst is how many it may send at once; default twice
 	// Rate.
@@ -168,7 +171,7 @@ func (in *Dispatcher) Handle(_ context.Context, m bus.Message) {
 		return
 	}
 	switch p := msg.Payload.(type) {
-	case *protocol.Metrics, *protocol.CommandResult, *protocol.DeviceEvent:
+	case *protocol.Metrics, *protocol.CommandResult, *protocol.DeviceEvent, *protocol.ConfigStatus:
 		// The registry checks what it handles itself; these go elsewhere,
 		// from an accepted device about itself only.
 		if msg.Source != id {
@@ -188,6 +191,12 @@ func (in *Dispatcher) Handle(_ context.Context, m bus.Message) {
 			in.cfg.Results.HandleResult(id, p)
 		case *protocol.DeviceEvent:
 			in.cfg.Input(id, p)
+		case *protocol.ConfigStatus:
+			if in.cfg.ConfigStatus == nil {
+				in.reject(m, errors.New("config status: this hub sends no configs"))
+				return
+			}
+			in.cfg.ConfigStatus(id, p)
 		}
 		return
 	}

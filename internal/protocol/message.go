@@ -22,6 +22,9 @@ const (
 	TypeCommand       Type = "command"
 	TypeCommandResult Type = "command_result"
 	TypeDeviceEvent   Type = "device_event"
+	// Configuration (config.go).
+	TypeConfig       Type = "config"
+	TypeConfigStatus Type = "config_status"
 )
 
 // Payload is implemented by every message payload. MessageType names the
@@ -55,6 +58,10 @@ func newPayload(t Type) Payload {
 		return new(CommandResult)
 	case TypeDeviceEvent:
 		return new(DeviceEvent)
+	case TypeConfig:
+		return new(Config)
+	case TypeConfigStatus:
+		return new(ConfigStatus)
 	}
 	return nil
 }
@@ -71,6 +78,8 @@ var maxSize = map[Type]int{
 	TypeCommand:       8 << 10,
 	TypeCommandResult: 8 << 10,
 	TypeDeviceEvent:   4 << 10,
+	TypeConfig:        MaxMessageSize,
+	TypeConfigStatus:  4 << 10,
 }
 
 // MaxMessageSize is the largest envelope of any type (a full Metrics

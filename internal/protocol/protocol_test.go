@@ -53,6 +53,11 @@ var golden = map[string]Message{
 			Sensors: []HardwareSensor{{Name: "temp_garage", Kind: SensorDS18B20, Bus: "w1_bus_master1", Device: "28-0000075a3b0c"},
 				{Name: "climate", Kind: SensorBME280, Bus: "1", Address: 0x76}}},
 	}},
+	"config": {ID: "dddddddddddddddddddddddddddddddd", Time: t0, Source: "hub-3f9a", Payload: &Config{Configs: map[string]ConfigDoc{
+		"agent": {Hash: "6a1f4d6e3b1c0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e", Content: json.RawMessage(`{"log_level":"debug","sample_interval":"30s"}`)},
+	}}},
+	"config_status": {ID: "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &ConfigStatus{Kind: "agent",
+		Hash: "6a1f4d6e3b1c0f9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e", State: ConfigApplied}},
 	"metrics_ack": {ID: "77777777777777777777777777777777", Time: t0, Source: "hub-3f9a", Payload: &MetricsAck{Epoch: "e7c1d2a9b3f40516", Seqs: []uint64{1041, 1042}}},
 }
 

@@ -36,6 +36,11 @@ const (
 	KindResult Kind = "result"
 	// KindEvent carries the device's DeviceEvent (an input changed).
 	KindEvent Kind = "event"
+	// KindConfig carries the hub's retained Config to the device; like
+	// KindAck, only the hub publishes it.
+	KindConfig Kind = "config"
+	// KindConfigStatus carries the device's ConfigStatus.
+	KindConfigStatus Kind = "config_status"
 )
 
 // Type is the message type a topic of kind k carries.
@@ -54,7 +59,8 @@ func (k Kind) Type() Type {
 }
 
 // kinds lists the per-device kinds a device publishes, for ParseDeviceTopic.
-var kinds = map[Kind]bool{KindRegister: true, KindStatus: true, KindHeartbeat: true, KindMetrics: true, KindResult: true, KindEvent: true}
+var kinds = map[Kind]bool{KindRegister: true, KindStatus: true, KindHeartbeat: true, KindMetrics: true, KindResult: true, KindEvent: true,
+	KindConfigStatus: true}
 
 // DevicesPrefix is the parent of every device's subtree.
 const DevicesPrefix = Root + "/devices/"
