@@ -185,6 +185,29 @@ func (fr *frameReader) next() error {
 	return nil
 }
 
+// VerifyBackup reads a backup stream from r up to its end (no further)
+// and checks it as Restore would, without loading it anywhere. It returns
+// the stream's length.
+func VerifyBackup(r io.Reader) (int64, error) {
+	if err := readMagic(r); err != nil {
+		return 0, fmt.Errorf("store: verify backup: %w", err)
+	}
+	fr := &frameReader{r: r, sum: sha256.New(), off: int64(len(backupMagic))}
+	if _, err := io.Copy(io.Discard, fr); err != nil {
+		return fr.off, fmt.Errorf("store: verify backup: %w", err)
+	}
+	return fr.off, nil
+}
+
+// readMagic reads and checks the stream's first line.
+func readMagic(r io.Reader) error {
+	magic := make([]byte, len(backupMagic))
+	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != backupMagic {
+		return fmt.Errorf("%w: it does not start with %q", ErrBadBackup, backupMagic[:len(backupMagic)-1])
+	}
+	return nil
+}
+
 // Restore creates a store in dir (which must be missing or empty) holding
 // what the backup stream r holds, and closes it. It reads r up to the
 // stream's end and no further. A truncated or damaged stream fails with
@@ -199,9 +222,8 @@ func Restore(dir string, r io.Reader) (err error) {
 	case len(entries) > 0:
 		return fmt.Errorf("store: restore into %s: the directory is not empty (a restore never overwrites a store)", dir)
 	}
-	magic := make([]byte, len(backupMagic))
-	if _, err := io.ReadFull(r, magic); err != nil || string(magic) != backupMagic {
-		return fmt.Errorf("store: restore: %w: it does not start with %q", ErrBadBackup, backupMagic[:len(backupMagic)-1])
+	if err := readMagic(r); err != nil {
+		return fmt.Errorf("store: restore: %w", err)
 	}
 	db, err := Open(Options{Dir: dir, FastOpen: true})
 	if err != nil {

@@ -54,6 +54,9 @@ func TestBackupRestore(t *testing.T) {
 	if len(backup) < 2*maxFrame {
 		t.Fatalf("backup of %d bytes: the test wants several frames", len(backup))
 	}
+	if n, err := VerifyBackup(bytes.NewReader(backup)); err != nil || n != int64(len(backup)) {
+		t.Errorf("VerifyBackup = %d, %v; want %d, nil", n, err, len(backup))
+	}
 	dir := filepath.Join(t.TempDir(), "restored")
 	r := bytes.NewReader(append(bytes.Clone(backup), "trailing"...))
 	if err := Restore(dir, r); err != nil {
@@ -93,6 +96,9 @@ func TestRestoreRefusesBadBackups(t *testing.T) {
 		{"damaged end checksum", flip(len(backup) - 1), "does not match"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
+			if _, err := VerifyBackup(bytes.NewReader(tc.stream)); !errors.Is(err, ErrBadBackup) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("VerifyBackup = %v, want ErrBadBackup saying %q", err, tc.want)
+			}
 			parent := t.TempDir()
 			dir := filepath.Join(parent, "restored")
 			err := Restore(dir, bytes.NewReader(tc.stream))
