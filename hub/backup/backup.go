@@ -170,8 +170,12 @@ func atEnd(br *bufio.Reader) error {
 }
 
 // Restore makes dataDir the hub that the backup r holds. dataDir must be
-// missing or an empty directory; the hub is built next to it and renamed
-// into place at the end, so a failure leaves dataDir as it was.
+// missing or an empty directory, and a failure leaves it as it was. A
+// missing dataDir is built next to it and renamed into place at the end.
+// An existing empty one (as a package or an administrator created it, with
+// its owner: the parent may not be writable) is built in a hidden
+// directory inside it whose entries are moved up at the end, the store
+// last.
 func Restore(r io.Reader, dataDir string) (s Summary, err error) {
 	dataDir = filepath.Clean(dataDir)
 	existed := false
@@ -184,11 +188,13 @@ func Restore(r io.Reader, dataDir string) (s Summary, err error) {
 	default:
 		existed = true
 	}
-	parent := filepath.Dir(dataDir)
-	if err := os.MkdirAll(parent, 0o755); err != nil {
+	parent, stageIn := filepath.Dir(dataDir), filepath.Dir(dataDir)
+	if existed {
+		stageIn = dataDir
+	} else if err := os.MkdirAll(parent, 0o755); err != nil {
 		return s, fmt.Errorf("restore: %w", err)
 	}
-	tmp, err := os.MkdirTemp(parent, "."+filepath.Base(dataDir)+".restore-*")
+	tmp, err := os.MkdirTemp(stageIn, "."+filepath.Base(dataDir)+".restore-*")
 	if err != nil {
 		return s, fmt.Errorf("restore: %w", err)
 	}
@@ -197,13 +203,53 @@ func Restore(r io.Reader, dataDir string) (s Summary, err error) {
 			os.RemoveAll(tmp)
 		}
 	}()
-	if err := os.Chmod(tmp, 0o700); err != nil {
+	if s, err = build(r, tmp); err != nil {
 		return s, fmt.Errorf("restore: %w", err)
+	}
+	if err := syncTree(tmp); err != nil {
+		return s, fmt.Errorf("restore: sync: %w", err)
+	}
+	if !existed {
+		if err := os.Rename(tmp, dataDir); err != nil {
+			return s, fmt.Errorf("restore: %w", err)
+		}
+		return s, syncDir(parent)
+	}
+	entries, err := os.ReadDir(tmp)
+	if err != nil {
+		return s, fmt.Errorf("restore: %w", err)
+	}
+	// The store last: a data directory with a store is a hub.
+	slices.SortStableFunc(entries, func(a, b fs.DirEntry) int {
+		return boolInt(a.Name() == StoreDir) - boolInt(b.Name() == StoreDir)
+	})
+	for _, e := range entries {
+		if err := os.Rename(filepath.Join(tmp, e.Name()), filepath.Join(dataDir, e.Name())); err != nil {
+			return s, fmt.Errorf("restore: %w", err)
+		}
+	}
+	if err := os.Remove(tmp); err != nil {
+		return s, fmt.Errorf("restore: %w", err)
+	}
+	return s, syncDir(dataDir)
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// build writes the hub the backup r holds into the empty directory dir.
+func build(r io.Reader, dir string) (s Summary, err error) {
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return s, err
 	}
 	br := bufio.NewReader(r)
 	m, err := readManifest(br)
 	if err != nil {
-		return s, fmt.Errorf("restore: %w", err)
+		return s, err
 	}
 	s = summarize(m)
 	for _, f := range Files {
@@ -211,34 +257,20 @@ func Restore(r io.Reader, dataDir string) (s Summary, err error) {
 		if !ok {
 			continue
 		}
-		path := filepath.Join(tmp, filepath.FromSlash(f.Path))
+		path := filepath.Join(dir, filepath.FromSlash(f.Path))
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
-			return s, fmt.Errorf("restore: %w", err)
+			return s, err
 		}
 		if err := atomicfile.WriteFile(path, b, f.Mode); err != nil {
-			return s, fmt.Errorf("restore: %s: %w", f.Path, err)
+			return s, fmt.Errorf("%s: %w", f.Path, err)
 		}
 	}
 	cr := &countingReader{r: br}
-	if err := store.Restore(filepath.Join(tmp, StoreDir), cr); err != nil {
-		return s, fmt.Errorf("restore: %w", err)
+	if err := store.Restore(filepath.Join(dir, StoreDir), cr); err != nil {
+		return s, err
 	}
 	s.StoreBytes = cr.n
-	if err := atEnd(br); err != nil {
-		return s, fmt.Errorf("restore: %w", err)
-	}
-	if err := syncTree(tmp); err != nil {
-		return s, fmt.Errorf("restore: sync: %w", err)
-	}
-	if existed {
-		if err := os.Remove(dataDir); err != nil {
-			return s, fmt.Errorf("restore: %w", err)
-		}
-	}
-	if err := os.Rename(tmp, dataDir); err != nil {
-		return s, fmt.Errorf("restore: %w", err)
-	}
-	return s, syncDir(parent)
+	return s, atEnd(br)
 }
 
 type countingReader struct {

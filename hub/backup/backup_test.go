@@ -165,10 +165,28 @@ func TestRestoreNeverOverwrites(t *testing.T) {
 	if got, _ := os.ReadFile(filepath.Join(dataDir, "admin.token")); string(got) != "old" {
 		t.Errorf("the refused restore changed admin.token to %q", got)
 	}
-	// An empty directory (as a package creates it) is taken.
+	// An empty directory (as a package creates it) is taken, and stays
+	// empty after a failure.
 	empty := t.TempDir()
+	if _, err := Restore(bytes.NewReader(b[:len(b)-40]), empty); !errors.Is(err, store.ErrBadBackup) {
+		t.Fatalf("Restore of a truncated backup = %v", err)
+	}
+	if entries, _ := os.ReadDir(empty); len(entries) != 0 {
+		t.Errorf("a failed restore left %v in the empty data dir", entries)
+	}
 	if _, err := Restore(bytes.NewReader(b), empty); err != nil {
 		t.Fatalf("Restore into an empty dir: %v", err)
+	}
+	entries, err := os.ReadDir(empty)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	if diff := cmp.Diff([]string{"admin.token", "pki", "store"}, names); diff != "" {
+		t.Errorf("the restored data dir holds (-want +got):\n%s", diff)
 	}
 	if got, _ := os.ReadFile(filepath.Join(empty, "admin.token")); string(got) != "TOKEN\n" {
 		t.Errorf("admin.token = %q after restore", got)

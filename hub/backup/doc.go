@@ -18,11 +18,15 @@
 // # Crash and failure
 //
 // Restore never writes into a data directory that holds anything. It
-// builds the hub in a new directory next to it and renames that into
-// place only once every file and the whole store are written and synced:
-// a truncated or damaged backup, a full disk or a crash leave the data
-// directory as it was (plus, after a crash, a ".<name>.restore-*"
-// directory next to it to remove by hand).
+// builds the hub in a new hidden directory (".<name>.restore-*") and puts
+// it into place only once every file and the whole store are written and
+// synced: a truncated or damaged backup or a full disk leave the data
+// directory as it was. A missing data directory is built next to it and
+// renamed into place in one step; an existing empty one (its parent may
+// belong to root) is built inside it and its entries moved up, the store
+// last, so a crash between the moves leaves a directory without a store,
+// which is no hub: move it aside and restore again. A crash while
+// building leaves the hidden directory to remove by hand.
 //
 // A backup holds the CA's private key and the admin token: it is as
 // secret as the data directory.
