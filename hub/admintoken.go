@@ -96,5 +96,5 @@ func checkOwner(dir string) error {
 	if u, err := user.LookupId(owner); err == nil {
 		owner = u.Username
 	}
-	return fmt.Errorf("%s belongs to user %s: run this as that user (sudo -u %s alicia-hub admin-token rotate …), so that the hub can still open the files it writes", dir, owner, owner)
+	return fmt.Errorf("%s belongs to user %s: run this as that user (sudo -u %s alicia-hub …), so that the hub can still open the files it writes", dir, owner, owner)
 }

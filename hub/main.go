@@ -7,6 +7,10 @@
 //
 // "alicia-hub admin-token rotate" (with the hub stopped) replaces the admin
 // token: a new admin.token and its hash in the store.
+//
+// "alicia-hub backup" (with the hub running) writes a backup of the whole
+// hub, fetched from its API; "alicia-hub restore" makes an empty data
+// directory the hub a backup holds.
 package main
 
 import (
@@ -60,8 +64,15 @@ func newFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
-	if len(args) > 0 && args[0] == adminTokenCommand {
-		return adminToken(args[1:], getenv, stdout, stderr)
+	if len(args) > 0 {
+		switch args[0] {
+		case adminTokenCommand:
+			return adminToken(args[1:], getenv, stdout, stderr)
+		case backupCommand:
+			return backupHub(ctx, args[1:], getenv, stdout, stderr)
+		case restoreCommand:
+			return restoreHub(args[1:], getenv, stdout, stderr)
+		}
 	}
 	fs, o := newFlagSet("alicia-hub", stderr)
 	if err := cliconfig.Parse(fs, args, getenv); err != nil {

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -153,7 +154,10 @@ type Config struct {
 	// Pairing is the pairing window; nil means a window that never opens
 	// (pairing without a join token is then refused).
 	Pairing PairingWindow
-	Logger  *slog.Logger
+	// Backup writes a backup of the whole hub and returns its length
+	// (hub/backup.Write); nil leaves GET /api/v1/backup out.
+	Backup func(w io.Writer) (int64, error)
+	Logger *slog.Logger
 }
 
 type server struct {
@@ -262,6 +266,9 @@ func (s *server) routes() *http.ServeMux {
 		mux.Handle("POST /api/v1/devices/{id}/commands", s.admin(s.postCommand))
 		mux.Handle("GET /api/v1/devices/{id}/commands/{cid}", s.admin(s.getCommand))
 		mux.Handle("GET /api/v1/audit", s.admin(s.listAudit))
+	}
+	if s.cfg.Backup != nil {
+		mux.Handle("GET /api/v1/backup", s.admin(s.backup))
 	}
 	return mux
 }

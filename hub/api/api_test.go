@@ -28,6 +28,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 
+	"github.com/alicia-home/alicia/hub/backup"
 	"github.com/alicia-home/alicia/hub/command"
 	"github.com/alicia-home/alicia/hub/enrol"
 	"github.com/alicia-home/alicia/hub/events"
@@ -108,6 +109,9 @@ type harness struct {
 	// answer, if set, is the simulated device's result to a command
 	// (nil: no answer); it runs in its own goroutine.
 	answer atomic.Pointer[func(dev string, c *protocol.Command) *protocol.CommandResult]
+	// backupFn, if set, replaces the hub's backup (hub/backup.Write of
+	// the harness's data directory).
+	backupFn atomic.Pointer[func(w io.Writer) (int64, error)]
 	// noBroker makes BrokerURLs answer nothing, as a loopback-only broker
 	// does for a remote agent.
 	noBroker atomic.Bool
@@ -232,6 +236,12 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 			h.disconnected = append(h.disconnected, id)
 		},
 		Logger: log,
+		Backup: func(w io.Writer) (int64, error) {
+			if f := h.backupFn.Load(); f != nil {
+				return (*f)(w)
+			}
+			return backup.Write(w, db, dir)
+		},
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -55,6 +55,7 @@
 //	  POST   /api/v1/devices/{id}/commands           with Commands only
 //	  GET    /api/v1/devices/{id}/commands/{cid}
 //	  GET    /api/v1/audit
+//	  GET    /api/v1/backup                          with Backup only: the whole hub (store, CA, admin token)
 //
 // Any other path or method is a 404 or 405 problem. Request bodies are
 // read by one strict decoder (decode.go). The errors of the hub's services

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/alicia-home/alicia/hub/api"
+	"github.com/alicia-home/alicia/hub/backup"
 	"github.com/alicia-home/alicia/hub/enrol"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/household"
@@ -43,6 +45,7 @@ func (p *parts) openAPI() error {
 		Discovered: p.discovered, IssueCertificate: p.issueCertificate, Disconnect: p.broker.disconnect,
 		Pairing: window, Commands: p.cmds, Configs: p.configs, ConfigSync: p.confsync, Metrics: p.mstore, Events: p.events, Health: p.health,
 		Prometheus: p.prometheus(), Logger: p.log.With("component", "api"),
+		Backup: func(w io.Writer) (int64, error) { return backup.Write(w, p.db, p.cfg.DataDir) },
 	}
 	// Integration accounts live in the embedded broker; with an external
 	// broker its own ACLs apply and the endpoints are left out, and the

@@ -44,6 +44,16 @@
 // (*.mem) file is taken for the torn tail of a crash: badger truncates the
 // file there, dropping the entries after it.
 //
+// # Backup
+//
+// DB.Backup writes a consistent snapshot (one read timestamp) while writes
+// go on; Restore loads one into a new store. The stream wraps badger's own
+// backup format in CRC-32C-checked frames of at most 1 MiB and ends with a
+// SHA-256 of them all, because badger's Load trusts each record's length
+// and takes a stream cut at a record boundary for a whole one: Restore
+// refuses a truncated or damaged stream (ErrBadBackup, naming the byte)
+// before badger reads it, and removes what it wrote.
+//
 // # Concurrency
 //
 // A DB and its Keyspaces are safe for concurrent use. Close waits for
