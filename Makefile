@@ -49,9 +49,15 @@ run: build ## run the hub (data in .run/) and one local agent; prints the REST U
 test: lint ## run every test: unit (-race), end-to-end, Mosquitto, namespaces LAN, qemu, brief fuzzing
 	@# The race detector needs cgo in the test binaries; everything shipped is built with CGO_ENABLED=0.
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m ./...
-	@# Brief fuzzing of the parsers that take input from the network.
+	@# Brief fuzzing of the parsers that take input from the network, a
+	@# file or an administrator (a short minimisation keeps each one brief).
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/protocol
+	$(GO) test -run '^$$' -fuzz '^FuzzParseDeviceTopic$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./internal/protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzEnroll$$' -fuzztime $(FUZZTIME) ./hub/api
+	$(GO) test -run '^$$' -fuzz '^FuzzStrictBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./hub/api
+	$(GO) test -run '^$$' -fuzz '^FuzzTemplate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./hub/spec
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./agent/board
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRule$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./hub/health
 
 test-unit: ## run only the fast unit tests (-short)
 	$(GO) test -short -count=1 ./...
