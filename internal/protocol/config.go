@@ -59,8 +59,14 @@ func (c *Config) Validate() error {
 		if !hexHash.MatchString(d.Hash) {
 			return fieldError("configs."+k+".hash", fmt.Errorf("%q: want 64 lowercase hex digits", d.Hash))
 		}
-		if t := bytes.TrimSpace(d.Content); len(t) == 0 || t[0] != '{' || !json.Valid(t) {
+		if len(d.Content) == 0 || d.Content[0] != '{' {
 			return fieldError("configs."+k+".content", fmt.Errorf("want a JSON object"))
+		}
+		// The content is what the hash is over, so it must come out of
+		// a re-encoding byte for byte: compact, with <, > and & escaped,
+		// as encoding/json writes it (and the hub makes it).
+		if canon, err := json.Marshal(d.Content); err != nil || !bytes.Equal(canon, d.Content) {
+			return fieldError("configs."+k+".content", fmt.Errorf("want a JSON object as encoding/json writes it (compact; <, > and & escaped)"))
 		}
 	}
 	return nil
