@@ -70,11 +70,8 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) open() {
 	e.t.Helper()
-	db, err := store.Open(store.Options{Dir: e.dir, MinFreeBytes: -1})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { db.Close() })
+	db := testkit.OpenStore(e.t, e.dir)
+	var err error
 	if e.configs, err = spec.Open(db, spec.Config{Now: e.clk.Now}); err != nil {
 		e.t.Fatal(err)
 	}

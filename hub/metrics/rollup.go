@@ -183,85 +183,32 @@ func (s *Store) rollupOne(markKey, dev string, start time.Time, width time.Durat
 	wrap := func(err error) error {
 		return fmt.Errorf("metrics: roll up %s %s at %s: %w", dev, width, start.Format(time.RFC3339), err)
 	}
-	dirty := s.dirtyMin
+	dirty, dst, retention := s.dirtyMin, s.rollMin, s.minuteRetention
 	if width == Hour {
-		dirty = s.dirtyHour
+		dirty, dst, retention = s.dirtyHour, s.rollHour, s.hourRetention
 	}
-	token := make([]byte, 8)
-	rand.Read(token)
-	claimed := false
-	err := s.db.Update(func(tx *store.Tx) error {
-		claimed = false
-		if _, err := tx.Get(dirty, markKey); err != nil {
-			if errors.Is(err, store.ErrNotFound) {
-				return nil // done by someone else
-			}
-			return err
-		}
-		claimed = true
-		return tx.Put(dirty, markKey, token)
-	})
+	token, claimed, err := s.claimMark(dirty, markKey)
 	if err != nil || !claimed {
 		if err != nil {
 			return wrap(err)
 		}
-		return nil
+		return nil // done by someone else
 	}
 	if testHookClaimed != nil {
 		testHookClaimed()
 	}
-	end := start.Add(width)
-	type put struct {
-		key string
-		b   bucket
-	}
-	var puts []put
-	var retention time.Duration
+	var puts []bucketPut
 	err = s.db.View(func(tx *store.Tx) error {
+		var err error
 		if width == Minute {
-			retention = s.minuteRetention
-			buckets, err := s.minuteBuckets(tx, dev, start, end)
-			if err != nil {
-				return err
-			}
-			for id, b := range buckets {
-				puts = append(puts, put{dev + "/" + id.String() + "/" + msKey(start), *b})
-			}
-			return nil
+			puts, err = s.minuteBuckets(tx, dev, start, start.Add(width))
+		} else {
+			puts, err = s.hourBuckets(tx, dev, start, start.Add(width))
 		}
-		retention = s.hourRetention
-		var sids []sid
-		if d := s.lookup(dev); d != nil {
-			d.mu.Lock()
-			sids = slices.Collect(maps.Keys(d.series))
-			d.mu.Unlock()
-		}
-		for _, id := range sids {
-			prefix := dev + "/" + id.String() + "/"
-			var b bucket
-			err := tx.ScanRange(s.rollMin, prefix+msKey(start), prefix+msKey(end), func(k string, v []byte) error {
-				_, mb, err := decodeBucket(k, v)
-				if err != nil {
-					return err
-				}
-				b.merge(mb)
-				return nil
-			})
-			if err != nil {
-				return err
-			}
-			if b.count > 0 {
-				puts = append(puts, put{prefix + msKey(start), b})
-			}
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return wrap(err)
-	}
-	dst := s.rollMin
-	if width == Hour {
-		dst = s.rollHour
 	}
 	for c := range slices.Chunk(puts, rollupChunk) {
 		err := s.db.Update(func(tx *store.Tx) error {
@@ -276,13 +223,48 @@ func (s *Store) rollupOne(markKey, dev string, start time.Time, width time.Durat
 			return wrap(err)
 		}
 	}
+	if err := s.releaseMark(dirty, markKey, token, dev, start, width); err != nil {
+		return wrap(err)
+	}
+	return nil
+}
+
+// bucketPut is a rollup bucket to write at its key.
+type bucketPut struct {
+	key string
+	b   bucket
+}
+
+// claimMark sets the dirty mark key to a random token, unless it is gone;
+// it reports whether it claimed it.
+func (s *Store) claimMark(dirty store.Keyspace, key string) (token []byte, claimed bool, err error) {
+	token = make([]byte, 8)
+	rand.Read(token)
 	err = s.db.Update(func(tx *store.Tx) error {
+		claimed = false
+		if _, err := tx.Get(dirty, key); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			return err
+		}
+		claimed = true
+		return tx.Put(dirty, key, token)
+	})
+	return token, claimed, err
+}
+
+// releaseMark marks the hour of a rolled-up minute dirty, and removes the
+// mark key if it still holds token: a sample that landed meanwhile
+// rewrote it, and then the mark stays for the next pass.
+func (s *Store) releaseMark(dirty store.Keyspace, key string, token []byte, dev string, start time.Time, width time.Duration) error {
+	return s.db.Update(func(tx *store.Tx) error {
 		if width == Minute {
 			if err := tx.Put(s.dirtyHour, dev+"/"+msKey(start.Truncate(Hour)), nil); err != nil {
 				return err
 			}
 		}
-		v, err := tx.Get(dirty, markKey)
+		v, err := tx.Get(dirty, key)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
@@ -292,12 +274,39 @@ func (s *Store) rollupOne(markKey, dev string, start time.Time, width time.Durat
 		if !bytes.Equal(v, token) {
 			return nil // new samples: the next pass does it again
 		}
-		return tx.Delete(dirty, markKey)
+		return tx.Delete(dirty, key)
 	})
-	if err != nil {
-		return wrap(err)
+}
+
+// hourBuckets returns the hour bucket of every series of dev in the
+// catalog, merged from its minute buckets of [start, end).
+func (s *Store) hourBuckets(tx *store.Tx, dev string, start, end time.Time) ([]bucketPut, error) {
+	var sids []sid
+	if d := s.lookup(dev); d != nil {
+		d.mu.Lock()
+		sids = slices.Collect(maps.Keys(d.series))
+		d.mu.Unlock()
 	}
-	return nil
+	var puts []bucketPut
+	for _, id := range sids {
+		prefix := dev + "/" + id.String() + "/"
+		var b bucket
+		err := tx.ScanRange(s.rollMin, prefix+msKey(start), prefix+msKey(end), func(k string, v []byte) error {
+			_, mb, err := decodeBucket(k, v)
+			if err != nil {
+				return err
+			}
+			b.merge(mb)
+			return nil
+		})
+		if err != nil {
+			return nil, err
+		}
+		if b.count > 0 {
+			puts = append(puts, bucketPut{prefix + msKey(start), b})
+		}
+	}
+	return puts, nil
 }
 
 // testHookClaimed, if set by a test, runs after rollupOne claimed a mark.
@@ -305,7 +314,7 @@ var testHookClaimed func()
 
 // minuteBuckets returns the minute bucket of every series of dev with
 // samples in the rows of [start, end).
-func (s *Store) minuteBuckets(tx *store.Tx, dev string, start, end time.Time) (map[sid]*bucket, error) {
+func (s *Store) minuteBuckets(tx *store.Tx, dev string, start, end time.Time) ([]bucketPut, error) {
 	buckets := map[sid]*bucket{}
 	err := tx.ScanRange(s.rows, dev+"/"+msKey(start), dev+"/"+msKey(end), func(k string, v []byte) error {
 		r, err := decodeRow(k, v)
@@ -323,7 +332,14 @@ func (s *Store) minuteBuckets(tx *store.Tx, dev string, start, end time.Time) (m
 		}
 		return nil
 	})
-	return buckets, err
+	if err != nil {
+		return nil, err
+	}
+	puts := make([]bucketPut, 0, len(buckets))
+	for id, b := range buckets {
+		puts = append(puts, bucketPut{dev + "/" + id.String() + "/" + msKey(start), *b})
+	}
+	return puts, nil
 }
 
 // RunRollups rolls up every interval until ctx is done.

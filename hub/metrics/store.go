@@ -559,6 +559,14 @@ func (s *Store) commit(batches []Batch, sids [][]sid, refused map[devSID]bool, f
 	if err != nil {
 		return err
 	}
+	s.updateLatest(batches, sids, fresh, nRefused)
+	return nil
+}
+
+// updateLatest records, after a commit, the latest values of the fresh
+// batches, their drop counts and the samples refused by the series limit
+// (nRefused, by device).
+func (s *Store) updateLatest(batches []Batch, sids [][]sid, fresh []bool, nRefused map[string]int) {
 	now := s.now()
 	for i, b := range batches {
 		if !fresh[i] {
@@ -586,7 +594,6 @@ func (s *Store) commit(batches []Batch, sids [][]sid, refused map[devSID]bool, f
 		}
 		d.mu.Unlock()
 	}
-	return nil
 }
 
 // Sample is a series' latest value.

@@ -275,7 +275,13 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	// Per-device state, with the registry labels.
-	keys := append([]string{labelDevice, labelName}, slices.Sorted(maps.Keys(regKeys))...)
+	c.collectStates(ch, devices, append([]string{labelDevice, labelName}, slices.Sorted(maps.Keys(regKeys))...), base)
+}
+
+// collectStates sends each accepted device's state (up, outbox drops,
+// series and refusals), labelled keys, whose values base gives.
+func (c *deviceCollector) collectStates(ch chan<- prometheus.Metric, devices []registry.Device, keys []string, base func(*registry.Device) map[string]string) {
+	src := c.src
 	up := prometheus.NewDesc(nameUp, "1 while the device is online.", keys, nil)
 	dropped := prometheus.NewDesc(nameDropped, "Batches the device's outbox dropped (oldest first) since its epoch began.", keys, nil)
 	nseries := prometheus.NewDesc(nameSeries, "Series of the device in the hub's catalog (bounded by the per-device series limit).", keys, nil)

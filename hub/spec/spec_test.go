@@ -36,11 +36,7 @@ func newEnv(t *testing.T) *env {
 
 func (e *env) open() {
 	e.t.Helper()
-	db, err := store.Open(store.Options{Dir: e.dir, MinFreeBytes: -1})
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	e.t.Cleanup(func() { db.Close() })
+	db := testkit.OpenStore(e.t, e.dir)
 	s, err := Open(db, Config{Now: e.clk.Now})
 	if err != nil {
 		e.t.Fatal(err)

@@ -1,6 +1,7 @@
 // Package testkit holds the small fakes that many packages' tests share: a
-// log buffer that collects a logger's output from several goroutines, and a
-// clock the test moves by hand. Any package's tests may import it;
+// log buffer that collects a logger's output from several goroutines, a
+// clock the test moves by hand, and a store opened for a test
+// (OpenStore). Any package's tests may import it;
 // production code must not (internal/archtest checks that neither binary
 // depends on it).
 //
