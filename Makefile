@@ -11,7 +11,11 @@ DATE    ?= $(shell date -u +%Y-%m-%dT%H:%M:%SZ)
 LDFLAGS := -s -w -X $(PKG)/internal/buildinfo.Version=$(VERSION) \
            -X $(PKG)/internal/buildinfo.Commit=$(COMMIT) -X $(PKG)/internal/buildinfo.Date=$(DATE)
 GOBUILD := $(GO) build -trimpath -ldflags '$(LDFLAGS)'
-FUZZTIME ?= 10s
+# Fuzzing budgets are counts, not durations: Go 1.26's fuzz coordinator can
+# report a spurious "context deadline exceeded" when a -fuzztime duration
+# ends (go.dev/issue/75804, fixed in Go 1.27); a count has no deadline.
+FUZZTIME ?= 30000x
+FUZZMIN  ?= 100x
 
 # Cross targets: os-arch[-variant]. The hub needs a 64-bit platform (badger).
 HUB_TARGETS   := linux-amd64 linux-arm64 linux-riscv64
@@ -51,13 +55,13 @@ test: lint ## run every test: unit (-race), end-to-end, Mosquitto, namespaces LA
 	CGO_ENABLED=1 $(GO) test -race -count=1 -timeout 30m ./...
 	@# Brief fuzzing of the parsers that take input from the network, a
 	@# file or an administrator (a short minimisation keeps each one brief).
-	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./internal/protocol
-	$(GO) test -run '^$$' -fuzz '^FuzzParseDeviceTopic$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./internal/protocol
-	$(GO) test -run '^$$' -fuzz '^FuzzEnroll$$' -fuzztime $(FUZZTIME) ./hub/api
-	$(GO) test -run '^$$' -fuzz '^FuzzStrictBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./hub/api
-	$(GO) test -run '^$$' -fuzz '^FuzzTemplate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./hub/spec
-	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./agent/board
-	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRule$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 1s ./hub/health
+	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./internal/protocol
+	$(GO) test -run '^$$' -fuzz '^FuzzParseDeviceTopic$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./internal/protocol
+	$(GO) test -run '^$$' -fuzz '^FuzzEnroll$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./hub/api
+	$(GO) test -run '^$$' -fuzz '^FuzzStrictBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./hub/api
+	$(GO) test -run '^$$' -fuzz '^FuzzTemplate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./hub/spec
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./agent/board
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRule$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./hub/health
 
 test-unit: ## run only the fast unit tests (-short)
 	$(GO) test -short -count=1 ./...
