@@ -85,6 +85,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.Func("fs-exclude-types", "filesystem `types` to leave out, a regular expression (default "+sample.DefaultFSExcludeTypes+"; empty: none)", regexpFlag(&cfg.SampleFilters.FSExcludeTypes))
 	fs.Func("fs-exclude-mounts", "mount `points` to leave out, a regular expression (default "+sample.DefaultFSExcludeMounts+"; empty: none)", regexpFlag(&cfg.SampleFilters.FSExcludeMounts))
 	fs.DurationVar(&cfg.KeepAlive, "keepalive", 30*time.Second, "MQTT keep-alive `interval`")
+	fs.DurationVar(&cfg.ConfirmWindow, "config-confirm-window", agentd.DefaultConfirmWindow, "how long a configuration from the hub may stay unconfirmed (the hub not reached with it) before the agent goes back to its last good one")
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&version, "version", false, "print the version and exit")
 	if err := cliconfig.Parse(fs, args, getenv); err != nil {
@@ -94,11 +95,15 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		fmt.Fprintln(stdout, "alicia-agent", buildinfo.String())
 		return nil
 	}
-	log, err := logging.New(stderr, logLevel)
+	log, level, err := logging.NewVar(stderr, logLevel)
 	if err != nil {
 		return err
 	}
-	cfg.Logger = log
+	cfg.Logger, cfg.LogLevel = log, level
+	if p := agentd.BoardFile(cfg.StateDir); fileExists(p) {
+		log.Info("using the board file from the hub's configuration", "path", p, "instead_of", boardPath)
+		boardPath = p
+	}
 	rt, err := openHardware(hal, boardPath, log)
 	if err != nil {
 		return err
@@ -147,6 +152,12 @@ func regexpFlag(re **regexp.Regexp) func(string) error {
 		*re = r
 		return nil
 	}
+}
+
+// fileExists reports whether path names a regular file.
+func fileExists(path string) bool {
+	fi, err := os.Stat(path)
+	return err == nil && fi.Mode().IsRegular()
 }
 
 // ExitNotEnrolled is the agent's exit code when it is not enrolled and has

@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	"github.com/alicia-home/alicia/agent/confapply"
 	"github.com/alicia-home/alicia/agent/enrol"
 	"github.com/alicia-home/alicia/agent/facts"
 	"github.com/alicia-home/alicia/agent/outbox"
@@ -85,6 +86,14 @@ type Config struct {
 	// Hardware is the device's HAL (agent/hardware), registered with the
 	// hub, commanded by it and sampled into telemetry; nil runs without.
 	Hardware Hardware
+	// LogLevel, if set, is the level of Logger's handler: the hub's
+	// configuration may change it at run time (its value at New is the
+	// agent's own).
+	LogLevel *slog.LevelVar
+	// ConfirmWindow is how long a configuration from the hub may stay
+	// unconfirmed before the agent reverts it (agent/confapply). Default
+	// DefaultConfirmWindow.
+	ConfirmWindow time.Duration
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -151,6 +160,9 @@ type Hardware interface {
 	WatchInputs(ctx context.Context, emit func(protocol.DeviceEvent))
 }
 
+// DefaultConfirmWindow is Config.ConfirmWindow's default: two minutes.
+const DefaultConfirmWindow = confapply.DefaultConfirmWindow
+
 // ErrRestart is returned by Run when the hub asked the agent to restart
 // (agent.restart): the agent has stopped cleanly, and its service manager
 // starts it again (the unit restarts on failure, and this exit is one).
@@ -163,8 +175,9 @@ var ErrNotEnrolled = enrol.ErrNotEnrolled
 
 // Agent is one running agent.
 type Agent struct {
-	cfg Config
-	log *slog.Logger
+	cfg       Config
+	log       *slog.Logger
+	baseLevel slog.Level // cfg.LogLevel's value at New
 
 	mu       sync.Mutex // guards deviceID
 	deviceID string
@@ -176,7 +189,11 @@ func New(cfg Config) (*Agent, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("agent: config: %w", err)
 	}
-	return &Agent{cfg: cfg, log: cfg.Logger}, nil
+	a := &Agent{cfg: cfg, log: cfg.Logger}
+	if cfg.LogLevel != nil {
+		a.baseLevel = cfg.LogLevel.Level()
+	}
+	return a, nil
 }
 
 // DeviceID returns the device ID once Run has loaded the identity, else "".
@@ -193,7 +210,43 @@ type device struct {
 	en      *enrol.Enroller
 	store   *enrol.Store
 	tel     *telemetry.Telemetry
+	conf    *confapply.Manager
 	restart func() // ends Run with ErrRestart
+
+	// mu guards the fields below.
+	mu        sync.Mutex
+	settings  settings           // in effect
+	pres      *presence.Presence // the current session's
+	reconnect func()             // ends the current session; Run makes the next
+}
+
+func (d *device) current() settings {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.settings
+}
+
+func (d *device) setSettings(s settings) {
+	d.mu.Lock()
+	d.settings = s
+	d.mu.Unlock()
+}
+
+func (d *device) presence() *presence.Presence {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.pres
+}
+
+// reconnectNow ends the current session, if any, so that the next is made
+// with the settings in effect.
+func (d *device) reconnectNow() {
+	d.mu.Lock()
+	f := d.reconnect
+	d.mu.Unlock()
+	if f != nil {
+		f()
+	}
 }
 
 // Run enrols if needed, then keeps the device connected and visible until
@@ -229,13 +282,21 @@ func (a *Agent) Run(ctx context.Context) error {
 	}
 	defer ob.Close()
 	d.tel = tel
+	d.settings = a.baseSettings()
 	// A restart the hub asks for stops the sessions cleanly (goodbye
 	// included) before Run returns ErrRestart.
 	ctx, restart := context.WithCancelCause(ctx)
 	d.restart = func() { restart(ErrRestart) }
-	var collector sync.WaitGroup
-	collector.Go(func() { tel.Collect(ctx) })
-	defer collector.Wait()
+	// The configuration the hub gave last is put in effect before the
+	// first session: it may say how to reach the hub.
+	if d.conf, err = a.openConfig(d); err != nil {
+		restart(nil)
+		return err
+	}
+	var background sync.WaitGroup
+	background.Go(func() { tel.Collect(ctx) })
+	background.Go(func() { d.conf.Run(ctx) })
+	defer background.Wait()
 	defer restart(nil) // first stop collecting, then wait for the collector
 	for {
 		moved, err := a.session(ctx, d, creds)
@@ -248,6 +309,23 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		creds, _ = d.store.Get()
 	}
+}
+
+// openConfig opens the configurations from the hub (agent/confapply) in
+// the state directory and puts them in effect.
+func (a *Agent) openConfig(d *device) (*confapply.Manager, error) {
+	m, err := confapply.Open(confapply.Config{
+		Path:          filepath.Join(a.cfg.StateDir, "config.json"),
+		DeviceID:      d.id,
+		Kinds:         map[string]confapply.Applier{"agent": a.applyAgentKind(d)},
+		ConfirmWindow: a.cfg.ConfirmWindow,
+		Reconnect:     d.reconnectNow,
+		Logger:        a.log.With("component", "config"),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return m, nil
 }
 
 // loadIdentity creates the state directory and loads or creates the
@@ -310,7 +388,7 @@ func (a *Agent) openTelemetry() (*outbox.Outbox, *telemetry.Telemetry, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("agent: outbox: %w", err)
 	}
-	s, err := sample.New(sample.Config{Enabled: cfg.Collectors, Filters: cfg.SampleFilters, Timeout: min(cfg.SampleInterval, sample.DefaultTimeout), Logger: a.log.With("component", "sample")})
+	s, err := a.newSampler(a.baseSettings())
 	if err != nil {
 		ob.Close()
 		return nil, nil, fmt.Errorf("agent: collectors: %w", err)
@@ -327,6 +405,14 @@ func (a *Agent) openTelemetry() (*outbox.Outbox, *telemetry.Telemetry, error) {
 	return ob, tel, nil
 }
 
+// newSampler returns the host collectors that s enables.
+func (a *Agent) newSampler(s settings) (*sample.Sampler, error) {
+	return sample.New(sample.Config{Enabled: s.collectors, Filters: a.cfg.SampleFilters, Timeout: min(s.sampleInterval, sample.DefaultTimeout), Logger: a.log.With("component", "sample")})
+}
+
+// errReconnect ends a session whose connection settings changed.
+var errReconnect = errors.New("the connection settings changed")
+
 // errMoved ends a session when the hub was found at a new address.
 var errMoved = errors.New("the hub moved")
 
@@ -335,11 +421,14 @@ var errMoved = errors.New("the hub moved")
 // the broker was unreachable (true, nil: the store has the new address).
 func (a *Agent) session(ctx context.Context, d *device, creds enrol.Credentials) (moved bool, err error) {
 	cfg := a.cfg
-	brokerURL, brokerTLS, err := d.en.Broker(creds, cfg.BrokerURL)
+	set := d.current()
+	brokerURL, brokerTLS, err := d.en.Broker(creds, set.brokerURL)
 	if err != nil {
 		return false, fmt.Errorf("agent: %w", err)
 	}
-	pres, err := presence.New(presence.Config{DeviceID: d.id, Register: d.reg, Facts: cfg.Facts, HeartbeatInterval: cfg.HeartbeatInterval, Logger: a.log})
+	reg := *d.reg
+	reg.HeartbeatMS = set.heartbeat.Milliseconds()
+	pres, err := presence.New(presence.Config{DeviceID: d.id, Register: &reg, Facts: cfg.Facts, HeartbeatInterval: set.heartbeat, Logger: a.log})
 	if err != nil {
 		return false, fmt.Errorf("agent: %w", err)
 	}
@@ -354,8 +443,18 @@ func (a *Agent) session(ctx context.Context, d *device, creds enrol.Credentials)
 	if err := subscribe(client, d, pres, cmds); err != nil {
 		return false, fmt.Errorf("agent: %w", err)
 	}
-	err = a.serve(ctx, d, client, pres, cmds)
-	if errors.Is(err, errMoved) {
+	sctx, end := context.WithCancelCause(ctx)
+	defer end(nil)
+	d.mu.Lock()
+	d.pres, d.reconnect = pres, func() { end(errReconnect) }
+	d.mu.Unlock()
+	defer func() {
+		d.mu.Lock()
+		d.pres, d.reconnect = nil, nil
+		d.mu.Unlock()
+	}()
+	err = a.serve(sctx, d, client, pres, cmds)
+	if errors.Is(err, errMoved) || ctx.Err() == nil && errors.Is(context.Cause(sctx), errReconnect) {
 		return true, nil
 	}
 	if err != nil {
@@ -370,6 +469,9 @@ func subscribe(client *bus.Client, d *device, pres *presence.Presence, cmds *com
 		return err
 	}
 	if err := client.Subscribe(protocol.DeviceTopic(d.id, protocol.KindAck), 1, d.tel.HandleAck); err != nil {
+		return err
+	}
+	if err := d.conf.Attach(client); err != nil {
 		return err
 	}
 	return client.Subscribe(protocol.DeviceTopic(d.id, protocol.KindCommand), 1, cmds.handle)
@@ -391,7 +493,7 @@ func (a *Agent) serve(ctx context.Context, d *device, client *bus.Client, pres *
 			return nil
 		})
 	}
-	if cfg.Hub == "" && !cfg.NoMDNS && cfg.BrokerURL == "" {
+	if cfg.Hub == "" && !cfg.NoMDNS && d.current().brokerURL == "" {
 		g.Go(func() error {
 			if d.en.WatchHub(gctx, client.Connected, cfg.RediscoverAfter) {
 				return errMoved

@@ -34,10 +34,12 @@ type Presence struct {
 	log         *slog.Logger
 	statusTopic string
 	goodbye     []byte
+	retimed     chan struct{} // signalled by SetHeartbeat
 
 	// mu guards the fields below.
 	mu      sync.Mutex
 	reg     protocol.Register // Facts refreshed at each connect
+	every   time.Duration     // the heartbeat interval
 	session string            // names the current connection
 	client  *bus.Client       // set by Attach
 }
@@ -53,7 +55,8 @@ func New(cfg Config) (*Presence, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	p := &Presence{cfg: cfg, log: cfg.Logger, statusTopic: protocol.DeviceTopic(cfg.DeviceID, protocol.KindStatus), reg: *cfg.Register}
+	p := &Presence{cfg: cfg, log: cfg.Logger, statusTopic: protocol.DeviceTopic(cfg.DeviceID, protocol.KindStatus), reg: *cfg.Register,
+		every: cfg.HeartbeatInterval, retimed: make(chan struct{}, 1)}
 	var err error
 	if p.goodbye, err = p.status(protocol.StateOffline, protocol.ReasonShutdown, ""); err != nil {
 		return nil, fmt.Errorf("presence: %w", err)
@@ -112,16 +115,40 @@ func (p *Presence) birth(ctx context.Context) {
 	p.mu.Unlock()
 	online := &protocol.Status{State: protocol.StateOnline, Reason: protocol.ReasonStartup, Session: session}
 	for _, m := range []protocol.Payload{&reg, online} {
-		b, err := protocol.Encode(p.cfg.DeviceID, time.Now(), m)
-		if err == nil {
-			err = client.Publish(ctx, bus.Message{Topic: protocol.DeviceTopic(p.cfg.DeviceID, protocol.Kind(m.MessageType())), Payload: b, QoS: 1, Retained: true})
-		}
-		if err != nil {
+		if err := p.publishRetained(ctx, client, m); err != nil {
 			p.log.Warn("publish birth message", "type", m.MessageType(), "err", err)
 			return
 		}
 	}
 	p.log.Info("connected to the hub's broker", "device", p.cfg.DeviceID)
+}
+
+// publishRetained publishes m, retained, QoS 1, on its own topic.
+func (p *Presence) publishRetained(ctx context.Context, client *bus.Client, m protocol.Payload) error {
+	b, err := protocol.Encode(p.cfg.DeviceID, time.Now(), m)
+	if err != nil {
+		return err
+	}
+	return client.Publish(ctx, bus.Message{Topic: protocol.DeviceTopic(p.cfg.DeviceID, protocol.Kind(m.MessageType())), Payload: b, QoS: 1, Retained: true})
+}
+
+// SetHeartbeat changes the heartbeat interval at run time: the next
+// heartbeat is one new interval away. The registration says the interval
+// (the hub judges a device late by it), so Run publishes it again.
+func (p *Presence) SetHeartbeat(d time.Duration) {
+	p.mu.Lock()
+	changed := d > 0 && d != p.every
+	if changed {
+		p.every = d
+		p.reg.HeartbeatMS = d.Milliseconds()
+	}
+	p.mu.Unlock()
+	if changed {
+		select {
+		case p.retimed <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // Attach subscribes to the device's own status on client, which Configure
@@ -165,7 +192,10 @@ func (p *Presence) restoreOnline(ctx context.Context, m bus.Message) {
 func (p *Presence) Run(ctx context.Context) {
 	_, client := p.current()
 	start := time.Now()
-	t := time.NewTicker(p.cfg.HeartbeatInterval)
+	p.mu.Lock()
+	every := p.every
+	p.mu.Unlock()
+	t := time.NewTicker(every)
 	defer t.Stop()
 	var seq uint64
 	topic := protocol.DeviceTopic(p.cfg.DeviceID, protocol.KindHeartbeat)
@@ -173,6 +203,18 @@ func (p *Presence) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			return
+		case <-p.retimed:
+			p.mu.Lock()
+			every, reg := p.every, p.reg
+			p.mu.Unlock()
+			t.Reset(every)
+			if client.Connected() {
+				if err := p.publishRetained(ctx, client, &reg); err != nil && ctx.Err() == nil {
+					p.log.Warn("publish the registration with the new heartbeat interval", "err", err)
+				}
+			}
+			p.log.Info("heartbeat interval changed", "interval", every)
+			continue
 		case <-t.C:
 		}
 		if !client.Connected() {

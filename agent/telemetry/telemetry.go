@@ -90,13 +90,14 @@ type Config struct {
 // Telemetry is the agent's collector and sender, sharing one outbox.
 type Telemetry struct {
 	ob      *outbox.Outbox
-	sampler *sample.Sampler
 	extra   func(context.Context) []protocol.Point
-	every   time.Duration
 	log     *slog.Logger
+	retimed chan struct{} // signalled by SetEvery
 
-	// mu guards inflight.
+	// mu guards the fields below.
 	mu       sync.Mutex
+	sampler  *sample.Sampler
+	every    time.Duration
 	inflight map[uint64]time.Time // published, not acknowledged: when
 	acked    chan struct{}        // signalled after each ack
 }
@@ -114,8 +115,43 @@ func New(cfg Config, ob *outbox.Outbox, s *sample.Sampler) (*Telemetry, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Telemetry{ob: ob, sampler: s, extra: cfg.Extra, every: cfg.Every, log: log,
+	return &Telemetry{ob: ob, sampler: s, extra: cfg.Extra, every: cfg.Every, log: log, retimed: make(chan struct{}, 1),
 		inflight: map[uint64]time.Time{}, acked: make(chan struct{}, 1)}, nil
+}
+
+// SetEvery changes the collection interval at run time: the next
+// collection is one new interval after the change.
+func (t *Telemetry) SetEvery(d time.Duration) {
+	if d <= 0 {
+		return
+	}
+	t.mu.Lock()
+	changed := t.every != d
+	t.every = d
+	t.mu.Unlock()
+	if changed {
+		select {
+		case t.retimed <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// SetSampler replaces the host collectors from the next collection on.
+func (t *Telemetry) SetSampler(s *sample.Sampler) {
+	if s == nil {
+		return
+	}
+	t.mu.Lock()
+	t.sampler = s
+	t.mu.Unlock()
+}
+
+// current returns the interval and the sampler in use.
+func (t *Telemetry) current() (time.Duration, *sample.Sampler) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.every, t.sampler
 }
 
 // OpenOutbox opens the outbox at opts.Path, moving a corrupt one aside
@@ -141,21 +177,31 @@ func OpenOutbox(opts outbox.Options) (*outbox.Outbox, error) {
 // The first collection has no CPU usage (a ratio needs two readings of
 // /proc/stat), so the second follows after primeDelay instead of a whole
 // interval: a device that just started shows its CPU usage at once.
+//
+// SetEvery restarts the ticker at the new interval.
 func (t *Telemetry) Collect(ctx context.Context) {
 	t.collectOnce(ctx)
+	every, _ := t.current()
 	select {
 	case <-ctx.Done():
 		return
-	case <-time.After(min(primeDelay, t.every)):
+	case <-time.After(min(primeDelay, every)):
 	}
-	tick := time.NewTicker(t.every)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		t.collectOnce(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
+		for again := true; again; {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				again = false
+			case <-t.retimed:
+				every, _ = t.current()
+				tick.Reset(every)
+				t.log.Info("sample interval changed", "interval", every)
+			}
 		}
 	}
 }
@@ -174,7 +220,8 @@ func (t *Telemetry) collectOnce(ctx context.Context) {
 	} else {
 		close(done)
 	}
-	points, rep := t.sampler.Collect(ctx)
+	_, sampler := t.current()
+	points, rep := sampler.Collect(ctx)
 	<-done
 	points = append(points, extra...)
 	if ctx.Err() != nil {

@@ -139,16 +139,16 @@ func TestEffectiveConfigOfADevice(t *testing.T) {
 	dev := h.enroll(t, "garage-pi").DeviceID
 	h.adminDo(t, "PATCH", "/api/v1/devices/"+dev, map[string]any{"labels": map[string]string{"room": "garage"}}).mustStatus(t, http.StatusOK)
 	h.configPut(t, "/api/v1/config/agent/default", map[string]string{"If-None-Match": "*"},
-		map[string]any{"content": map[string]any{"sample_interval": "10s", "log_level": "info", "labels": map[string]string{"where": "{{.Name}}"}}}).mustStatus(t, http.StatusCreated)
+		map[string]any{"content": map[string]any{"sample_interval": "10s", "log_level": "info", "board": "# {{.Name}}\n"}}).mustStatus(t, http.StatusCreated)
 	h.configPut(t, "/api/v1/config/agent/selector:room=garage", map[string]string{"If-None-Match": "*"},
 		map[string]any{"content": map[string]any{"sample_interval": "30s"}}).mustStatus(t, http.StatusCreated)
 	r := h.adminDo(t, "GET", "/api/v1/devices/"+dev+"/config/agent", nil)
 	r.mustStatus(t, http.StatusOK)
 	var eff struct {
 		Content struct {
-			SampleInterval string            `json:"sample_interval"`
-			LogLevel       string            `json:"log_level"`
-			Labels         map[string]string `json:"labels"`
+			SampleInterval string `json:"sample_interval"`
+			LogLevel       string `json:"log_level"`
+			Board          string `json:"board"`
 		} `json:"content"`
 		Sources map[string]int    `json:"sources"`
 		Layers  []json.RawMessage `json:"layers"`
@@ -156,7 +156,7 @@ func TestEffectiveConfigOfADevice(t *testing.T) {
 	if err := json.Unmarshal(r.body, &eff); err != nil {
 		t.Fatal(err)
 	}
-	if eff.Content.SampleInterval != "30s" || eff.Content.LogLevel != "info" || eff.Content.Labels["where"] != "garage-pi" || eff.Sources["/sample_interval"] != 1 ||
+	if eff.Content.SampleInterval != "30s" || eff.Content.LogLevel != "info" || eff.Content.Board != "# garage-pi\n" || eff.Sources["/sample_interval"] != 1 ||
 		eff.Sources["/log_level"] != 0 || len(eff.Layers) != 2 {
 		t.Errorf("effective config %s", r.body)
 	}

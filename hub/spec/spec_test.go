@@ -41,7 +41,33 @@ func (e *env) open() {
 	if err != nil {
 		e.t.Fatal(err)
 	}
+	// These tests merge nested objects: the agent kind gets a labels
+	// object here (a kind registered by a service could have one).
+	if err := s.Register(KindAgent, agentSchemaWithLabels(e.t)); err != nil {
+		e.t.Fatal(err)
+	}
 	e.db, e.s = db, s
+}
+
+// agentSchemaWithLabels is the agent kind's schema with a "labels" object
+// of string values, its keys as registry labels are.
+func agentSchemaWithLabels(t *testing.T) []byte {
+	t.Helper()
+	var sch map[string]any
+	if err := json.Unmarshal(agentSchema, &sch); err != nil {
+		t.Fatal(err)
+	}
+	sch["properties"].(map[string]any)["labels"] = map[string]any{
+		"type":                 "object",
+		"maxProperties":        32,
+		"propertyNames":        map[string]any{"pattern": "^[a-z][a-z0-9._-]{0,62}$"},
+		"additionalProperties": map[string]any{"type": "string", "maxLength": 255},
+	}
+	b, err := json.Marshal(sch)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
 
 func (e *env) reopen() {

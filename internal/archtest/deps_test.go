@@ -55,6 +55,7 @@ var rules = []rule{
 	{"enrol stands alone", "./agent/enrol", []string{mod + "/agent/agentd", mod + "/agent/presence", mod + "/agent/telemetry"}},
 	{"presence stands alone", "./agent/presence", []string{mod + "/agent/agentd", mod + "/agent/enrol", mod + "/agent/telemetry"}},
 	{"telemetry stands alone", "./agent/telemetry", []string{mod + "/agent/agentd", mod + "/agent/enrol", mod + "/agent/presence"}},
+	{"confapply stands alone", "./agent/confapply", []string{mod + "/agent/agentd", mod + "/agent/enrol", mod + "/agent/presence", mod + "/agent/telemetry"}},
 }
 
 // importers says which packages alone may import a package (test files
@@ -64,6 +65,7 @@ var importers = map[string][]string{
 	mod + "/agent/enrol":     {mod + "/agent/agentd"},
 	mod + "/agent/presence":  {mod + "/agent/agentd"},
 	mod + "/agent/telemetry": {mod + "/agent/agentd"},
+	mod + "/agent/confapply": {mod + "/agent/agentd"},
 	mod + "/hub/hubd":        {mod + "/hub"},
 	// The hub's components that only its root wires, so that the root
 	// stays the one place that sees every part.
