@@ -11,6 +11,10 @@
 // "alicia-hub backup" (with the hub running) writes a backup of the whole
 // hub, fetched from its API; "alicia-hub restore" makes an empty data
 // directory the hub a backup holds.
+//
+// "alicia-hub config export" and "alicia-hub config import" (with the hub
+// running) move its configuration documents, with their history, to a
+// file and from one into another hub.
 package main
 
 import (
@@ -72,6 +76,8 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 			return backupHub(ctx, args[1:], getenv, stdout, stderr)
 		case restoreCommand:
 			return restoreHub(args[1:], getenv, stdout, stderr)
+		case configCommand:
+			return configIO(ctx, args[1:], getenv, stdout, stderr)
 		}
 	}
 	fs, o := newFlagSet("alicia-hub", stderr)

@@ -261,6 +261,8 @@ func (s *server) routes() *http.ServeMux {
 		mux.Handle("GET /api/v1/config/{kind}/{scope}/diff", s.admin(s.configDiff))
 		mux.Handle("POST /api/v1/config/{kind}/{scope}/rollback", s.admin(s.rollbackConfig))
 		mux.Handle("GET /api/v1/devices/{id}/config/{kind}", s.admin(s.effectiveConfig))
+		mux.Handle("GET /api/v1/config-export", s.admin(s.exportConfig))
+		mux.Handle("POST /api/v1/config-import", s.admin(s.importConfig))
 	}
 	if s.cfg.Commands != nil {
 		mux.Handle("POST /api/v1/devices/{id}/commands", s.admin(s.postCommand))

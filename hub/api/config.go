@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"strings"
@@ -23,6 +24,8 @@ type Configs interface {
 	Put(w spec.Write) (spec.Version, error)
 	Rollback(kind string, scope spec.Scope, to, ifVersion uint64, author, comment string) (spec.Version, error)
 	Effective(kind string, d spec.Device) (spec.Effective, error)
+	Export(w io.Writer) error
+	Import(r io.Reader, dryRun bool) (spec.Report, error)
 }
 
 var _ Configs = (*spec.Store)(nil)

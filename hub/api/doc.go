@@ -52,6 +52,8 @@
 //	  GET    /api/v1/config/{kind}/{scope}/diff      ?from=N&to=M
 //	  POST   /api/v1/config/{kind}/{scope}/rollback  a new version with an old one's content
 //	  GET    /api/v1/devices/{id}/config/{kind}      effective config, with the layer of every value
+//	  GET    /api/v1/config-export                   every document with every version, one file
+//	  POST   /api/v1/config-import                   ?dry_run=true|false; 409 with the report on a conflict
 //	  POST   /api/v1/devices/{id}/commands           with Commands only
 //	  GET    /api/v1/devices/{id}/commands/{cid}
 //	  GET    /api/v1/audit

@@ -42,4 +42,18 @@
 //
 // Kinds' schemas live in memory: the built-in ones are compiled in, the
 // services' are registered at each start.
+//
+// # Export and import
+//
+// Export writes every document with every version as one JSON file
+// (ExportFile, format version 1); Import reads one into another hub,
+// keeping numbers, hashes, authors, times and comments. Import checks the
+// whole file first (numbering, hashes, kinds, Put's checks of content)
+// and refuses, writing nothing, where the hub already has other documents
+// of the file's kinds; a document already here with the same versions is
+// unchanged, so importing a file twice is harmless. A document's versions
+// and head share one synced transaction when they fit, else the head
+// comes with the last batch: an interrupted import leaves whole documents
+// and at most one without a head (invisible to devices, refused to Put),
+// and running it again finishes it.
 package spec

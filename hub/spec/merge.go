@@ -155,11 +155,12 @@ func layerRank(s Scope) int {
 
 // sortLayers puts documents in layer order: the default, the selector
 // documents by priority then selector text, the devices' by ID.
-func sortLayers(vs []Version) {
-	slices.SortFunc(vs, func(a, b Version) int {
-		return cmp.Or(cmp.Compare(layerRank(a.Scope), layerRank(b.Scope)), cmp.Compare(a.Priority, b.Priority),
-			cmp.Compare(SelectorString(a.Scope.Selector), SelectorString(b.Scope.Selector)), cmp.Compare(a.Scope.Device, b.Scope.Device))
-	})
+func sortLayers(vs []Version) { slices.SortFunc(vs, compareLayers) }
+
+// compareLayers orders two documents' latest versions as sortLayers does.
+func compareLayers(a, b Version) int {
+	return cmp.Or(cmp.Compare(layerRank(a.Scope), layerRank(b.Scope)), cmp.Compare(a.Priority, b.Priority),
+		cmp.Compare(SelectorString(a.Scope.Selector), SelectorString(b.Scope.Selector)), cmp.Compare(a.Scope.Device, b.Scope.Device))
 }
 
 // Diff lists what changed from one JSON object to another, by JSON

@@ -124,7 +124,7 @@ func (s *Store) Put(w Write) (Version, error) {
 	if strings.TrimSpace(w.Author) == "" {
 		return Version{}, fmt.Errorf("spec: %w: author: required", ErrInvalid)
 	}
-	content, err := canonical(w.Content)
+	content, err := canonical(w.Content, MaxContent)
 	if err != nil {
 		return Version{}, fmt.Errorf("spec: %w: content: %w", ErrInvalid, err)
 	}
@@ -157,6 +157,15 @@ func (s *Store) Put(w Write) (Version, error) {
 			return fmt.Errorf("spec: %s %s is at version %d, not %d: %w", w.Kind, w.Scope, h.Number, w.IfVersion, ErrConflict)
 		}
 		v.Number = h.Number + 1
+		// An import writes a document's versions before its head when
+		// they do not fit one transaction: never write over one.
+		switch _, err := tx.Get(s.versions, versionKey(doc, v.Number)); {
+		case err == nil:
+			return fmt.Errorf("spec: %s %s has a version %d but no head: an import is writing it or was interrupted (import the same file again to finish): %w",
+				w.Kind, w.Scope, v.Number, ErrConflict)
+		case !errors.Is(err, store.ErrNotFound):
+			return err
+		}
 		vb, err := json.Marshal(v)
 		if err != nil {
 			return err
@@ -294,12 +303,12 @@ func docKey(kind string, scope Scope) string { return kind + "/" + scope.String(
 // order is version order.
 func versionKey(doc string, n uint64) string { return fmt.Sprintf("%s/%016x", doc, n) }
 
-// canonical checks that raw is one JSON object of at most MaxContent
-// bytes and returns it with keys sorted and no spaces (numbers kept as
+// canonical checks that raw is one JSON object of at most limit bytes
+// and returns it with keys sorted and no spaces (numbers kept as
 // written).
-func canonical(raw []byte) ([]byte, error) {
-	if len(raw) > MaxContent {
-		return nil, fmt.Errorf("%d bytes, more than %d", len(raw), MaxContent)
+func canonical(raw []byte, limit int) ([]byte, error) {
+	if len(raw) > limit {
+		return nil, fmt.Errorf("%d bytes, more than %d", len(raw), limit)
 	}
 	dec := json.NewDecoder(bytes.NewReader(raw))
 	dec.UseNumber()
