@@ -64,8 +64,9 @@
 //
 // # Events
 //
-// Each step goes to the hub's event stream as type "rollout" with data
-// {step, rollout, kind, scope, state, batch, failures, …}: step is
+// Each step goes to the hub's event stream as type "rollout"
+// (events.Rollout) with data {step, rollout, kind, scope, state, batch,
+// failures, …}: step is
 // started, batch (with the released devices), device_failed (with the
 // device and its reason), paused, resumed or finished.
 package rollout

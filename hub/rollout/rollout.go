@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/alicia-home/alicia/hub/confsync"
+	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/spec"
@@ -86,11 +87,8 @@ type Sync interface {
 
 // Events is the hub's event stream (hub/events.Bus).
 type Events interface {
-	Publish(typ, device string, data any)
+	Publish(typ, device string, data any) events.Event
 }
-
-// EventType is the type of the rollouts' events on the hub's stream.
-const EventType = "rollout"
 
 // Config configures a Manager. Configs, Devices, Health and Sync are
 // required.
@@ -99,7 +97,7 @@ type Config struct {
 	Devices Devices
 	Health  Health
 	Sync    Sync
-	// Events, if set, hears of every step (EventType).
+	// Events, if set, hears of every step (events.Rollout).
 	Events Events
 	// Poll is how often running rollouts look at their devices. Default 1 s.
 	Poll time.Duration
@@ -385,7 +383,7 @@ func (m *Manager) Start(w spec.Write, st Strategy) (spec.Version, Rollout, error
 		return spec.Version{}, Rollout{}, err
 	}
 	m.begunLocked(r, v.Number)
-	return v, *r.clone(), nil
+	return v, *m.rollouts[r.ID].clone(), nil
 }
 
 // begunLocked completes a rollout whose version was written: the devices
@@ -599,7 +597,7 @@ func (m *Manager) publish(r *Rollout, step, device string, devices []string) {
 			}
 		}
 	}
-	m.cfg.Events.Publish(EventType, device, data)
+	m.cfg.Events.Publish(events.Rollout, device, data)
 }
 
 // Run steps the active rollouts every Poll until ctx is done.

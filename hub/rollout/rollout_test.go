@@ -14,6 +14,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/alicia-home/alicia/hub/confsync"
+	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/spec"
@@ -84,7 +85,7 @@ func (w *world) Changed() {
 	w.changed++
 }
 
-func (w *world) Publish(typ, device string, data any) {
+func (w *world) Publish(typ, device string, data any) events.Event {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	step := data.(map[string]any)["step"].(string)
@@ -92,6 +93,7 @@ func (w *world) Publish(typ, device string, data any) {
 		step += "/" + device
 	}
 	w.events = append(w.events, step)
+	return events.Event{Type: typ, Device: device}
 }
 
 func (w *world) set(f func()) {
