@@ -151,6 +151,10 @@ type Config struct {
 	// ConfigSync, if set, sends the devices their configs: it is told of
 	// every write, and the device views show desired against applied.
 	ConfigSync ConfigSync
+	// Rollouts, if set with Configs, runs writes with a rollout strategy
+	// and serves /api/v1/rollouts; writes of a kind being rolled out are
+	// refused (409).
+	Rollouts Rollouts
 	// Pairing is the pairing window; nil means a window that never opens
 	// (pairing without a join token is then refused).
 	Pairing PairingWindow
@@ -263,6 +267,13 @@ func (s *server) routes() *http.ServeMux {
 		mux.Handle("GET /api/v1/devices/{id}/config/{kind}", s.admin(s.effectiveConfig))
 		mux.Handle("GET /api/v1/config-export", s.admin(s.exportConfig))
 		mux.Handle("POST /api/v1/config-import", s.admin(s.importConfig))
+	}
+	if s.cfg.Configs != nil && s.cfg.Rollouts != nil {
+		mux.Handle("GET /api/v1/rollouts", s.admin(s.listRollouts))
+		mux.Handle("GET /api/v1/rollouts/{id}", s.admin(s.getRollout))
+		mux.Handle("POST /api/v1/rollouts/{id}/pause", s.admin(s.rolloutAction(s.cfg.Rollouts.Pause, "paused")))
+		mux.Handle("POST /api/v1/rollouts/{id}/resume", s.admin(s.rolloutAction(s.cfg.Rollouts.Resume, "resumed")))
+		mux.Handle("POST /api/v1/rollouts/{id}/cancel", s.admin(s.rolloutAction(s.cfg.Rollouts.Cancel, "cancelled")))
 	}
 	if s.cfg.Commands != nil {
 		mux.Handle("POST /api/v1/devices/{id}/commands", s.admin(s.postCommand))

@@ -37,6 +37,7 @@ import (
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/hub/rollout"
 	"github.com/alicia-home/alicia/hub/spec"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/identity"
@@ -105,6 +106,8 @@ type harness struct {
 	accounts     *fakeAccounts
 	commands     *command.Service
 	configs      *spec.Store
+	rollouts     *rollout.Manager
+	syncStates   fakeSync
 	integrations *integrations.Accounts
 	// answer, if set, is the simulated device's result to a command
 	// (nil: no answer); it runs in its own goroutine.
@@ -177,6 +180,9 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if h.configs, err = spec.Open(db, spec.Config{Now: clk.Now}); err != nil {
 		t.Fatal(err)
 	}
+	if h.rollouts, err = rollout.Open(db, rollout.Config{Configs: h.configs, Devices: reg, Health: mon, Sync: &h.syncStates, Events: h.events, Now: clk.Now}); err != nil {
+		t.Fatal(err)
+	}
 	h.commands, err = command.Open(db, command.Config{Devices: reg, Now: clk.Now, Logger: log,
 		Publish: func(_ context.Context, dev string, c *protocol.Command) error {
 			if f := h.answer.Load(); f != nil {
@@ -217,6 +223,7 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 		Pairing:          h.window,
 		Commands:         h.commands,
 		Configs:          h.configs,
+		Rollouts:         h.rollouts,
 		Integrations:     h.integrations,
 		CAPEM:            []byte("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"),
 		IssueCertificate: issue,

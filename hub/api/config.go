@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/alicia-home/alicia/hub/confsync"
+	"github.com/alicia-home/alicia/hub/rollout"
 	"github.com/alicia-home/alicia/hub/spec"
 )
 
@@ -115,6 +116,8 @@ type configWrite struct {
 	Content  json.RawMessage `json:"content"`
 	Priority int             `json:"priority"`
 	Comment  string          `json:"comment"`
+	// Rollout, if set, releases the change in batches (hub/rollout).
+	Rollout json.RawMessage `json:"rollout"`
 }
 
 // precondition reads the version a write replaces: If-Match "<n>" (the
@@ -157,8 +160,16 @@ func (s *server) putConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	kind := r.PathValue("kind")
-	v, err := s.cfg.Configs.Put(spec.Write{Kind: kind, Scope: sc, Content: body.Content, Priority: body.Priority,
-		IfVersion: ifv, Author: configAuthor, Comment: body.Comment})
+	write := spec.Write{Kind: kind, Scope: sc, Content: body.Content, Priority: body.Priority, IfVersion: ifv, Author: configAuthor, Comment: body.Comment}
+	if body.Rollout != nil {
+		s.startRollout(w, r, write, body.Rollout)
+		return
+	}
+	var v spec.Version
+	err := s.guardConfigWrite(kind, func() (err error) {
+		v, err = s.cfg.Configs.Put(write)
+		return err
+	})
 	if err != nil {
 		s.writeError(w, r, err)
 		return
@@ -170,6 +181,30 @@ func (s *server) putConfig(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusCreated
 	}
 	writeVersion(w, status, v)
+}
+
+// startRollout writes a version with a rollout: 202 with the rollout, the
+// new version's ETag, and the rollout's URL in Location.
+func (s *server) startRollout(w http.ResponseWriter, r *http.Request, write spec.Write, raw json.RawMessage) {
+	if s.cfg.Rollouts == nil {
+		writeProblem(w, http.StatusBadRequest, "rollout: this hub does not run rollouts; write without one")
+		return
+	}
+	st, err := rollout.DecodeStrategy(raw)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	v, ro, err := s.cfg.Rollouts.Start(write, st)
+	if err != nil {
+		s.writeError(w, r, err)
+		return
+	}
+	s.log.Info("config saved with a rollout", "kind", v.Kind, "scope", v.Scope.String(), "version", v.Number, "rollout", ro.ID, "devices", len(ro.Devices))
+	s.configChanged()
+	w.Header().Set("ETag", v.ETag())
+	w.Header().Set("Location", "/api/v1/rollouts/"+ro.ID)
+	writeJSON(w, http.StatusAccepted, ro)
 }
 
 func (s *server) configHistory(w http.ResponseWriter, r *http.Request) {
@@ -275,7 +310,11 @@ func (s *server) rollbackConfig(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	kind := r.PathValue("kind")
-	v, err := s.cfg.Configs.Rollback(kind, sc, body.Version, ifv, configAuthor, body.Comment)
+	var v spec.Version
+	err := s.guardConfigWrite(kind, func() (err error) {
+		v, err = s.cfg.Configs.Rollback(kind, sc, body.Version, ifv, configAuthor, body.Comment)
+		return err
+	})
 	if err != nil {
 		s.writeError(w, r, err)
 		return

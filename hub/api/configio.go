@@ -60,7 +60,17 @@ func (s *server) importConfig(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	rep, err := s.cfg.Configs.Import(bytes.NewReader(body), dry)
+	var rep spec.Report
+	importDocs := func() (err error) {
+		rep, err = s.cfg.Configs.Import(bytes.NewReader(body), dry)
+		return err
+	}
+	var err error
+	if dry {
+		err = importDocs()
+	} else {
+		err = s.guardImport(importDocs)
+	}
 	if errors.Is(err, spec.ErrImportConflict) {
 		w.Header().Set("Content-Type", "application/problem+json")
 		w.Header().Set("X-Content-Type-Options", "nosniff")

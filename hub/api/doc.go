@@ -3,7 +3,7 @@
 // OpenAPI document (openapi.yaml, embedded and served). Only the hub's
 // composition root (hub/hubd) may import it; it wires the small
 // interfaces this package defines (Devices, Tokens, Enrolment, Health,
-// Metrics, Commands, Configs, Integrations, PairingWindow, Accounts) to the hub's
+// Metrics, Commands, Configs, Rollouts, Integrations, PairingWindow, Accounts) to the hub's
 // parts. Each handler keeps only the part of an interface it uses.
 //
 // The routes it owns, by what they need (a secret travels only over
@@ -54,6 +54,11 @@
 //	  GET    /api/v1/devices/{id}/config/{kind}      effective config, with the layer of every value
 //	  GET    /api/v1/config-export                   every document with every version, one file
 //	  POST   /api/v1/config-import                   ?dry_run=true|false; 409 with the report on a conflict
+//	  GET    /api/v1/rollouts                        with Configs and Rollouts only; newest first
+//	  GET    /api/v1/rollouts/{id}
+//	  POST   /api/v1/rollouts/{id}/pause
+//	  POST   /api/v1/rollouts/{id}/resume
+//	  POST   /api/v1/rollouts/{id}/cancel            the old version written back
 //	  POST   /api/v1/devices/{id}/commands           with Commands only
 //	  GET    /api/v1/devices/{id}/commands/{cid}
 //	  GET    /api/v1/audit

@@ -13,6 +13,7 @@ import (
 	"github.com/alicia-home/alicia/hub/integrations"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/hub/rollout"
 	"github.com/alicia-home/alicia/hub/spec"
 )
 
@@ -82,6 +83,10 @@ var errorAnswers = []struct {
 	{target: spec.ErrConflict, status: http.StatusPreconditionFailed, log: logNone},
 	{target: spec.ErrInvalid, status: http.StatusBadRequest, log: logNone},
 	{target: spec.ErrSchema, status: http.StatusBadRequest, log: logNone}, // the detail names each pointer and rule
+	{target: rollout.ErrNotFound, status: http.StatusNotFound, log: logNone},
+	{target: rollout.ErrBusy, status: http.StatusConflict, log: logNone}, // a write of a kind being rolled out
+	{target: rollout.ErrFinished, status: http.StatusConflict, log: logNone},
+	{target: rollout.ErrInvalid, status: http.StatusBadRequest, log: logNone},
 }
 
 // logNone marks an answer that is not logged.

@@ -22,6 +22,7 @@ package confsync
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -53,6 +54,13 @@ type Events interface {
 	Subscribe(after uint64) ([]events.Event, *events.Sub)
 }
 
+// Holds says which devices keep an older configuration of a kind, and
+// which. Held is called for every device and kind of every pass: it must
+// be quick and must not call back into the Sync.
+type Holds interface {
+	Held(device, kind string) (content json.RawMessage, ok bool)
+}
+
 // Config configures a Sync. Configs, Devices and Publish are required.
 type Config struct {
 	Configs Configs
@@ -62,6 +70,10 @@ type Config struct {
 	// Events, if set, makes device changes take effect at once; without
 	// it they wait for the next Interval.
 	Events Events
+	// Holds, if set, holds devices back during a rollout (hub/rollout):
+	// a held device is sent the content Holds gives instead of its
+	// effective configuration of that kind.
+	Holds Holds
 	// Interval is how often every device is checked again. Default 30 s.
 	Interval time.Duration
 	// Now is the clock; default time.Now.
@@ -229,6 +241,13 @@ func (s *Sync) pass(ctx context.Context, d registry.Device) {
 	desired := map[string]KindState{}
 	now := s.cfg.Now()
 	for _, kind := range s.cfg.Configs.Kinds() {
+		if held, ok := s.held(d.ID, kind); ok {
+			sum := sha256.Sum256(held)
+			h := hex.EncodeToString(sum[:])
+			msg.Configs[kind] = protocol.ConfigDoc{Hash: h, Content: held}
+			desired[kind] = KindState{Desired: h, Since: now}
+			continue
+		}
 		eff, err := s.cfg.Configs.Effective(kind, dev)
 		switch {
 		case err != nil:
@@ -268,6 +287,14 @@ func (s *Sync) pass(ctx context.Context, d registry.Device) {
 	s.sent[d.ID] = sum
 	s.mu.Unlock()
 	s.log.Debug("config sent", "device", d.ID, "kinds", len(msg.Configs))
+}
+
+// held returns what Holds holds device dev at, of kind.
+func (s *Sync) held(dev, kind string) (json.RawMessage, bool) {
+	if s.cfg.Holds == nil {
+		return nil, false
+	}
+	return s.cfg.Holds.Held(dev, kind)
 }
 
 // forget drops a deleted device's state.

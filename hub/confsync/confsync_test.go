@@ -54,6 +54,33 @@ type env struct {
 
 	mu   sync.Mutex
 	sent map[string][]*protocol.Config
+	held fakeHolds
+}
+
+// fakeHolds holds devices at the content in it, by device and kind.
+type fakeHolds struct {
+	mu sync.Mutex
+	m  map[string]map[string]json.RawMessage
+}
+
+func (h *fakeHolds) Held(dev, kind string) (json.RawMessage, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	c, ok := h.m[dev][kind]
+	return c, ok
+}
+
+func (h *fakeHolds) set(dev, kind string, c json.RawMessage) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.m == nil {
+		h.m = map[string]map[string]json.RawMessage{}
+	}
+	if c == nil {
+		delete(h.m, dev)
+		return
+	}
+	h.m[dev] = map[string]json.RawMessage{kind: c}
 }
 
 func newEnv(t *testing.T) *env {
@@ -75,7 +102,7 @@ func (e *env) open() {
 	if e.configs, err = spec.Open(db, spec.Config{Now: e.clk.Now}); err != nil {
 		e.t.Fatal(err)
 	}
-	e.s, err = Open(db, Config{Configs: e.configs, Devices: e.devs, Now: e.clk.Now,
+	e.s, err = Open(db, Config{Configs: e.configs, Devices: e.devs, Now: e.clk.Now, Holds: &e.held,
 		Publish: func(_ context.Context, dev string, c *protocol.Config) error {
 			if err := c.Validate(); err != nil {
 				e.t.Errorf("published an invalid config: %v", err)
@@ -176,6 +203,39 @@ func TestDesiredAgainstApplied(t *testing.T) {
 	e.s.passAll(ctx)
 	if st := e.s.State("g1")["agent"]; st.State != StateRejected || st.Applied != hash {
 		t.Errorf("after a restart: %+v", st)
+	}
+}
+
+func TestHeldDevicesKeepTheirOldContent(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	e.put(garage, 0, `{"sample_interval":"30s"}`)
+	e.s.passAll(ctx)
+	old := e.take()["g1"][0].Configs["agent"]
+	// A rollout holds g1 at what it has, then the document changes: g2
+	// gets the change, g1 nothing new.
+	e.held.set("g1", "agent", old.Content)
+	e.put(garage, 1, `{"sample_interval":"40s"}`)
+	e.s.passAll(ctx)
+	got := e.take()
+	if len(got) != 1 || len(got["g2"]) != 1 {
+		t.Fatalf("with g1 held, sent to %v; want g2 only", keys(got))
+	}
+	if st := e.s.State("g1")["agent"]; st.Desired != old.Hash {
+		t.Errorf("held g1's desired hash = %s, want the held content's %s", st.Desired, old.Hash)
+	}
+	// After a Resend the held content goes out again, with its own hash.
+	e.s.Resend(ctx)
+	e.s.passAll(ctx)
+	if c := e.take()["g1"]; len(c) != 1 || c[0].Configs["agent"].Hash != old.Hash || string(c[0].Configs["agent"].Content) != string(old.Content) {
+		t.Errorf("held g1 was sent %+v, want its old config %+v", c, old)
+	}
+	// Released, it gets the change.
+	e.held.set("g1", "agent", nil)
+	e.s.passAll(ctx)
+	c := e.take()["g1"]
+	if len(c) != 1 || string(c[0].Configs["agent"].Content) != `{"sample_interval":"40s"}` {
+		t.Errorf("released g1 was sent %+v, want the new config", c)
 	}
 }
 

@@ -25,6 +25,7 @@ import (
 	"github.com/alicia-home/alicia/hub/integrations"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/hub/rollout"
 	"github.com/alicia-home/alicia/hub/sniff"
 	"github.com/alicia-home/alicia/hub/spec"
 	"github.com/alicia-home/alicia/hub/tokens"
@@ -58,6 +59,7 @@ type parts struct {
 	dynsec    *dynsec.Sync // external broker only
 	configs   *spec.Store
 	confsync  *confsync.Sync
+	rollouts  *rollout.Manager
 	mstore    *metrics.Store
 	mingest   *metrics.Ingester
 	cmds      *command.Service
@@ -82,7 +84,7 @@ func build(cfg Config) (p *parts, err error) {
 	}()
 	for _, step := range []func() error{
 		p.openState, p.openIdentity, p.openListeners, p.openBroker, p.openBus,
-		p.openConfigs, p.openConfSync, p.openMetrics, p.openCommands, p.openHomeAssistant, p.openIngest, p.openHealth, p.openAPI, p.openMDNS,
+		p.openConfigs, p.openConfSync, p.openMetrics, p.openCommands, p.openHomeAssistant, p.openIngest, p.openHealth, p.openRollouts, p.openAPI, p.openMDNS,
 	} {
 		if err := step(); err != nil {
 			return nil, err

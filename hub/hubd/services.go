@@ -2,6 +2,7 @@ package hubd
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/alicia-home/alicia/hub/ingest"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
+	"github.com/alicia-home/alicia/hub/rollout"
 	"github.com/alicia-home/alicia/hub/spec"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/bus"
@@ -35,7 +37,7 @@ func (p *parts) openConfigs() error {
 // (retained, on its config topic), sent again after every connection of
 // the hub's bus (the broker may have lost its retained messages).
 func (p *parts) openConfSync() error {
-	cs, err := confsync.Open(p.db, confsync.Config{Configs: p.configs, Devices: p.reg, Events: p.events,
+	cs, err := confsync.Open(p.db, confsync.Config{Configs: p.configs, Devices: p.reg, Events: p.events, Holds: rolloutHolds{p},
 		Logger: p.log.With("component", "confsync"),
 		Publish: func(ctx context.Context, dev string, c *protocol.Config) error {
 			b, err := protocol.Encode(p.hubID, time.Now(), c)
@@ -51,6 +53,27 @@ func (p *parts) openConfSync() error {
 		return fmt.Errorf("hub: %w", err)
 	}
 	p.confsync = cs
+	return nil
+}
+
+// rolloutHolds are the rollouts' holds as the config sender reads them:
+// the rollouts are opened after it (they watch its states) and before it
+// runs.
+type rolloutHolds struct{ p *parts }
+
+func (h rolloutHolds) Held(dev, kind string) (json.RawMessage, bool) {
+	return h.p.rollouts.Held(dev, kind)
+}
+
+// openRollouts opens the configuration rollouts (their holds are loaded
+// before the config sender's first pass).
+func (p *parts) openRollouts() error {
+	m, err := rollout.Open(p.db, rollout.Config{Configs: p.configs, Devices: p.reg, Health: p.health, Sync: p.confsync, Events: p.events,
+		Logger: p.log.With("component", "rollout")})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	p.rollouts = m
 	return nil
 }
 

@@ -71,11 +71,12 @@ var importers = map[string][]string{
 	// stays the one place that sees every part.
 	mod + "/hub/api":           {mod + "/hub/hubd"},
 	mod + "/hub/brokerauth":    {mod + "/hub/hubd"},
-	mod + "/hub/confsync":      {mod + "/hub/hubd", mod + "/hub/api"},
+	mod + "/hub/confsync":      {mod + "/hub/hubd", mod + "/hub/api", mod + "/hub/rollout"},
 	mod + "/hub/dynsec":        {mod + "/hub/hubd"},
 	mod + "/hub/homeassistant": {mod + "/hub/hubd"},
 	mod + "/hub/ingest":        {mod + "/hub/hubd"},
 	mod + "/hub/prom":          {mod + "/hub/hubd"},
+	mod + "/hub/rollout":       {mod + "/hub/hubd", mod + "/hub/api"},
 	mod + "/hub/sniff":         {mod + "/hub/hubd"},
 }
 
