@@ -130,7 +130,9 @@ func TestConfigOnRealAgents(t *testing.T) {
 	garage := "/api/v1/config/agent/selector:room=garage"
 	putConfig(t, api, garage, `{"content":{"sample_interval":"10s"},"comment":"as the flags say"}`)
 	g1 := agents["garage-1"]
-	api.waitConfig(g1.id, 10*time.Second, "v1 applied", func(k kindState) bool { return k.State == "applied" && k.Applied == k.Desired && k.Desired != atticHash })
+	api.waitConfig(g1.id, 10*time.Second, "v1 applied", func(k kindState) bool {
+		return k.State == "applied" && k.Applied == k.Desired && k.Desired != atticHash
+	})
 	v1Hash := api.agentConfig(g1.id).Desired
 
 	// The change: one call.
