@@ -137,7 +137,7 @@ func TestConfigOnRealAgents(t *testing.T) {
 
 	// The change: one call.
 	changed := time.Now()
-	if st := configWrite(t, api, garage, "If-Match", `"1"`, map[string]any{"content": map[string]any{"sample_interval": "1s"}, "comment": "the garage freezes"}); st != 200 {
+	if st := configWrite(t, api, garage, "If-Match", `"1"`, map[string]any{"content": map[string]any{"sample_interval": "1s", "heartbeat": "2s"}, "comment": "the garage freezes"}); st != 200 {
 		t.Fatalf("PUT: %d", st)
 	}
 	took := api.waitConfig(g1.id, 5*time.Second, "the new interval applied within 5 s", func(k kindState) bool {
@@ -147,6 +147,18 @@ func TestConfigOnRealAgents(t *testing.T) {
 	v2Hash := api.agentConfig(g1.id).Desired
 	if k := api.agentConfig(agents["attic"].id); k.Desired != atticHash || k.Applied != atticHash {
 		t.Errorf("attic (not in the garage): %+v, want its configuration unchanged", k)
+	}
+	// Its registration says the new heartbeat (the hub judges lateness by it).
+	var hb int64
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline) && hb != 2000; time.Sleep(25 * time.Millisecond) {
+		var d struct {
+			HeartbeatMS int64 `json:"heartbeat_ms"`
+		}
+		api.do("GET", "/api/v1/devices/"+g1.id, nil, &d)
+		hb = d.HeartbeatMS
+	}
+	if hb != 2000 {
+		t.Errorf("garage-1's heartbeat_ms %d after the change, want 2000", hb)
 	}
 	// Its telemetry follows: samples one second apart.
 	var gap time.Duration
