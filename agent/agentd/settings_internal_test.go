@@ -18,7 +18,9 @@ func TestParseAgentKind(t *testing.T) {
 		want    func(settings) bool
 		err     string // "" accepted, else a part of the error
 	}{
-		{`{}`, func(s settings) bool { return s.sampleInterval == 10*time.Second && s.collectors == nil && s.brokerURL == "" }, ""},
+		{`{}`, func(s settings) bool {
+			return s.sampleInterval == 10*time.Second && s.collectors == nil && s.brokerURL == ""
+		}, ""},
 		{`{"sample_interval":"1s","heartbeat":"2m","log_level":"debug"}`, func(s settings) bool {
 			return s.sampleInterval == time.Second && s.heartbeat == 2*time.Minute && s.logLevel == slog.LevelDebug
 		}, ""},
