@@ -83,6 +83,12 @@ type Request struct {
 	// QueueTTL, if positive, queues a command to an offline device for
 	// that long instead of failing with ErrOffline.
 	QueueTTL time.Duration
+	// ID, if set, is the command's ID instead of a random one, so that a
+	// caller that may submit the same command again (the scheduler after a
+	// crash) never has it applied twice: a Submit with the ID of a
+	// recorded command of the device returns that record and sends
+	// nothing, and the agent executes an ID once.
+	ID string
 }
 
 // Errors of Submit.
@@ -131,6 +137,8 @@ type Service struct {
 	// device that comes online before Run starts is not missed; nil
 	// without Events. Only Run reads it.
 	sub *events.Sub
+
+	idMu sync.Mutex // serialises Submits with a caller's ID
 
 	mu   sync.Mutex
 	live map[string]*live // queued or sent, by command ID
@@ -263,8 +271,20 @@ func (s *Service) Submit(ctx context.Context, dev string, req Request) (Record, 
 	if req.Timeout == 0 {
 		req.Timeout = DefaultTimeout
 	}
+	id := req.ID
+	if id == "" {
+		id = protocol.NewID()[:16]
+	} else {
+		// One Submit of a given ID at a time: the second finds the
+		// first's record.
+		s.idMu.Lock()
+		defer s.idMu.Unlock()
+		if r, found, err := s.submitted(dev, id); err != nil || found {
+			return r, err
+		}
+	}
 	now := s.cfg.Now()
-	r := Record{ID: protocol.NewID()[:16], Device: dev, Action: req.Action, Params: req.Params, Actor: req.Actor, Created: now, TimeoutMS: req.Timeout.Milliseconds()}
+	r := Record{ID: id, Device: dev, Action: req.Action, Params: req.Params, Actor: req.Actor, Created: now, TimeoutMS: req.Timeout.Milliseconds()}
 	online := d.Status == registry.StatusOnline
 	switch {
 	case !d.Status.Accepted():
@@ -282,6 +302,22 @@ func (s *Service) Submit(ctx context.Context, dev string, req Request) (Record, 
 		return r, nil
 	}
 	return s.send(ctx, r)
+}
+
+// submitted returns the record of command id of dev if it was submitted
+// before; id must be a valid ID.
+func (s *Service) submitted(dev, id string) (Record, bool, error) {
+	if err := protocol.ValidateID(id); err != nil {
+		return Record{}, false, fmt.Errorf("%w: command id: %v", ErrInvalid, err)
+	}
+	r, err := s.Get(dev, id)
+	switch {
+	case err == nil:
+		return r, true, nil
+	case errors.Is(err, ErrNotFound):
+		return Record{}, false, nil
+	}
+	return Record{}, false, err
 }
 
 // send publishes r and records it as sent.

@@ -324,3 +324,29 @@ func TestRestartTimesOutSentCommands(t *testing.T) {
 		t.Errorf("Get(unknown) = %v", err)
 	}
 }
+
+// TestCallerIDSubmitsOnce: a command submitted again with the ID of one
+// already recorded (a scheduler resuming after a crash) is not sent again,
+// also across a restart; an invalid ID is refused.
+func TestCallerIDSubmitsOnce(t *testing.T) {
+	e := newEnv(t)
+	req := write("relay")
+	req.ID = "sched.kitchen.1790000000"
+	r, err := e.s.Submit(context.Background(), "dev-a", req)
+	if err != nil || r.ID != req.ID {
+		t.Fatalf("Submit: %+v, %v; want the caller's ID", r, err)
+	}
+	e.s.HandleResult("dev-a", &protocol.CommandResult{ID: r.ID, Status: protocol.ResultOK})
+	e.open()
+	again, err := e.s.Submit(context.Background(), "dev-a", req)
+	if err != nil || again.ID != r.ID || again.Status != protocol.ResultOK {
+		t.Errorf("Submit again: %+v, %v; want the first record", again, err)
+	}
+	if pub := e.published(); len(pub) != 1 {
+		t.Errorf("published %d commands, want 1", len(pub))
+	}
+	req.ID = "-bad id"
+	if _, err := e.s.Submit(context.Background(), "dev-a", req); !errors.Is(err, ErrInvalid) {
+		t.Errorf("invalid ID: %v, want ErrInvalid", err)
+	}
+}
