@@ -320,7 +320,7 @@ func TestRolloutSurvivesHubKill(t *testing.T) {
 
 	// Three batches of at most progress_deadline + min_healthy_time each
 	// bound it; with healthy agents it takes a few min_healthy_times.
-	const bound = 25 * time.Second
+	const bound = 30 * time.Second
 	deadline = restarted.Add(bound)
 	for {
 		got, ok = f.pollHeld(t, r.ID, early)
