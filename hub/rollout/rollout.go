@@ -212,6 +212,14 @@ func Open(db *store.DB, cfg Config) (*Manager, error) {
 		if err := json.Unmarshal(b, &r); err != nil {
 			return fmt.Errorf("rollout %s: %w", id, err)
 		}
+		// Healthy time must be watched time: what the hub did not see
+		// while it was down does not count (the registry shows devices
+		// online for a grace period after a start).
+		for i := range r.Devices {
+			if r.Active() && r.Devices[i].State == DeviceVerifying {
+				r.Devices[i].HealthySince = time.Time{}
+			}
+		}
 		m.rollouts[id] = &r
 		return nil
 	})

@@ -434,6 +434,7 @@ func TestARestartMidRolloutGoesOn(t *testing.T) {
 	if _, ok := e.m.Held("d1", spec.KindAgent); ok {
 		t.Fatal("after the restart, the released canary is held again")
 	}
+	e.m.Step() // the canary's healthy time counts from here
 	e.clk.Advance(30 * time.Second)
 	e.m.Step()
 	e.applyReleased(r.ID)
@@ -456,6 +457,29 @@ func TestARestartMidRolloutGoesOn(t *testing.T) {
 	e.m.Step()
 	if got := e.get(r2.ID); got.State != StateReverted || got.Devices[0].State != DeviceFailed {
 		t.Errorf("a canary silent past its deadline across a restart: %s, %v", got.State, e.devStates(r2.ID))
+	}
+}
+
+// TestHealthyTimeIsWatchedTime: the time the hub was down does not count
+// towards a device's min_healthy_time.
+func TestHealthyTimeIsWatchedTime(t *testing.T) {
+	e := newEnv(t, 2)
+	r := e.start(strategy)
+	e.m.Step()
+	e.applyReleased(r.ID)
+	e.m.Step() // the canary is verifying from now
+	e.clk.Advance(29 * time.Second)
+	e.reopen()
+	e.m.Step() // watched again from now
+	e.clk.Advance(2 * time.Second)
+	e.m.Step()
+	if got := e.get(r.ID).Devices[0]; got.State != DeviceVerifying {
+		t.Fatalf("2 s after a restart: canary %s, want still verifying (30 s of watched health needed)", got.State)
+	}
+	e.clk.Advance(28 * time.Second)
+	e.m.Step()
+	if got := e.get(r.ID).Devices[0]; got.State != DeviceHealthy {
+		t.Errorf("30 s after the restart: canary %s, want healthy", got.State)
 	}
 }
 
