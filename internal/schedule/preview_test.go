@@ -49,6 +49,10 @@ func TestPreview(t *testing.T) {
 		{"Santiago: midnight", Trigger{Cron: "@daily", Zone: "America/Santiago"}, "2026-09-05T12:00:00Z", 1, []string{
 			"2026-09-06 01:00:00 -03 moved from 00:00: it does not exist on 2026-09-06 (clocks go forward from 00:00 to 01:00)",
 		}},
+		{"Apia: a skipped day", Trigger{Cron: "0 0,12 * * *", Zone: "Pacific/Apia"}, "2011-12-29T12:00:00Z", 2, []string{
+			"2011-12-29 12:00:00 -10",
+			"2011-12-31 00:00:00 +14 runs once for 2011-12-31 00:00 and for 00:00 and 12:00, which do not exist on 2011-12-30 (clocks go forward from 2011-12-30 00:00 to 2011-12-31 00:00)",
+		}},
 		{"interval shown in its zone", Trigger{Every: Duration(time.Hour), Zone: "Europe/Berlin"}, "2026-03-29T00:30:00Z", 2, []string{
 			"2026-03-29 03:00:00 CEST",
 			"2026-03-29 04:00:00 CEST",
