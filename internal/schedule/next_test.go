@@ -106,6 +106,13 @@ func TestNext(t *testing.T) {
 		{"Santiago @daily: midnight does not exist, runs at 01:00",
 			Trigger{Cron: "@daily", Zone: "America/Santiago"}, "2026-09-04T00:00:00Z",
 			[]string{"2026-09-04T04:00:00Z", "2026-09-05T04:00:00Z", "2026-09-06T04:00:00Z", "2026-09-07T03:00:00Z"}},
+		// Pacific/Apia skipped 2011-12-30 altogether (-10 → +14).
+		{"Apia: a whole skipped day runs once, at the next midnight",
+			Trigger{Cron: "@daily", Zone: "Pacific/Apia"}, "2011-12-28T12:00:00Z",
+			[]string{"2011-12-29T10:00:00Z", "2011-12-30T10:00:00Z", "2011-12-31T10:00:00Z"}},
+		{"Apia: noon of the skipped day runs at the jump",
+			Trigger{Cron: "0 12 * * *", Zone: "Pacific/Apia"}, "2011-12-29T12:00:00Z",
+			[]string{"2011-12-29T22:00:00Z", "2011-12-30T10:00:00Z", "2011-12-30T22:00:00Z"}},
 		{"UTC has no transitions",
 			Trigger{Cron: "30 2 * * *", Zone: "UTC"}, "2026-03-29T00:00:00Z",
 			[]string{"2026-03-29T02:30:00Z", "2026-03-30T02:30:00Z"}},
@@ -239,5 +246,23 @@ func TestNextAgainstOracle(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+func BenchmarkNext(b *testing.B) {
+	for _, expr := range []string{"30 6 * * *", "*/15 * * * *", "0 9 29 2 *", "* * * * * *"} {
+		s, err := Compile(Trigger{Cron: expr, Zone: "Europe/Berlin"}, nil)
+		if err != nil {
+			b.Fatal(err)
+		}
+		// From inside the October repeat: the hardest case.
+		after := time.Date(2026, 10, 25, 1, 20, 0, 0, time.UTC)
+		b.Run(expr, func(b *testing.B) {
+			for b.Loop() {
+				if _, ok := s.Next(after); !ok {
+					b.Fatal("never")
+				}
+			}
+		})
 	}
 }

@@ -234,10 +234,12 @@ func (s *Schedule) cronNote(h hit) string {
 			}
 			skipped = append(skipped, w)
 		}
-		gap := fmt.Sprintf("on %s (%s)", actual.Format(time.DateOnly), shift(h.at, loc, c.seconds))
-		list, verb := s.listClocks(skipped)
+		day := h.slot // the day the skipped times belong to
+		gap := fmt.Sprintf("on %s (%s)", day.Format(time.DateOnly), shift(h.at, loc, c.seconds))
+		list, verb := s.listClocks(skipped, day)
 		if own {
-			return fmt.Sprintf("runs once for %s and for %s, which %s not exist %s", clock(actual, c.seconds), list, verb, gap)
+			ownName, _ := s.listClocks([]time.Time{actual}, day)
+			return fmt.Sprintf("runs once for %s and for %s, which %s not exist %s", ownName, list, verb, gap)
 		}
 		if len(skipped) == 1 {
 			return fmt.Sprintf("moved from %s: it does not exist %s", list, gap)
@@ -254,10 +256,16 @@ func (s *Schedule) cronNote(h hit) string {
 
 // listClocks lists wall times for a note, shortened when long, and the verb
 // that agrees with it.
-func (s *Schedule) listClocks(ws []time.Time) (string, string) {
+func (s *Schedule) listClocks(ws []time.Time, day time.Time) (string, string) {
+	name := func(w time.Time) string {
+		if w.YearDay() != day.YearDay() {
+			return w.Format(time.DateOnly) + " " + clock(w, s.cron.seconds)
+		}
+		return clock(w, s.cron.seconds)
+	}
 	names := make([]string, 0, 4)
 	for _, w := range ws {
-		names = append(names, clock(w, s.cron.seconds))
+		names = append(names, name(w))
 		if len(names) == 4 {
 			break
 		}
@@ -270,6 +278,6 @@ func (s *Schedule) listClocks(ws []time.Time) (string, string) {
 	case len(ws) >= maxListed:
 		return fmt.Sprintf("%s, %s … (%d or more times)", names[0], names[1], maxListed), "do"
 	default:
-		return fmt.Sprintf("%s, %s … %s (%d times)", names[0], names[1], clock(ws[len(ws)-1], s.cron.seconds), len(ws)), "do"
+		return fmt.Sprintf("%s, %s … %s (%d times)", names[0], names[1], name(ws[len(ws)-1]), len(ws)), "do"
 	}
 }

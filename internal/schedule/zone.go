@@ -120,5 +120,10 @@ func shift(at time.Time, loc *time.Location, seconds bool) string {
 	if to.Before(from) {
 		dir = "back"
 	}
-	return fmt.Sprintf("clocks go %s from %s to %s", dir, clock(from, seconds), clock(to, seconds))
+	f, t := clock(from, seconds), clock(to, seconds)
+	if from.YearDay() != to.YearDay() {
+		// A jump across midnight (Pacific/Apia skipped a whole day).
+		f, t = from.Format(time.DateOnly)+" "+f, to.Format(time.DateOnly)+" "+t
+	}
+	return fmt.Sprintf("clocks go %s from %s to %s", dir, f, t)
 }
