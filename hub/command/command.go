@@ -253,6 +253,19 @@ func Check(d registry.Device, req Request) error {
 	return nil
 }
 
+// Check checks req against device dev's registered hardware, as Submit
+// would, without sending anything (ErrNotFound for an unknown device).
+func (s *Service) Check(dev string, req Request) error {
+	d, err := s.cfg.Devices.Get(dev)
+	if errors.Is(err, registry.ErrNotFound) {
+		return fmt.Errorf("%w: device %s", ErrNotFound, dev)
+	}
+	if err != nil {
+		return err
+	}
+	return Check(d, req)
+}
+
 // Submit checks req and sends it to device dev, or queues it if the device
 // is offline and req.QueueTTL is set. It returns the record (status sent
 // or queued) without waiting for the result: see Wait. Errors wrap

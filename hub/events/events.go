@@ -27,13 +27,14 @@ const (
 	DeviceInput   = "device_input"   // a device's input line changed (a protocol.DeviceEvent)
 	Command       = "command"        // a remote command finished (its audit record)
 	Rollout       = "rollout"        // a configuration rollout moved on (hub/rollout)
+	JobRun        = "job_run"        // a scheduled job's run started or ended (hub/scheduler)
 	// Reset is sent to a client whose Last-Event-ID is older than the
 	// ring: it missed events and should re-read the current state.
 	Reset = "reset"
 )
 
 // Types lists the event types a client may filter on.
-var Types = []string{DeviceJoined, DeviceLeft, DeviceState, AlertFired, AlertResolved, DeviceInput, Command, Rollout}
+var Types = []string{DeviceJoined, DeviceLeft, DeviceState, AlertFired, AlertResolved, DeviceInput, Command, Rollout, JobRun}
 
 // Event is one event. ID increases by one per event for the hub's
 // lifetime; after a hub restart IDs start again at 1 and clients get a
