@@ -22,12 +22,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 
 	"github.com/alicia-home/alicia/hub/hubd"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/cliconfig"
+	"github.com/alicia-home/alicia/internal/clocksync"
 	"github.com/alicia-home/alicia/internal/logging"
+	"github.com/alicia-home/alicia/internal/schedule"
 	"github.com/alicia-home/alicia/internal/sdnotify"
 )
 
@@ -62,6 +65,17 @@ func newFlagSet(name string, stderr io.Writer) (*flag.FlagSet, *options) {
 	fs.BoolVar(&cfg.NoMDNS, "no-mdns", false, "no mDNS: do not announce the hub (agents then need --hub) nor watch the LAN for household services")
 	fs.IntVar(&cfg.MaxSeriesPerDevice, "max-series-per-device", hubd.DefaultMaxSeriesPerDevice, "most metric series the hub keeps per device; new ones past it are refused and alerted on")
 	fs.Float64Var(&cfg.DeviceMsgRate, "device-msg-rate", hubd.DefaultDeviceMsgRate, "most messages a `second` each device may send (bursts of twice that); the rest are dropped and counted")
+	fs.Func("clock", "when calendar jobs may fire: `kernel` (once the kernel's clock is synchronised by NTP) or trust (a clock kept otherwise, such as a real-time clock)", func(v string) error {
+		p, err := clocksync.ParsePolicy(v)
+		cfg.Clock = p
+		return err
+	})
+	fs.Func("location", "the home's `lat,lon` in degrees (e.g. 52.52,13.40), for sunrise and sunset jobs", func(v string) error {
+		loc, err := parseLocation(v)
+		cfg.Location = loc
+		return err
+	})
+	fs.IntVar(&cfg.SchedulerWorkers, "scheduler-workers", 4, "most job runs done at once")
 	fs.StringVar(&o.logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&o.version, "version", false, "print the version and exit")
 	return fs, &o
@@ -126,4 +140,21 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		log.Info("alicia-hub stopped")
 	}
 	return err
+}
+
+// parseLocation reads "lat,lon" in degrees.
+func parseLocation(v string) (*schedule.Location, error) {
+	lat, lon, ok := strings.Cut(v, ",")
+	if !ok {
+		return nil, fmt.Errorf("want lat,lon in degrees, such as 52.52,13.40")
+	}
+	var loc schedule.Location
+	var err error
+	if loc.Latitude, err = strconv.ParseFloat(strings.TrimSpace(lat), 64); err != nil {
+		return nil, fmt.Errorf("latitude %q: %w", lat, err)
+	}
+	if loc.Longitude, err = strconv.ParseFloat(strings.TrimSpace(lon), 64); err != nil {
+		return nil, fmt.Errorf("longitude %q: %w", lon, err)
+	}
+	return &loc, loc.Validate()
 }

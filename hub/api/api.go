@@ -155,6 +155,8 @@ type Config struct {
 	// and serves /api/v1/rollouts; writes of a kind being rolled out are
 	// refused (409).
 	Rollouts Rollouts
+	// Jobs, if set, is the scheduler: /api/v1/jobs.
+	Jobs Jobs
 	// Pairing is the pairing window; nil means a window that never opens
 	// (pairing without a join token is then refused).
 	Pairing PairingWindow
@@ -274,6 +276,20 @@ func (s *server) routes() *http.ServeMux {
 		mux.Handle("POST /api/v1/rollouts/{id}/pause", s.admin(s.rolloutAction(s.cfg.Rollouts.Pause, "paused")))
 		mux.Handle("POST /api/v1/rollouts/{id}/resume", s.admin(s.rolloutAction(s.cfg.Rollouts.Resume, "resumed")))
 		mux.Handle("POST /api/v1/rollouts/{id}/cancel", s.admin(s.rolloutAction(s.cfg.Rollouts.Cancel, "cancelled")))
+	}
+	if s.cfg.Jobs != nil {
+		mux.Handle("GET /api/v1/jobs", s.admin(s.listJobs))
+		mux.Handle("POST /api/v1/jobs", s.admin(s.createJob))
+		mux.Handle("POST /api/v1/jobs/preview", s.admin(s.previewTrigger))
+		mux.Handle("GET /api/v1/jobs/{id}", s.admin(s.getJob))
+		mux.Handle("PUT /api/v1/jobs/{id}", s.admin(s.putJob))
+		mux.Handle("DELETE /api/v1/jobs/{id}", s.admin(s.deleteJob))
+		mux.Handle("GET /api/v1/jobs/{id}/versions", s.admin(s.jobVersions))
+		mux.Handle("GET /api/v1/jobs/{id}/runs", s.admin(s.jobRuns))
+		mux.Handle("GET /api/v1/jobs/{id}/next", s.admin(s.jobNext))
+		mux.Handle("POST /api/v1/jobs/{id}/pause", s.admin(s.jobAction(s.cfg.Jobs.Pause)))
+		mux.Handle("POST /api/v1/jobs/{id}/resume", s.admin(s.jobAction(s.cfg.Jobs.Resume)))
+		mux.Handle("POST /api/v1/jobs/{id}/run", s.admin(s.runJob))
 	}
 	if s.cfg.Commands != nil {
 		mux.Handle("POST /api/v1/devices/{id}/commands", s.admin(s.postCommand))

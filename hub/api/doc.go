@@ -59,6 +59,18 @@
 //	  POST   /api/v1/rollouts/{id}/pause
 //	  POST   /api/v1/rollouts/{id}/resume
 //	  POST   /api/v1/rollouts/{id}/cancel            the old version written back
+//	  GET    /api/v1/jobs                            with Jobs only; each with its next fire and state
+//	  POST   /api/v1/jobs                            a new job (201, ETag "1")
+//	  POST   /api/v1/jobs/preview                    ?n=10; the next fires of a trigger, with DST notes
+//	  GET    /api/v1/jobs/{id}
+//	  PUT    /api/v1/jobs/{id}                       If-Match (or If-None-Match: *); 412 on a lost race
+//	  DELETE /api/v1/jobs/{id}                       If-Match
+//	  GET    /api/v1/jobs/{id}/versions
+//	  GET    /api/v1/jobs/{id}/runs                  ?limit=N; newest first
+//	  GET    /api/v1/jobs/{id}/next                  ?n=10
+//	  POST   /api/v1/jobs/{id}/pause
+//	  POST   /api/v1/jobs/{id}/resume
+//	  POST   /api/v1/jobs/{id}/run                   now, once (202)
 //	  POST   /api/v1/devices/{id}/commands           with Commands only
 //	  GET    /api/v1/devices/{id}/commands/{cid}
 //	  GET    /api/v1/audit

@@ -14,6 +14,7 @@ import (
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/rollout"
+	"github.com/alicia-home/alicia/hub/scheduler"
 	"github.com/alicia-home/alicia/hub/spec"
 )
 
@@ -87,6 +88,9 @@ var errorAnswers = []struct {
 	{target: rollout.ErrBusy, status: http.StatusConflict, log: logNone}, // a write of a kind being rolled out
 	{target: rollout.ErrFinished, status: http.StatusConflict, log: logNone},
 	{target: rollout.ErrInvalid, status: http.StatusBadRequest, log: logNone},
+	{target: scheduler.ErrNotFound, status: http.StatusNotFound, log: logNone},
+	{target: scheduler.ErrConflict, status: http.StatusPreconditionFailed, log: logNone},
+	{target: scheduler.ErrInvalid, status: http.StatusBadRequest, log: logNone}, // the detail names the field
 }
 
 // logNone marks an answer that is not logged.

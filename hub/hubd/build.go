@@ -26,6 +26,7 @@ import (
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/rollout"
+	"github.com/alicia-home/alicia/hub/scheduler"
 	"github.com/alicia-home/alicia/hub/sniff"
 	"github.com/alicia-home/alicia/hub/spec"
 	"github.com/alicia-home/alicia/hub/tokens"
@@ -60,6 +61,7 @@ type parts struct {
 	configs   *spec.Store
 	confsync  *confsync.Sync
 	rollouts  *rollout.Manager
+	sched     *scheduler.Scheduler
 	mstore    *metrics.Store
 	mingest   *metrics.Ingester
 	cmds      *command.Service
@@ -84,7 +86,7 @@ func build(cfg Config) (p *parts, err error) {
 	}()
 	for _, step := range []func() error{
 		p.openState, p.openIdentity, p.openListeners, p.openBroker, p.openBus,
-		p.openConfigs, p.openConfSync, p.openMetrics, p.openCommands, p.openHomeAssistant, p.openIngest, p.openHealth, p.openRollouts, p.openAPI, p.openMDNS,
+		p.openConfigs, p.openConfSync, p.openMetrics, p.openCommands, p.openHomeAssistant, p.openIngest, p.openHealth, p.openRollouts, p.openScheduler, p.openAPI, p.openMDNS,
 	} {
 		if err := step(); err != nil {
 			return nil, err

@@ -13,6 +13,8 @@ import (
 	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/ingest"
 	"github.com/alicia-home/alicia/hub/metrics"
+	"github.com/alicia-home/alicia/internal/clocksync"
+	"github.com/alicia-home/alicia/internal/schedule"
 )
 
 // haPrefix is a valid Home Assistant discovery prefix: one topic level.
@@ -64,6 +66,14 @@ type Config struct {
 	// (bursts of twice that); the rest are dropped and counted. Default
 	// DefaultDeviceMsgRate.
 	DeviceMsgRate float64
+	// Clock says when calendar jobs may fire: clocksync.Kernel (the
+	// default: once the kernel's clock is synchronised) or clocksync.Trust.
+	Clock clocksync.Policy
+	// Location is the hub's, for sunrise and sunset jobs; nil refuses
+	// them.
+	Location *schedule.Location
+	// SchedulerWorkers bounds the job runs done at once. Default 4.
+	SchedulerWorkers int
 	// HeartbeatTimeoutCheck is how often the registry checks heartbeat
 	// deadlines. Default 500ms.
 	HeartbeatTimeoutCheck time.Duration
@@ -98,6 +108,9 @@ func (c *Config) setDefaults() {
 	if c.HAPrefix == "" {
 		c.HAPrefix = "homeassistant"
 	}
+	if c.Clock == "" {
+		c.Clock = clocksync.Kernel
+	}
 	if c.MaxSeriesPerDevice == 0 {
 		c.MaxSeriesPerDevice = metrics.DefaultMaxSeriesPerDevice
 	}
@@ -119,6 +132,17 @@ func (c *Config) setDefaults() {
 func (c *Config) Validate() error {
 	if c.DataDir == "" {
 		return errors.New("data dir: required (--data-dir)")
+	}
+	if _, err := clocksync.ParsePolicy(string(c.Clock)); err != nil {
+		return err
+	}
+	if c.Location != nil {
+		if err := c.Location.Validate(); err != nil {
+			return fmt.Errorf("location: %w", err)
+		}
+	}
+	if c.SchedulerWorkers < 0 || c.SchedulerWorkers > 64 {
+		return fmt.Errorf("scheduler workers %d: want 1 to 64", c.SchedulerWorkers)
 	}
 	if _, _, err := net.SplitHostPort(c.HTTPAddr); err != nil {
 		return fmt.Errorf("http addr %q: %w", c.HTTPAddr, err)

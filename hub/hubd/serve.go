@@ -43,7 +43,7 @@ func (p *parts) openAPI() error {
 		HubID: p.hubID, Devices: p.reg, Tokens: p.toks, BrokerURLs: p.broker.urls,
 		CAFingerprint: p.ca.Fingerprint(), CAPEM: p.ca.CertPEM(),
 		Discovered: p.discovered, IssueCertificate: p.issueCertificate, Disconnect: p.broker.disconnect,
-		Pairing: window, Commands: p.cmds, Configs: p.configs, ConfigSync: p.confsync, Rollouts: p.rollouts, Metrics: p.mstore, Events: p.events, Health: p.health,
+		Pairing: window, Commands: p.cmds, Configs: p.configs, ConfigSync: p.confsync, Rollouts: p.rollouts, Jobs: p.sched, Metrics: p.mstore, Events: p.events, Health: p.health,
 		Prometheus: p.prometheus(), Logger: p.log.With("component", "api"),
 		Backup: func(w io.Writer) (int64, error) { return backup.Write(w, p.db, p.cfg.DataDir) },
 	}
@@ -150,7 +150,7 @@ func announcementTXT(hubID, fingerprint string, mqttsPort int) map[string]string
 // has said goodbye on it.
 func (p *parts) run(ctx context.Context, serving func()) error {
 	g, gctx := errgroup.WithContext(ctx)
-	for _, run := range []func(context.Context) error{p.db.Run, p.reg.Run, p.mingest.Run, p.health.Run, p.cmds.Run, p.confsync.Run, p.rollouts.Run, p.serveHTTP} {
+	for _, run := range []func(context.Context) error{p.db.Run, p.reg.Run, p.mingest.Run, p.health.Run, p.cmds.Run, p.confsync.Run, p.rollouts.Run, p.sched.Run, p.serveHTTP} {
 		g.Go(func() error { return run(gctx) })
 	}
 	if p.ha != nil {

@@ -16,9 +16,11 @@ import (
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/rollout"
+	"github.com/alicia-home/alicia/hub/scheduler"
 	"github.com/alicia-home/alicia/hub/spec"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/clocksync"
 	"github.com/alicia-home/alicia/internal/protocol"
 )
 
@@ -76,6 +78,72 @@ func (p *parts) openRollouts() error {
 	p.rollouts = m
 	return nil
 }
+
+// openScheduler opens the job scheduler: commands through the command
+// service, publishes on the hub's bus, configuration versions through the
+// rollout guard.
+func (p *parts) openScheduler() error {
+	clock := p.cfg.Clock
+	s, err := scheduler.Open(p.db, scheduler.Config{Commands: p.cmds, Configs: schedulerConfigs{p}, Events: p.events, Location: p.cfg.Location,
+		Workers: p.cfg.SchedulerWorkers, Logger: p.log.With("component", "scheduler"),
+		ClockOK: func() (bool, string) { return clocksync.Synced(clock) },
+		Publish: func(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
+			return p.client.Publish(ctx, bus.Message{Topic: topic, Payload: payload, QoS: qos, Retained: retain})
+		}})
+	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	p.sched = s
+	return nil
+}
+
+// schedulerConfigs is the configuration manager as a job's config action
+// uses it: a rollback written through the rollout guard, then sent.
+type schedulerConfigs struct{ p *parts }
+
+func (c schedulerConfigs) Check(kind, scope string, version uint64) error {
+	sc, err := spec.ParseScope(scope)
+	if err != nil {
+		return err
+	}
+	_, err = c.p.configs.Version(kind, sc, version)
+	return err
+}
+
+func (c schedulerConfigs) Restore(kind, scope string, version uint64, author, comment string) (bool, uint64, error) {
+	sc, err := spec.ParseScope(scope)
+	if err != nil {
+		return false, 0, err
+	}
+	var v spec.Version
+	err = c.p.rollouts.Guard(kind, func() error {
+		latest, err := c.p.configs.Latest(kind, sc)
+		if err != nil {
+			return err
+		}
+		old, err := c.p.configs.Version(kind, sc, version)
+		if err != nil {
+			return err
+		}
+		if old.Hash == latest.Hash {
+			v = latest
+			return errUnchanged
+		}
+		v, err = c.p.configs.Rollback(kind, sc, version, latest.Number, author, comment)
+		return err
+	})
+	if errors.Is(err, errUnchanged) {
+		return false, v.Number, nil
+	}
+	if err != nil {
+		return false, 0, err
+	}
+	c.p.confsync.Changed()
+	return true, v.Number, nil
+}
+
+// errUnchanged ends a Restore that has nothing to write.
+var errUnchanged = errors.New("unchanged")
 
 // openMetrics opens the time-series store. Series of devices no longer in
 // the registry (a delete cut short) are removed now; failing that, they

@@ -37,6 +37,8 @@ type Commands interface {
 // versions (hub/spec Rollback, through the rollout guard). It reports
 // false when the content already was that.
 type Configs interface {
+	// Check says whether that version exists.
+	Check(kind, scope string, version uint64) error
 	Restore(kind, scope string, version uint64, author, comment string) (changed bool, newVersion uint64, err error)
 }
 
@@ -293,6 +295,10 @@ func (s *Scheduler) checkAction(j Job) error {
 		return invalid("action.publish", "this hub cannot publish (no bus)")
 	case a.Config != nil && s.cfg.Configs == nil:
 		return invalid("action.config", "this hub has no configuration manager")
+	case a.Config != nil:
+		if err := s.cfg.Configs.Check(a.Config.Kind, a.Config.Scope, a.Config.Version); err != nil {
+			return &InvalidError{Field: "action.config", Err: err}
+		}
 	}
 	return nil
 }
