@@ -26,8 +26,10 @@
 // once; a webhook carries the run's ID as Idempotency-Key); a fire not yet
 // claimed is a missed fire at the next start.
 //
-// Fires handled more than a minute late are missed (the hub was down, or
-// its clock untrusted): the job's policy says what they become. skip
+// Of the fires due at one pass, only the latest, handled at most 10
+// seconds late, is on time; the others are missed (the hub was down or
+// stalled, or its clock untrusted), and the job's policy says what they
+// become. skip
 // records one skipped run; run_once (the default) runs the latest of them;
 // run_all runs each, at most missed_limit, oldest first. Fires older than
 // the job's grace (default one hour) are skipped under every policy.

@@ -18,7 +18,7 @@ func jsonUnmarshal(b []byte, v any) error { return json.Unmarshal(b, v) }
 
 // lateAfter is how late a fire may be handled and still count as on time
 // rather than missed (the hub was busy, not down).
-const lateAfter = time.Minute
+const lateAfter = 10 * time.Second
 
 // maxSleep bounds the loop's sleep, so that a changed clock (set at boot,
 // or its trust) is noticed.
@@ -103,13 +103,12 @@ func (s *Scheduler) claim(e *entry, now time.Time) {
 		skips = append(skips, Run{ID: fmt.Sprintf("%s.%d", e.job.ID, at.Unix()), Job: e.job.ID, Version: e.v.Number, Scheduled: at, Cause: "missed",
 			Status: RunSkipped, Error: why, Ended: now})
 	}
-	var missed []time.Time
-	for _, at := range fires {
-		if now.Sub(at) <= lateAfter {
-			add(at, "schedule")
-		} else {
-			missed = append(missed, at)
-		}
+	// Of fires due at once, only the latest can be on time: the others
+	// were not run at their time (the hub was down or stalled).
+	missed := fires
+	if last := fires[len(fires)-1]; now.Sub(last) <= lateAfter && !more {
+		add(last, "schedule")
+		missed = fires[:len(fires)-1]
 	}
 	grace := time.Duration(e.job.Grace)
 	switch {

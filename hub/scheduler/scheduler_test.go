@@ -329,10 +329,10 @@ func TestMissedRunsFollowThePolicy(t *testing.T) {
 			j.Missed, j.MissedLimit = tc.policy, max(tc.limit, 0)
 			e.put(j, 0)
 			// The hub is down for 52 minutes (ten fires), then starts;
-			// limit -1: 50 minutes, the last fire 30 s ago.
+			// limit -1: 50 minutes, the last fire 5 s ago (on time).
 			e.crash()
 			if tc.limit < 0 {
-				e.clk.Advance(50*time.Minute + 30*time.Second)
+				e.clk.Advance(50*time.Minute + 5*time.Second)
 			} else {
 				e.clk.Advance(52*time.Minute + 30*time.Second)
 			}
