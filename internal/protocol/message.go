@@ -25,6 +25,9 @@ const (
 	// Configuration (config.go).
 	TypeConfig       Type = "config"
 	TypeConfigStatus Type = "config_status"
+	// On-device schedules (jobs.go).
+	TypeJobRun Type = "job_run"
+	TypeJobAck Type = "job_ack"
 )
 
 // Payload is implemented by every message payload. MessageType names the
@@ -62,6 +65,10 @@ func newPayload(t Type) Payload {
 		return new(Config)
 	case TypeConfigStatus:
 		return new(ConfigStatus)
+	case TypeJobRun:
+		return new(JobRun)
+	case TypeJobAck:
+		return new(JobAck)
 	}
 	return nil
 }
@@ -80,6 +87,8 @@ var maxSize = map[Type]int{
 	TypeDeviceEvent:   4 << 10,
 	TypeConfig:        MaxMessageSize,
 	TypeConfigStatus:  4 << 10,
+	TypeJobRun:        8 << 10,
+	TypeJobAck:        16 << 10,
 }
 
 // MaxMessageSize is the largest envelope of any type (a full Metrics

@@ -41,6 +41,11 @@ const (
 	KindConfig Kind = "config"
 	// KindConfigStatus carries the device's ConfigStatus.
 	KindConfigStatus Kind = "config_status"
+	// KindJobRun carries the device's JobRun (a run of an on-device job).
+	KindJobRun Kind = "job_run"
+	// KindJobAck carries the hub's JobAck; like KindAck, only the hub
+	// publishes it.
+	KindJobAck Kind = "job_ack"
 )
 
 // Type is the message type a topic of kind k carries.
@@ -60,7 +65,7 @@ func (k Kind) Type() Type {
 
 // kinds lists the per-device kinds a device publishes, for ParseDeviceTopic.
 var kinds = map[Kind]bool{KindRegister: true, KindStatus: true, KindHeartbeat: true, KindMetrics: true, KindResult: true, KindEvent: true,
-	KindConfigStatus: true}
+	KindConfigStatus: true, KindJobRun: true}
 
 // DevicesPrefix is the parent of every device's subtree.
 const DevicesPrefix = Root + "/devices/"
