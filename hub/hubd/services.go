@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"time"
 
 	"github.com/alicia-home/alicia/hub/command"
@@ -29,6 +30,9 @@ import (
 func (p *parts) openConfigs() error {
 	cs, err := spec.Open(p.db, spec.Config{})
 	if err != nil {
+		return fmt.Errorf("hub: %w", err)
+	}
+	if err := cs.RegisterOwned(protocol.KindSchedule, scheduler.ScheduleSchema, scheduler.Author); err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
 	p.configs = cs
@@ -84,7 +88,7 @@ func (p *parts) openRollouts() error {
 // rollout guard.
 func (p *parts) openScheduler() error {
 	clock := p.cfg.Clock
-	s, err := scheduler.Open(p.db, scheduler.Config{Commands: p.cmds, Configs: schedulerConfigs{p}, Events: p.events, Location: p.cfg.Location,
+	s, err := scheduler.Open(p.db, scheduler.Config{Commands: p.cmds, Configs: schedulerConfigs{p}, Schedules: deviceSchedules{p}, Events: p.events, Location: p.cfg.Location,
 		Workers: p.cfg.SchedulerWorkers, Logger: p.log.With("component", "scheduler"),
 		ClockOK: func() (bool, string) { return clocksync.Synced(clock) },
 		Publish: func(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
@@ -95,6 +99,22 @@ func (p *parts) openScheduler() error {
 	}
 	p.sched = s
 	return nil
+}
+
+// handleJobRun stores the run of a device's on-device job and
+// acknowledges it, so that the agent forgets it; a run that cannot be
+// stored is not acknowledged, and the agent sends it again. (The
+// scheduler is opened after ingest, and before anything runs.)
+func (p *parts) handleJobRun(dev string, r *protocol.JobRun) {
+	if err := p.sched.RecordDeviceRun(dev, r); err != nil {
+		p.log.Warn("a device's job run not stored; it sends it again", "device", dev, "run", r.Run, "err", err)
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := p.publishTo(ctx, dev, protocol.KindJobAck, &protocol.JobAck{Epoch: r.Epoch, Seqs: []uint64{r.Seq}}); err != nil {
+		p.log.Debug("job run not acknowledged; the agent sends it again", "device", dev, "run", r.Run, "err", err)
+	}
 }
 
 // schedulerConfigs is the configuration manager as a job's config action
@@ -140,6 +160,51 @@ func (c schedulerConfigs) Restore(kind, scope string, version uint64, author, co
 	}
 	c.p.confsync.Changed()
 	return true, v.Number, nil
+}
+
+// deviceSchedules writes the scheduler's device schedules as documents of
+// the owned kind "schedule", which the config sender delivers.
+type deviceSchedules struct{ p *parts }
+
+func (d deviceSchedules) SetSchedule(dev string, sch protocol.DeviceSchedule) error {
+	content, err := json.Marshal(sch)
+	if err != nil {
+		return err
+	}
+	scope := spec.Scope{Device: dev}
+	var ifv uint64
+	switch latest, err := d.p.configs.Latest(protocol.KindSchedule, scope); {
+	case errors.Is(err, spec.ErrNotFound):
+		if len(sch.Jobs) == 0 {
+			return nil // nothing given, nothing to take back
+		}
+	case err != nil:
+		return err
+	default:
+		var cur protocol.DeviceSchedule
+		if json.Unmarshal(latest.Content, &cur) == nil && reflect.DeepEqual(normalSchedule(cur), normalSchedule(sch)) {
+			return nil
+		}
+		ifv = latest.Number
+	}
+	if _, err := d.p.configs.Put(spec.Write{Kind: protocol.KindSchedule, Scope: scope, Content: content, IfVersion: ifv, Author: scheduler.Author,
+		Comment: fmt.Sprintf("%d on-device job(s)", len(sch.Jobs))}); err != nil {
+		return err
+	}
+	d.p.confsync.Changed()
+	return nil
+}
+
+// normalSchedule makes two schedules comparable whatever the spacing of
+// their triggers' JSON.
+func normalSchedule(s protocol.DeviceSchedule) protocol.DeviceSchedule {
+	for i, j := range s.Jobs {
+		var v any
+		if json.Unmarshal(j.Trigger, &v) == nil {
+			s.Jobs[i].Trigger, _ = json.Marshal(v)
+		}
+	}
+	return s
 }
 
 // errUnchanged ends a Restore that has nothing to write.
@@ -245,11 +310,12 @@ func (p *parts) openIngest() error {
 	in, err := ingest.New(ingest.Config{Registry: p.reg, Metrics: p.mingest, Results: p.cmds, Rate: p.cfg.DeviceMsgRate,
 		Logger:       p.log.With("component", "ingest"),
 		Input:        func(dev string, e *protocol.DeviceEvent) { ev.Publish(events.DeviceInput, dev, e) },
-		ConfigStatus: p.confsync.HandleStatus})
+		ConfigStatus: p.confsync.HandleStatus,
+		JobRun:       p.handleJobRun})
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
-	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat, protocol.KindMetrics, protocol.KindResult, protocol.KindEvent, protocol.KindConfigStatus} {
+	for _, kind := range []protocol.Kind{protocol.KindRegister, protocol.KindStatus, protocol.KindHeartbeat, protocol.KindMetrics, protocol.KindResult, protocol.KindEvent, protocol.KindConfigStatus, protocol.KindJobRun} {
 		if err := p.client.Subscribe(protocol.AllDevices(kind), 1, in.Handle); err != nil {
 			return fmt.Errorf("hub: subscribe: %w", err)
 		}

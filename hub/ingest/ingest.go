@@ -63,6 +63,9 @@ type Config struct {
 	// ConfigStatus, if set, receives what a device says of its config;
 	// without it such messages are rejected.
 	ConfigStatus func(device string, st *protocol.ConfigStatus)
+	// JobRun, if set, receives the runs of a device's on-device jobs;
+	// without it such messages are rejected.
+	JobRun func(device string, r *protocol.JobRun)
 	// Rate is how many messages a second each device may send; default
 	// DefaultRate. Burst is how many it may send at once; default twice
 	// Rate.
@@ -171,7 +174,7 @@ func (in *Dispatcher) Handle(_ context.Context, m bus.Message) {
 		return
 	}
 	switch p := msg.Payload.(type) {
-	case *protocol.Metrics, *protocol.CommandResult, *protocol.DeviceEvent, *protocol.ConfigStatus:
+	case *protocol.Metrics, *protocol.CommandResult, *protocol.DeviceEvent, *protocol.ConfigStatus, *protocol.JobRun:
 		// The registry checks what it handles itself; these go elsewhere,
 		// from an accepted device about itself only.
 		if msg.Source != id {
@@ -197,6 +200,12 @@ func (in *Dispatcher) Handle(_ context.Context, m bus.Message) {
 				return
 			}
 			in.cfg.ConfigStatus(id, p)
+		case *protocol.JobRun:
+			if in.cfg.JobRun == nil {
+				in.reject(m, errors.New("job run: this hub gives devices no jobs"))
+				return
+			}
+			in.cfg.JobRun(id, p)
 		}
 		return
 	}

@@ -44,6 +44,10 @@ type Job struct {
 	Retries *int `json:"retries,omitempty"`
 	// Disabled jobs do not fire.
 	Disabled bool `json:"disabled,omitempty"`
+	// OnDevice gives a command job to its device, which fires it from its
+	// own clock (the hub does not): it runs while the hub or the network
+	// is down, and its runs reach the hub when the device is back.
+	OnDevice bool `json:"on_device,omitempty"`
 }
 
 // Action is what a run does: exactly one of its fields is set.
@@ -208,6 +212,9 @@ func (j Job) validate() error {
 	}
 	if *j.Retries < 0 || *j.Retries > MaxRetries {
 		return invalid("retries", "%d: want 0 to %d", *j.Retries, MaxRetries)
+	}
+	if j.OnDevice && j.Action.Command == nil {
+		return invalid("on_device", "only a command job runs on its device")
 	}
 	return j.Action.validate()
 }

@@ -33,6 +33,7 @@ func (s *Scheduler) Run(ctx context.Context) error {
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
+		s.syncSchedules()
 		now := s.cfg.Now()
 		s.fire(now)
 		s.dispatch(ctx, &wg, now)
@@ -74,8 +75,8 @@ func (s *Scheduler) fire(now time.Time) {
 	slices.Sort(ids)
 	for _, id := range ids {
 		e := s.jobs[id]
-		if e.st.Paused || e.job.Disabled || !now.After(e.st.Done) {
-			continue
+		if e.st.Paused || e.job.Disabled || e.job.OnDevice || !now.After(e.st.Done) {
+			continue // an on-device job is fired by its device
 		}
 		if !clockOK && e.sched.Kind() != schedule.KindInterval {
 			continue
@@ -205,7 +206,7 @@ func (s *Scheduler) nextWake(now time.Time) time.Duration {
 	defer s.mu.Unlock()
 	next := maxSleep
 	for _, e := range s.jobs {
-		if e.st.Paused || e.job.Disabled {
+		if e.st.Paused || e.job.Disabled || e.job.OnDevice {
 			continue
 		}
 		if at, ok := e.sched.Next(e.st.Done); ok {

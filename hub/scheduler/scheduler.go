@@ -54,6 +54,8 @@ type Config struct {
 	// Publish sends an MQTT message on the hub's bus.
 	Publish func(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error
 	Configs Configs
+	// Schedules gives devices their on-device jobs; nil refuses them.
+	Schedules DeviceSchedules
 	// Webhook does a webhook's request; default an http.Client that does
 	// not follow redirects.
 	Webhook Doer
@@ -90,6 +92,7 @@ type Scheduler struct {
 	busy    map[string]int      // device → runs doing a command on it
 	clock   string              // why calendar jobs wait, "" if they do not
 	manual  uint64              // numbers manual runs
+	dirty   map[string]bool     // devices whose schedule must be given again
 }
 
 // entry is a job as the scheduler runs it.
@@ -128,7 +131,7 @@ func Open(db *store.DB, cfg Config) (*Scheduler, error) {
 		cfg.Webhook = defaultWebhookClient()
 	}
 	s := &Scheduler{cfg: cfg, db: db, ks: openKeyspaces(db), log: cfg.Logger, wake: make(chan struct{}, 1), backoff: time.Second,
-		jobs: map[string]*entry{}, running: map[string]*pending{}, busy: map[string]int{}}
+		jobs: map[string]*entry{}, running: map[string]*pending{}, busy: map[string]int{}, dirty: map[string]bool{}}
 	if err := s.load(); err != nil {
 		return nil, fmt.Errorf("scheduler: load: %w", err)
 	}
@@ -172,6 +175,7 @@ func (s *Scheduler) load() error {
 				continue
 			}
 			s.jobs[id] = e
+			s.markSchedules(e.job) // given again at start: idempotent
 		}
 		return tx.ScanPrefix(s.ks.runs, "", func(key string, b []byte) error {
 			var r Run
@@ -267,7 +271,11 @@ func (s *Scheduler) Put(w Write) (Version, error) {
 	if err != nil {
 		return Version{}, err
 	}
+	if old := s.jobs[j.ID]; old != nil {
+		s.markSchedules(old.job)
+	}
 	s.jobs[j.ID] = &entry{v: v, job: j, sched: sched, st: st}
+	s.markSchedules(j)
 	s.poke()
 	s.log.Info("job stored", "job", j.ID, "version", v.Number, "author", w.Author)
 	return v, nil
@@ -291,6 +299,8 @@ func (s *Scheduler) checkAction(j Job) error {
 		case err != nil:
 			return &InvalidError{Field: "action.command", Err: err}
 		}
+	case j.OnDevice && s.cfg.Schedules == nil:
+		return invalid("on_device", "this hub gives devices no schedules")
 	case a.Publish != nil && s.cfg.Publish == nil:
 		return invalid("action.publish", "this hub cannot publish (no bus)")
 	case a.Config != nil && s.cfg.Configs == nil:
@@ -317,6 +327,7 @@ func (s *Scheduler) Delete(id string, ifVersion uint64, author string) error {
 		return err
 	}
 	delete(s.jobs, id)
+	s.markSchedules(e.job)
 	for _, p := range s.running {
 		if p.job.ID == id && p.cancel != nil {
 			p.cancel()
@@ -477,6 +488,7 @@ func (s *Scheduler) setPaused(id string, paused bool) (Status, error) {
 		return Status{}, err
 	}
 	e.st = st
+	s.markSchedules(e.job)
 	s.poke()
 	return s.statusLocked(e), nil
 }

@@ -113,6 +113,7 @@ func (f *fakeCommands) sent() []string {
 // env is a Scheduler on a store, with a fake clock the test steps.
 type env struct {
 	t     *testing.T
+	sch   *fakeSchedules
 	dir   string
 	db    *store.DB
 	clk   *testkit.Clock
@@ -128,7 +129,7 @@ type env struct {
 var t0 = time.Date(2026, 3, 28, 3, 0, 0, 0, time.UTC) // 04:00 in Berlin
 
 func newEnv(t *testing.T) *env {
-	e := &env{t: t, dir: t.TempDir(), clk: testkit.NewClock(t0), cmds: newFakeCommands(), clock: true}
+	e := &env{t: t, dir: t.TempDir(), clk: testkit.NewClock(t0), cmds: newFakeCommands(), clock: true, sch: &fakeSchedules{set: map[string]protocol.DeviceSchedule{}}}
 	e.open()
 	return e
 }
@@ -136,7 +137,7 @@ func newEnv(t *testing.T) *env {
 func (e *env) open() {
 	e.t.Helper()
 	e.db = testkit.OpenStore(e.t, e.dir)
-	s, err := Open(e.db, Config{Commands: e.cmds, Now: e.clk.Now, Workers: 2, Location: &schedule.Location{Latitude: 52.52, Longitude: 13.40},
+	s, err := Open(e.db, Config{Commands: e.cmds, Schedules: e.sch, Now: e.clk.Now, Workers: 2, Location: &schedule.Location{Latitude: 52.52, Longitude: 13.40},
 		ClockOK: func() (bool, string) {
 			e.mu.Lock()
 			defer e.mu.Unlock()
@@ -575,5 +576,85 @@ func TestPauseResumeAndRunNow(t *testing.T) {
 	e.step(true)
 	if rs := e.runs("morning"); len(rs) != 1 || rs[0].ID != r.ID || rs[0].Cause != "manual" || rs[0].Status != RunOK {
 		t.Errorf("runs %+v", rs)
+	}
+}
+
+// fakeSchedules records the schedules given to devices.
+type fakeSchedules struct {
+	mu  sync.Mutex
+	set map[string]protocol.DeviceSchedule
+	n   int // SetSchedule calls
+}
+
+func (f *fakeSchedules) SetSchedule(dev string, s protocol.DeviceSchedule) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.set[dev] = s
+	f.n++
+	return nil
+}
+
+func (f *fakeSchedules) get(dev string) (protocol.DeviceSchedule, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.set[dev]
+	return s, ok
+}
+
+// TestOnDeviceJobs: an on-device job is given to its device (not fired by
+// the hub), taken back when deleted, and the runs the device reports are
+// stored once.
+func TestOnDeviceJobs(t *testing.T) {
+	e := newEnv(t)
+	j := relayJob("morning", "30 6 * * *")
+	j.OnDevice = true
+	v := e.put(j, 0)
+	e.s.syncSchedules()
+	sch, ok := e.sch.get("kitchen")
+	if !ok || len(sch.Jobs) != 1 || sch.Jobs[0].ID != "morning" || sch.Jobs[0].Version != v.Number || sch.Jobs[0].Action != protocol.ActionGPIOWrite ||
+		sch.Jobs[0].Missed != MissedRunOnce || sch.Jobs[0].GraceS != 3600 || !strings.Contains(string(sch.Jobs[0].Trigger), `"30 6 * * *"`) {
+		t.Fatalf("kitchen's schedule %+v", sch)
+	}
+	e.clk.Set(time.Date(2026, 3, 28, 5, 30, 0, 0, time.UTC))
+	e.step(true)
+	if n := len(e.cmds.sent()); n != 0 {
+		t.Errorf("the hub sent %d commands for an on-device job", n)
+	}
+	// The device reports its run, twice (a resend before the ack).
+	jr := &protocol.JobRun{Epoch: "e1", Seq: 1, Job: "morning", Version: v.Number, Run: "morning.1774675800",
+		Scheduled: e.clk.Now(), Ended: e.clk.Now(), Cause: "schedule", Status: protocol.JobRunOK, Attempts: 1, Result: "ok"}
+	for range 2 {
+		if err := e.s.RecordDeviceRun("kitchen", jr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if rs := e.runs("morning"); len(rs) != 1 || rs[0].Cause != "device schedule" || rs[0].Status != RunOK {
+		t.Errorf("runs %+v, want the device's run once", rs)
+	}
+	if err := e.s.RecordDeviceRun("attic", jr); err == nil {
+		t.Error("a run of kitchen's job from attic was stored")
+	}
+	jr.Job, jr.Run = "nosuch", "nosuch.1774675800"
+	if err := e.s.RecordDeviceRun("kitchen", jr); err == nil {
+		t.Error("a run of a job that never existed was stored")
+	}
+	// Given again after a restart (idempotent), taken back when deleted.
+	e.crash()
+	e.s.syncSchedules()
+	if sch, _ := e.sch.get("kitchen"); len(sch.Jobs) != 1 {
+		t.Errorf("after a restart: %+v", sch)
+	}
+	if err := e.s.Delete("morning", v.Number, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	e.s.syncSchedules()
+	if sch, _ := e.sch.get("kitchen"); len(sch.Jobs) != 0 {
+		t.Errorf("after the delete: %+v, want no jobs", sch)
+	}
+	// Only a command job runs on a device.
+	hook := Job{ID: "hook", OnDevice: true, Trigger: schedule.Trigger{Cron: "0 7 * * *", Zone: "UTC"}, Action: Action{Webhook: &WebhookAction{URL: "http://h/"}}}
+	var ie *InvalidError
+	if _, err := e.s.Put(Write{Job: hook, Author: "admin"}); !errors.As(err, &ie) || ie.Field != "on_device" {
+		t.Errorf("an on-device webhook: %v", err)
 	}
 }

@@ -33,16 +33,31 @@ type kind struct {
 	name   string
 	source []byte // the schema as registered
 	schema *jsonschema.Schema
+	// owner, if set, is the only author who may write documents of the
+	// kind: a kind another part of the hub derives (the scheduler's
+	// device schedules).
+	owner string
 }
 
 // Register adds a kind with its JSON Schema (draft 2020-12 unless the
 // schema says otherwise), or replaces its schema. Documents already
 // stored are not checked again: a write of them is.
 func (s *Store) Register(name string, schema []byte) error {
-	return s.kinds.register(name, schema)
+	return s.kinds.register(name, schema, "")
 }
 
-func (k *kinds) register(name string, schema []byte) error {
+// RegisterOwned registers a kind whose documents only owner writes, at
+// device scope: one the hub derives from something else (the scheduler's
+// device schedules), delivered and confirmed like any configuration. A
+// write by anyone else is refused (ErrInvalid) with a reason naming owner.
+func (s *Store) RegisterOwned(name string, schema []byte, owner string) error {
+	if owner == "" {
+		return fmt.Errorf("spec: kind %s: an owner is required", name)
+	}
+	return s.kinds.register(name, schema, owner)
+}
+
+func (k *kinds) register(name string, schema []byte, owner string) error {
 	if !kindName.MatchString(name) {
 		return fmt.Errorf("spec: kind %q: want 1 to 63 of a-z, 0-9, '_', '-', starting with a letter", name)
 	}
@@ -66,7 +81,7 @@ func (k *kinds) register(name string, schema []byte) error {
 	if k.byName == nil {
 		k.byName = map[string]*kind{}
 	}
-	k.byName[name] = &kind{name: name, source: bytes.Clone(schema), schema: sch}
+	k.byName[name] = &kind{name: name, source: bytes.Clone(schema), schema: sch, owner: owner}
 	return nil
 }
 

@@ -366,3 +366,23 @@ func TestScopeParam(t *testing.T) {
 		}
 	}
 }
+
+// TestOwnedKind: a kind another part of the hub derives is written by its
+// owner alone, at device scope.
+func TestOwnedKind(t *testing.T) {
+	e := newEnv(t)
+	if err := e.s.RegisterOwned("schedule", []byte(`{"type":"object"}`), "scheduler"); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range []Write{
+		{Kind: "schedule", Scope: Scope{Device: "d1"}, Author: "admin", Content: json.RawMessage(`{}`)},
+		{Kind: "schedule", Author: "scheduler", Content: json.RawMessage(`{}`)},
+	} {
+		if _, err := e.s.Put(w); !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), "written by the scheduler alone") {
+			t.Errorf("%s at %s by %s: %v, want ErrInvalid naming the owner", w.Kind, w.Scope, w.Author, err)
+		}
+	}
+	if _, err := e.s.Put(Write{Kind: "schedule", Scope: Scope{Device: "d1"}, Author: "scheduler", Content: json.RawMessage(`{"jobs":[]}`)}); err != nil {
+		t.Errorf("the owner's write: %v", err)
+	}
+}

@@ -54,7 +54,7 @@ func Open(db *store.DB, cfg Config) (*Store, error) {
 		cfg.Now = time.Now
 	}
 	s := &Store{db: db, heads: db.Keyspace("spec_head"), versions: db.Keyspace("spec_version"), now: cfg.Now}
-	if err := s.kinds.register(KindAgent, agentSchema); err != nil {
+	if err := s.kinds.register(KindAgent, agentSchema, ""); err != nil {
 		return nil, err // a bug in the embedded schema
 	}
 	return s, nil
@@ -123,6 +123,9 @@ func (s *Store) Put(w Write) (Version, error) {
 	}
 	if strings.TrimSpace(w.Author) == "" {
 		return Version{}, fmt.Errorf("spec: %w: author: required", ErrInvalid)
+	}
+	if kd.owner != "" && (w.Author != kd.owner || w.Scope.Device == "") {
+		return Version{}, fmt.Errorf("spec: %w: kind %s is written by the %s alone, at device scope", ErrInvalid, w.Kind, kd.owner)
 	}
 	content, err := canonical(w.Content, MaxContent)
 	if err != nil {
