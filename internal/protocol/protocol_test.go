@@ -61,7 +61,7 @@ var golden = map[string]Message{
 	"job_run": {ID: "f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0f0", Time: t0, Source: "dk7q2m4x9p3r5t8v", Payload: &JobRun{Epoch: "e7c1d2a9b3f40516", Seq: 3,
 		Job: "morning-relay", Version: 2, Run: "morning-relay.1795761000", Scheduled: t0, Started: t0, Ended: t0.Add(20 * time.Millisecond),
 		Cause: "schedule", Status: JobRunOK, Attempts: 1, Result: "ok"}},
-	"job_ack": {ID: "f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1", Time: t0, Source: "hub-3f9a", Payload: &JobAck{Epoch: "e7c1d2a9b3f40516", Seqs: []uint64{3}}},
+	"job_ack":     {ID: "f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1f1", Time: t0, Source: "hub-3f9a", Payload: &JobAck{Epoch: "e7c1d2a9b3f40516", Seqs: []uint64{3}}},
 	"metrics_ack": {ID: "77777777777777777777777777777777", Time: t0, Source: "hub-3f9a", Payload: &MetricsAck{Epoch: "e7c1d2a9b3f40516", Seqs: []uint64{1041, 1042}}},
 }
 
