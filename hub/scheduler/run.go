@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -296,6 +297,12 @@ func (s *Scheduler) execute(parent, ctx context.Context, p *pending) {
 		}
 		if res.permanent || r.Attempts > retries || ctx.Err() != nil {
 			r.Status = RunFailed
+			switch {
+			case errors.Is(ctx.Err(), context.DeadlineExceeded):
+				r.Error = fmt.Sprintf("the job's deadline %s passed: %s", time.Duration(p.job.Deadline), r.Error)
+			case ctx.Err() != nil:
+				r.Error = "ended by a newer run of the job (overlap: replace)"
+			}
 			break
 		}
 		backoff := min(30*s.backoff, s.backoff<<min(r.Attempts-1, 5))

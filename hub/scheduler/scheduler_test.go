@@ -658,3 +658,25 @@ func TestOnDeviceJobs(t *testing.T) {
 		t.Errorf("an on-device webhook: %v", err)
 	}
 }
+
+func TestOverlapReplaceEndsThePreviousRun(t *testing.T) {
+	e := newEnv(t)
+	e.cmds.hold = make(chan struct{})
+	defer close(e.cmds.hold)
+	j := relayJob("pulse", "")
+	j.Trigger = schedule.Trigger{Every: schedule.Duration(time.Minute)}
+	j.Overlap = OverlapReplace
+	e.put(j, 0)
+	e.clk.Advance(time.Minute)
+	e.step(false)
+	waitFor(t, "the first run started", func() bool { return len(e.cmds.sent()) == 1 })
+	e.clk.Advance(time.Minute)
+	e.s.fire(e.clk.Now()) // cancels the first run and queues the second
+	waitFor(t, "the first run ended", func() bool {
+		rs := e.runs("pulse")
+		return len(rs) == 2 && rs[1].Status == RunFailed
+	})
+	if rs := e.runs("pulse"); !strings.Contains(rs[1].Error, "overlap: replace") {
+		t.Errorf("the replaced run: %+v", rs[1])
+	}
+}
