@@ -38,11 +38,13 @@ import (
 	"github.com/alicia-home/alicia/hub/pairing"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/rollout"
+	"github.com/alicia-home/alicia/hub/scheduler"
 	"github.com/alicia-home/alicia/hub/spec"
 	"github.com/alicia-home/alicia/hub/tokens"
 	"github.com/alicia-home/alicia/internal/identity"
 	"github.com/alicia-home/alicia/internal/pki"
 	"github.com/alicia-home/alicia/internal/protocol"
+	"github.com/alicia-home/alicia/internal/schedule"
 	"github.com/alicia-home/alicia/internal/store"
 	"github.com/alicia-home/alicia/internal/testkit"
 )
@@ -109,6 +111,14 @@ type harness struct {
 	rollouts     *rollout.Manager
 	syncStates   fakeSync
 	integrations *integrations.Accounts
+	// jobs is the scheduler, running on the harness clock, with the
+	// command service and Berlin as its location.
+	jobs *scheduler.Scheduler
+	// clockWhy, if set, makes the scheduler's clock untrusted, for this
+	// reason.
+	clockWhy atomic.Pointer[string]
+	// published records the scheduler's MQTT publishes.
+	published chan publishedMessage
 	// answer, if set, is the simulated device's result to a command
 	// (nil: no answer); it runs in its own goroutine.
 	answer atomic.Pointer[func(dev string, c *protocol.Command) *protocol.CommandResult]
@@ -197,6 +207,34 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	h.published = make(chan publishedMessage, 16)
+	h.jobs, err = scheduler.Open(db, scheduler.Config{Commands: h.commands, Configs: harnessConfigs{h.configs}, Events: h.events,
+		Location: &schedule.Location{Latitude: 52.52, Longitude: 13.405}, Now: clk.Now, Logger: log,
+		ClockOK: func() (bool, string) {
+			if why := h.clockWhy.Load(); why != nil {
+				return false, *why
+			}
+			return true, ""
+		},
+		Publish: func(_ context.Context, topic string, payload []byte, qos byte, retain bool) error {
+			select {
+			case h.published <- publishedMessage{topic, string(payload), qos, retain}:
+			default:
+			}
+			return nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, stop := context.WithCancel(context.Background())
+	ran := make(chan error, 1)
+	go func() { ran <- h.jobs.Run(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		if err := <-ran; err != nil {
+			t.Errorf("scheduler: %v", err)
+		}
+	})
 	issue := func(id string, pub ed25519.PublicKey) ([]byte, error) {
 		c, err := ca.IssueClient(id, pub, clk.Now())
 		if err != nil {
@@ -224,6 +262,7 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 		Commands:         h.commands,
 		Configs:          h.configs,
 		Rollouts:         h.rollouts,
+		Jobs:             h.jobs,
 		Integrations:     h.integrations,
 		CAPEM:            []byte("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"),
 		IssueCertificate: issue,

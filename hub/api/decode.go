@@ -9,6 +9,7 @@ import (
 	"mime"
 	"net/http"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -133,7 +134,7 @@ func strictUnmarshal(body []byte, v any) error {
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
-			return fmt.Errorf("%s: got a JSON %s, want %s (byte %d)", quoteKey(te.Field), te.Value, kindOf(te.Type), te.Offset)
+			return fmt.Errorf("%s: got a JSON %s, want %s (byte %d)", quoteKey(jsonPath(reflect.TypeOf(v).Elem(), te.Field)), te.Value, kindOf(te.Type), te.Offset)
 		}
 		// checkJSON has seen the syntax, keys and nulls: what is left is
 		// a value encoding/json cannot hold.
@@ -260,8 +261,11 @@ func (c checker) value(t reflect.Type, path string, nullOK bool) error {
 	for t != nil && t.Kind() == reflect.Pointer {
 		t = t.Elem()
 	}
-	if t != nil && (reflect.PointerTo(t).Implements(unmarshalerType) || t.Kind() == reflect.Interface) {
-		t = nil // decodes itself: only the syntax and duplicate keys are checked
+	if t != nil && reflect.PointerTo(t).Implements(unmarshalerType) {
+		return c.selfDecoding(t, path, nullOK)
+	}
+	if t != nil && t.Kind() == reflect.Interface {
+		t = nil
 	}
 	tok, err := c.dec.Token()
 	if err != nil {
@@ -293,6 +297,70 @@ func (c checker) value(t reflect.Type, path string, nullOK bool) error {
 }
 
 var unmarshalerType = reflect.TypeFor[json.Unmarshaler]()
+
+// unknownField finds the key in an error of a decoder that refuses
+// unknown fields.
+var unknownField = regexp.MustCompile(`unknown field "([^"]*)"`)
+
+// selfDecoding checks the next value, of a type t that decodes itself (a
+// duration, a trigger): it is decoded here, so that its error names the
+// key it is at (encoding/json passes such an error on without the key).
+func (c checker) selfDecoding(t reflect.Type, path string, nullOK bool) error {
+	at := c.dec.InputOffset()
+	for at < int64(len(c.body)) && strings.IndexByte(": \t\r\n", c.body[at]) >= 0 {
+		at++
+	}
+	var raw json.RawMessage
+	if err := c.dec.Decode(&raw); err != nil {
+		return c.syntax(err)
+	}
+	if string(raw) == "null" {
+		if !nullOK {
+			return fmt.Errorf("%s: null is not allowed (byte %d): leave the key out or give it a value", quoteKey(path), at)
+		}
+		return nil
+	}
+	err := reflect.New(t).Interface().(json.Unmarshaler).UnmarshalJSON(raw)
+	if err == nil {
+		return nil
+	}
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Errorf("%s: got a JSON %s, want %s (byte %d)", quoteKey(joinKey(path, jsonPath(t, te.Field))), te.Value, kindOf(te.Type), at+te.Offset)
+	}
+	if m := unknownField.FindStringSubmatch(err.Error()); m != nil {
+		return fmt.Errorf("%s: unknown field (in the value at byte %d)", quoteKey(joinKey(path, m[1])), at)
+	}
+	return fmt.Errorf("%s: %v (byte %d)", quoteKey(path), err, at)
+}
+
+// jsonPath turns the Field of an encoding/json error, decoding into t, into
+// the key path of the body: the names of embedded structs, which
+// encoding/json puts in it, are not keys.
+func jsonPath(t reflect.Type, field string) string {
+	var keys []string
+	for seg := range strings.SplitSeq(field, ".") {
+		for t != nil && t.Kind() == reflect.Pointer {
+			t = t.Elem()
+		}
+		if t == nil || t.Kind() != reflect.Struct {
+			keys = append(keys, seg)
+			if t != nil && (t.Kind() == reflect.Map || t.Kind() == reflect.Slice) {
+				t = t.Elem()
+			} else {
+				t = nil
+			}
+			continue
+		}
+		if f, ok := t.FieldByName(seg); ok && f.Anonymous && f.Tag.Get("json") == "" {
+			t = f.Type
+			continue
+		}
+		keys = append(keys, seg)
+		t = structFields(t)[seg]
+	}
+	return strings.Join(keys, ".")
+}
 
 // nullable reports whether null is a meaningful value of t.
 func nullable(t reflect.Type) bool {

@@ -3,7 +3,7 @@
 // OpenAPI document (openapi.yaml, embedded and served). Only the hub's
 // composition root (hub/hubd) may import it; it wires the small
 // interfaces this package defines (Devices, Tokens, Enrolment, Health,
-// Metrics, Commands, Configs, Rollouts, Integrations, PairingWindow, Accounts) to the hub's
+// Metrics, Commands, Configs, Rollouts, Jobs, Integrations, PairingWindow, Accounts) to the hub's
 // parts. Each handler keeps only the part of an interface it uses.
 //
 // The routes it owns, by what they need (a secret travels only over

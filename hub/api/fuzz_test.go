@@ -78,3 +78,32 @@ func FuzzStrictBody(f *testing.F) {
 		}
 	})
 }
+
+// FuzzStrictJobBody is FuzzStrictBody for a job, whose trigger and
+// durations decode themselves and whose fields are an embedded struct's:
+// the decoder never panics, and what it accepts encoding/json decodes the
+// same.
+func FuzzStrictJobBody(f *testing.F) {
+	for _, seed := range []string{
+		`{"id":"a","trigger":{"cron":"0 6 * * *","zone":"UTC"},"action":{"webhook":{"url":"http://x/","body":{"a":1}}}}`,
+		`{"id":"a","trigger":{"every":"15m","anchor":"2026-01-01T00:00:00Z"},"jitter":"1m","retries":0}`,
+		`{"trigger":{"sun":{"event":"sunset","offset":"-30m"},"zone":"UTC"},"priority":"high"}`,
+		`{"trigger":{"cron":5},"grace":5}`, `{"trigger":null}`, `{"trigger":{"colour":1}}`, `{"Job":{}}`,
+		`{"action":{"publish":{"topic":"t","payload":"p","qos":1}},"comment":"c","deadline":"1m"}`,
+	} {
+		f.Add([]byte(seed))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var strict jobWrite
+		if err := strictUnmarshal(body, &strict); err != nil {
+			return
+		}
+		var loose jobWrite
+		if err := json.Unmarshal(body, &loose); err != nil {
+			t.Fatalf("accepted %q, which encoding/json refuses: %v", body, err)
+		}
+		if diff := cmp.Diff(loose, strict); diff != "" {
+			t.Fatalf("%q decodes differently (-encoding/json +strict):\n%s", body, diff)
+		}
+	})
+}

@@ -57,6 +57,10 @@ var errorAnswers = []struct {
 	detail string
 	log    slog.Level // logNone: not logged
 }{
+	// First: an invalid job can wrap another service's error (a config
+	// action naming a version that does not exist: spec.ErrNotFound), and
+	// is still the request's fault, not a missing resource.
+	{target: scheduler.ErrInvalid, status: http.StatusBadRequest, log: logNone}, // the detail names the field
 	{target: enrol.ErrInvalid, status: http.StatusBadRequest, log: logNone},
 	{target: enrol.ErrBadToken, status: http.StatusForbidden, log: slog.LevelWarn}, // a refused join token is worth a line
 	{target: enrol.ErrRefused, status: http.StatusForbidden, log: logNone},
@@ -90,7 +94,6 @@ var errorAnswers = []struct {
 	{target: rollout.ErrInvalid, status: http.StatusBadRequest, log: logNone},
 	{target: scheduler.ErrNotFound, status: http.StatusNotFound, log: logNone},
 	{target: scheduler.ErrConflict, status: http.StatusPreconditionFailed, log: logNone},
-	{target: scheduler.ErrInvalid, status: http.StatusBadRequest, log: logNone}, // the detail names the field
 }
 
 // logNone marks an answer that is not logged.
