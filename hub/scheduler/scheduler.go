@@ -13,6 +13,7 @@ import (
 
 	"github.com/alicia-home/alicia/hub/command"
 	"github.com/alicia-home/alicia/hub/events"
+	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/schedule"
 	"github.com/alicia-home/alicia/internal/store"
 )
@@ -91,7 +92,6 @@ type Scheduler struct {
 	running map[string]*pending // by run ID
 	busy    map[string]int      // device → runs doing a command on it
 	clock   string              // why calendar jobs wait, "" if they do not
-	manual  uint64              // numbers manual runs
 	dirty   map[string]bool     // devices whose schedule must be given again
 }
 
@@ -503,8 +503,9 @@ func (s *Scheduler) RunNow(id string) (Run, error) {
 		return Run{}, fmt.Errorf("scheduler: job %s: %w", id, ErrNotFound)
 	}
 	now := s.cfg.Now()
-	s.manual++
-	r := Run{ID: fmt.Sprintf("%s.%d-m%d", id, now.Unix(), s.manual%1000), Job: id, Version: e.v.Number, Scheduled: now, Cause: "manual", Status: RunRunning}
+	// A random suffix: manual runs of one second never share command IDs,
+	// across restarts too.
+	r := Run{ID: fmt.Sprintf("%s.%d-m%s", id, now.Unix(), protocol.NewID()[:6]), Job: id, Version: e.v.Number, Scheduled: now, Cause: "manual", Status: RunRunning}
 	if err := s.db.Update(func(tx *store.Tx) error { return s.ks.putRun(tx, r, true) }); err != nil {
 		return Run{}, err
 	}

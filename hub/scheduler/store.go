@@ -45,7 +45,8 @@ const (
 
 // Run is one run of a job, its history entry.
 type Run struct {
-	// ID is "<job>.<unix seconds of Scheduled>" ("…-m<n>" for manual runs).
+	// ID is "<job>.<unix seconds of Scheduled>" ("…-m<6 hex digits>" for
+	// manual runs).
 	ID      string `json:"id"`
 	Job     string `json:"job"`
 	Version uint64 `json:"version"`
