@@ -111,8 +111,8 @@ type Runner struct {
 	set       bool // SetJobs was called: jobs, not st.Jobs, is the truth
 	clockWait bool // the last pass found the clock untrusted
 	st        state
-	busy     map[string]int       // runs executing, by job
-	inflight map[uint64]time.Time // sent, not acknowledged: when (Now)
+	busy      map[string]int       // runs executing, by job
+	inflight  map[uint64]time.Time // sent, not acknowledged: when (Now)
 }
 
 // Open loads the state file (a missing one is empty; a damaged one is
