@@ -26,6 +26,7 @@ import (
 	"github.com/alicia-home/alicia/agent/sample"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/cliconfig"
+	"github.com/alicia-home/alicia/internal/clocksync"
 	"github.com/alicia-home/alicia/internal/logging"
 	"github.com/alicia-home/alicia/internal/sdnotify"
 )
@@ -86,6 +87,11 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.Func("fs-exclude-mounts", "mount `points` to leave out, a regular expression (default "+sample.DefaultFSExcludeMounts+"; empty: none)", regexpFlag(&cfg.SampleFilters.FSExcludeMounts))
 	fs.DurationVar(&cfg.KeepAlive, "keepalive", 30*time.Second, "MQTT keep-alive `interval`")
 	fs.DurationVar(&cfg.ConfirmWindow, "config-confirm-window", agentd.DefaultConfirmWindow, "how long a configuration from the hub may stay unconfirmed (the hub not reached with it) before the agent goes back to its last good one")
+	fs.Func("clock", "when the device's clock is trusted for calendar jobs it runs itself: kernel (once the kernel says it is NTP-synchronised) or trust (always: a device with a real-time clock); either way a clock that agrees with the hub's is trusted until the agent restarts", func(v string) error {
+		p, err := clocksync.ParsePolicy(v)
+		cfg.Clock = p
+		return err
+	})
 	fs.StringVar(&logLevel, "log-level", "info", "log `level`: debug, info, warn, error")
 	fs.BoolVar(&version, "version", false, "print the version and exit")
 	if err := cliconfig.Parse(fs, args, getenv); err != nil {

@@ -17,12 +17,14 @@ import (
 	"github.com/alicia-home/alicia/agent/confapply"
 	"github.com/alicia-home/alicia/agent/enrol"
 	"github.com/alicia-home/alicia/agent/facts"
+	"github.com/alicia-home/alicia/agent/jobs"
 	"github.com/alicia-home/alicia/agent/outbox"
 	"github.com/alicia-home/alicia/agent/presence"
 	"github.com/alicia-home/alicia/agent/sample"
 	"github.com/alicia-home/alicia/agent/telemetry"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/bus"
+	"github.com/alicia-home/alicia/internal/clocksync"
 	"github.com/alicia-home/alicia/internal/identity"
 	"github.com/alicia-home/alicia/internal/protocol"
 )
@@ -94,6 +96,12 @@ type Config struct {
 	// unconfirmed before the agent reverts it (agent/confapply). Default
 	// DefaultConfirmWindow.
 	ConfirmWindow time.Duration
+	// Clock says when the device's clock is trusted for calendar jobs of
+	// its own schedule (agent/jobs): clocksync.Kernel (the default) once
+	// the kernel says it is synchronised, clocksync.Trust always (a device
+	// with a real-time clock). Either way, a clock that agrees with the
+	// hub's (seen on the hub's acks) is trusted until the agent restarts.
+	Clock clocksync.Policy
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -120,6 +128,9 @@ func (c *Config) setDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)
 	}
+	if c.Clock == "" {
+		c.Clock = clocksync.Kernel
+	}
 }
 
 // Validate reports the first invalid setting.
@@ -143,6 +154,9 @@ func (c *Config) Validate() error {
 	}
 	if c.KeepAlive < time.Second {
 		return fmt.Errorf("keep-alive %s: want at least 1s", c.KeepAlive)
+	}
+	if _, err := clocksync.ParsePolicy(string(c.Clock)); err != nil {
+		return err
 	}
 	return nil
 }
@@ -210,6 +224,7 @@ type device struct {
 	en      *enrol.Enroller
 	store   *enrol.Store
 	tel     *telemetry.Telemetry
+	jobs    *jobs.Runner
 	conf    *confapply.Manager
 	restart func() // ends Run with ErrRestart
 
@@ -274,9 +289,16 @@ func (a *Agent) Run(ctx context.Context) error {
 		}
 		return fmt.Errorf("agent: %w", err)
 	}
+	// The device's own jobs fire from now on, whether or not the hub is
+	// reachable, into their outbox; each session sends their runs.
+	jobsOb, err := a.openJobs(d)
+	if err != nil {
+		return err
+	}
+	defer jobsOb.Close()
 	// Samples are collected into the outbox from now on, whether or not
 	// the hub is reachable; each session sends them.
-	ob, tel, err := a.openTelemetry()
+	ob, tel, err := a.openTelemetry(d.jobs.HubTime)
 	if err != nil {
 		return err
 	}
@@ -296,6 +318,7 @@ func (a *Agent) Run(ctx context.Context) error {
 	var background sync.WaitGroup
 	background.Go(func() { tel.Collect(ctx) })
 	background.Go(func() { d.conf.Run(ctx) })
+	background.Go(func() { d.jobs.Run(ctx) })
 	defer background.Wait()
 	defer restart(nil) // first stop collecting, then wait for the collector
 	for {
@@ -317,7 +340,7 @@ func (a *Agent) openConfig(d *device) (*confapply.Manager, error) {
 	m, err := confapply.Open(confapply.Config{
 		Path:          filepath.Join(a.cfg.StateDir, "config.json"),
 		DeviceID:      d.id,
-		Kinds:         map[string]confapply.Applier{"agent": a.applyAgentKind(d)},
+		Kinds:         map[string]confapply.Applier{"agent": a.applyAgentKind(d), protocol.KindSchedule: a.applySchedule(d)},
 		ConfirmWindow: a.cfg.ConfirmWindow,
 		Reconnect:     d.reconnectNow,
 		Logger:        a.log.With("component", "config"),
@@ -380,9 +403,48 @@ func (a *Agent) enroller(key ed25519.PrivateKey, name string) (*enrol.Store, *en
 	return store, en, nil
 }
 
+// openJobs opens the job outbox and the runner of the device's own jobs
+// (agent/jobs) in the state directory.
+func (a *Agent) openJobs(d *device) (*outbox.Outbox, error) {
+	cfg := a.cfg
+	ob, err := jobs.OpenOutbox(outbox.Options{Path: filepath.Join(cfg.StateDir, "jobs.db"), Logger: a.log.With("component", "jobs_outbox")})
+	if err != nil {
+		return nil, fmt.Errorf("agent: job outbox: %w", err)
+	}
+	jc := jobs.Config{Path: filepath.Join(cfg.StateDir, "jobs.json"), Logger: a.log.With("component", "jobs")}
+	if cfg.Hardware != nil {
+		jc.Execute = cfg.Hardware.Execute
+	}
+	if cfg.Clock == clocksync.Trust {
+		jc.ClockOK = func() (bool, string) { return true, "" }
+	}
+	if d.jobs, err = jobs.Open(jc, ob); err != nil {
+		ob.Close()
+		return nil, fmt.Errorf("agent: %w", err)
+	}
+	return ob, nil
+}
+
+// applySchedule is the confapply.Applier of the schedule kind: the
+// device's own jobs, checked against its hardware.
+func (a *Agent) applySchedule(d *device) confapply.Applier {
+	return func(content []byte) (confapply.Change, error) {
+		var hw *protocol.Hardware
+		if a.cfg.Hardware != nil {
+			hw = a.cfg.Hardware.Hardware()
+		}
+		s, err := jobs.Parse(content, hw)
+		if err != nil {
+			return confapply.Change{}, err
+		}
+		return confapply.Change{Apply: func() { d.jobs.SetJobs(s) }}, nil
+	}
+}
+
 // openTelemetry opens the outbox in the state directory and the sampler,
-// and returns the telemetry that fills and drains the outbox.
-func (a *Agent) openTelemetry() (*outbox.Outbox, *telemetry.Telemetry, error) {
+// and returns the telemetry that fills and drains the outbox. hubTime is
+// told the hub's time of each ack.
+func (a *Agent) openTelemetry(hubTime func(hub, sent time.Time)) (*outbox.Outbox, *telemetry.Telemetry, error) {
 	cfg := a.cfg
 	ob, err := telemetry.OpenOutbox(outbox.Options{Path: filepath.Join(cfg.StateDir, "outbox.db"), MaxBytes: cfg.OutboxMaxBytes, MaxAge: cfg.OutboxMaxAge, Logger: a.log.With("component", "outbox")})
 	if err != nil {
@@ -393,7 +455,7 @@ func (a *Agent) openTelemetry() (*outbox.Outbox, *telemetry.Telemetry, error) {
 		ob.Close()
 		return nil, nil, fmt.Errorf("agent: collectors: %w", err)
 	}
-	tc := telemetry.Config{Every: cfg.SampleInterval, Logger: a.log}
+	tc := telemetry.Config{Every: cfg.SampleInterval, HubTime: hubTime, Logger: a.log}
 	if cfg.Hardware != nil {
 		tc.Extra = cfg.Hardware.Sample
 	}
@@ -471,6 +533,9 @@ func subscribe(client *bus.Client, d *device, pres *presence.Presence, cmds *com
 	if err := client.Subscribe(protocol.DeviceTopic(d.id, protocol.KindAck), 1, d.tel.HandleAck); err != nil {
 		return err
 	}
+	if err := client.Subscribe(protocol.DeviceTopic(d.id, protocol.KindJobAck), 1, d.jobs.HandleAck); err != nil {
+		return err
+	}
 	if err := d.conf.Attach(client); err != nil {
 		return err
 	}
@@ -485,6 +550,7 @@ func (a *Agent) serve(ctx context.Context, d *device, client *bus.Client, pres *
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return client.Run(gctx) })
 	g.Go(func() error { d.tel.Send(gctx, client, d.id); return nil })
+	g.Go(func() error { d.jobs.Send(gctx, client, d.id); return nil })
 	g.Go(func() error { pres.Run(gctx); return nil })
 	g.Go(func() error { d.en.Renew(gctx, cfg.RenewCheck); return nil })
 	if cfg.Hardware != nil {

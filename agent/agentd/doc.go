@@ -15,5 +15,7 @@
 // Under a crash, each part keeps its own promise: the identity key and the
 // credentials are written atomically (a crash leaves the old file or the
 // new), the outbox keeps every appended batch until the hub acknowledges
-// it, and the broker publishes the device's Will.
+// it, the device's own jobs (agent/jobs) claim each fire before executing
+// it and keep each run in their outbox until the hub acknowledges it, and
+// the broker publishes the device's Will.
 package agentd

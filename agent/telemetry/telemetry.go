@@ -83,6 +83,10 @@ type Config struct {
 	// Extra, if set, adds the hardware's samples to each batch; it is
 	// called while the host collectors run.
 	Extra func(context.Context) []protocol.Point
+	// HubTime, if set, is told the envelope time of each ack of the hub
+	// and when (the device's clock) the oldest batch it acknowledges was
+	// published, so that the agent can compare its clock with the hub's.
+	HubTime func(hub, sent time.Time)
 	// Logger; nil discards.
 	Logger *slog.Logger
 }
@@ -91,6 +95,7 @@ type Config struct {
 type Telemetry struct {
 	ob      *outbox.Outbox
 	extra   func(context.Context) []protocol.Point
+	hubTime func(hub, sent time.Time)
 	log     *slog.Logger
 	retimed chan struct{} // signalled by SetEvery
 
@@ -115,7 +120,7 @@ func New(cfg Config, ob *outbox.Outbox, s *sample.Sampler) (*Telemetry, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Telemetry{ob: ob, sampler: s, extra: cfg.Extra, every: cfg.Every, log: log, retimed: make(chan struct{}, 1),
+	return &Telemetry{ob: ob, sampler: s, extra: cfg.Extra, hubTime: cfg.HubTime, every: cfg.Every, log: log, retimed: make(chan struct{}, 1),
 		inflight: map[uint64]time.Time{}, acked: make(chan struct{}, 1)}, nil
 }
 
@@ -264,13 +269,26 @@ func (t *Telemetry) collectOnce(ctx context.Context) {
 // HandleAck applies an ack of the hub (a bus.Handler for the device's ack
 // topic) to the outbox.
 func (t *Telemetry) HandleAck(_ context.Context, m bus.Message) {
-	_, ack, err := protocol.DecodeAs[*protocol.MetricsAck](m.Payload)
+	msg, ack, err := protocol.DecodeAs[*protocol.MetricsAck](m.Payload)
 	if err != nil {
 		t.log.Warn("bad ack from the hub", "err", err)
 		return
 	}
 	if ack.Epoch != t.ob.Epoch() {
 		return // for a previous outbox
+	}
+	if t.hubTime != nil {
+		var sent time.Time
+		t.mu.Lock()
+		for _, s := range ack.Seqs {
+			if at, ok := t.inflight[s]; ok && (sent.IsZero() || at.Before(sent)) {
+				sent = at
+			}
+		}
+		t.mu.Unlock()
+		if !sent.IsZero() {
+			t.hubTime(msg.Time, sent)
+		}
 	}
 	if err := t.ob.Ack(ack.Seqs...); err != nil {
 		t.log.Error("apply the hub's ack", "err", err)

@@ -56,6 +56,7 @@ var rules = []rule{
 	{"presence stands alone", "./agent/presence", []string{mod + "/agent/agentd", mod + "/agent/enrol", mod + "/agent/telemetry"}},
 	{"telemetry stands alone", "./agent/telemetry", []string{mod + "/agent/agentd", mod + "/agent/enrol", mod + "/agent/presence"}},
 	{"confapply stands alone", "./agent/confapply", []string{mod + "/agent/agentd", mod + "/agent/enrol", mod + "/agent/presence", mod + "/agent/telemetry"}},
+	{"jobs stands alone", "./agent/jobs", []string{mod + "/agent/agentd", mod + "/agent/enrol", mod + "/agent/presence", mod + "/agent/telemetry", mod + "/agent/confapply"}},
 }
 
 // importers says which packages alone may import a package (test files
@@ -66,6 +67,7 @@ var importers = map[string][]string{
 	mod + "/agent/presence":  {mod + "/agent/agentd"},
 	mod + "/agent/telemetry": {mod + "/agent/agentd"},
 	mod + "/agent/confapply": {mod + "/agent/agentd"},
+	mod + "/agent/jobs":      {mod + "/agent/agentd"},
 	mod + "/hub/hubd":        {mod + "/hub"},
 	// The hub's components that only its root wires, so that the root
 	// stays the one place that sees every part.
