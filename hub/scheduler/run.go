@@ -90,8 +90,8 @@ func (s *Scheduler) fire(now time.Time) {
 // to now, in one synced transaction: a fire is claimed once, whatever
 // happens next.
 func (s *Scheduler) claim(e *entry, now time.Time) {
-	fires, more := e.sched.Missed(e.st.Done, now, e.job.MissedLimit+1)
-	if len(fires) == 0 {
+	due := s.dueFires(e, now)
+	if len(due.fires) == 0 && !due.beyondGrace {
 		if e.st.Done.Before(now.Add(-lateAfter)) {
 			s.saveDone(e, now) // keep Done recent: a restart computes less
 		}
@@ -107,37 +107,49 @@ func (s *Scheduler) claim(e *entry, now time.Time) {
 	}
 	// Of fires due at once, only the latest can be on time: the others
 	// were not run at their time (the hub was down or stalled).
-	missed := fires
-	if last := fires[len(fires)-1]; now.Sub(last) <= lateAfter && !more {
-		add(last, "schedule")
-		missed = fires[:len(fires)-1]
+	missed := due.fires
+	if n := len(missed); n > 0 && now.Sub(missed[n-1]) <= lateAfter {
+		add(missed[n-1], "schedule")
+		missed = missed[:n-1]
 	}
-	grace := time.Duration(e.job.Grace)
-	switch {
-	case len(missed) == 0:
-	case e.job.Missed == MissedSkip:
-		skip(missed[len(missed)-1], fmt.Sprintf("missed %d fire(s) while the hub was down or its clock untrusted; the job's policy is skip", len(missed)))
-	case e.job.Missed == MissedRunOnce:
-		last := missed[len(missed)-1]
+	// What the policy does not run is recorded as one skipped run, at the
+	// oldest fire it stands for.
+	older, oldest := due.older, due.oldest
+	leave := func(k int) {
+		if k <= 0 {
+			return
+		}
+		if oldest.IsZero() {
+			oldest = missed[0]
+		}
+		older += k
+		missed = missed[k:]
+	}
+	switch e.job.Missed {
+	case MissedSkip:
+		leave(len(missed))
+	case MissedRunOnce:
 		if len(runs) > 0 {
-			skip(last, fmt.Sprintf("missed %d fire(s); the run on time now stands for them (policy run_once)", len(missed)))
-		} else if now.Sub(last) > grace {
-			skip(last, fmt.Sprintf("missed by %s, more than the job's grace %s", now.Sub(last).Round(time.Second), grace))
+			leave(len(missed)) // the run on time stands for them
 		} else {
-			add(last, "missed")
+			leave(len(missed) - 1)
 		}
 	default: // run_all
-		if more || len(missed) > e.job.MissedLimit {
-			skip(missed[0], fmt.Sprintf("more fires missed than missed_limit %d: the oldest are skipped", e.job.MissedLimit))
-			missed = missed[max(0, len(missed)-e.job.MissedLimit):]
+		leave(len(missed) - e.job.MissedLimit)
+	}
+	if older > 0 || due.beyondGrace {
+		what := fmt.Sprintf("%d fire(s)", older)
+		switch grace := time.Duration(e.job.Grace); {
+		case due.beyondGrace && older == 0:
+			what = fmt.Sprintf("fire(s) older than the grace %s", grace)
+		case due.beyondGrace:
+			what += fmt.Sprintf(" within the grace %s, and fires older than it,", grace)
 		}
-		for _, at := range missed {
-			if now.Sub(at) > grace {
-				skip(at, fmt.Sprintf("missed by %s, more than the job's grace %s", now.Sub(at).Round(time.Second), grace))
-			} else {
-				add(at, "missed")
-			}
-		}
+		skip(oldest, fmt.Sprintf("%s missed while the hub was down, stalled or its clock untrusted, not run (policy %s, missed_limit %d)",
+			what, e.job.Missed, e.job.MissedLimit))
+	}
+	for _, at := range missed {
+		add(at, "missed")
 	}
 	// Overlap: a fire while a run of the job is in progress.
 	if len(runs) > 0 && e.job.Overlap == OverlapForbid && s.runningOf(e.job.ID) {
@@ -171,6 +183,54 @@ func (s *Scheduler) claim(e *entry, now time.Time) {
 		}
 		s.queue = append(s.queue, s.newPending(e, r))
 	}
+}
+
+// dueFires is what claim has to handle of a job.
+type dueFires struct {
+	// fires are the latest fires in (Done, now] within the job's grace,
+	// at most MissedLimit+1 of them, oldest first.
+	fires []time.Time
+	// older counts the fires within the grace left out of fires (beyond
+	// MissedLimit+1); beyondGrace says there are fires older than the
+	// grace too (not counted); oldest is the oldest fire left out.
+	older       int
+	beyondGrace bool
+	oldest      time.Time
+}
+
+// maxWalk bounds the fires dueFires looks at: a 1 s interval across the
+// longest grace (744 h) is 2.7 million.
+const maxWalk = 3_000_000
+
+// dueFires returns e's fires due by now. Fires older than the job's grace
+// are skipped under every policy, so they are not walked through: only
+// whether there are any.
+func (s *Scheduler) dueFires(e *entry, now time.Time) dueFires {
+	var d dueFires
+	from := e.st.Done
+	if cut := now.Add(-time.Duration(e.job.Grace)); from.Before(cut) {
+		if at, ok := e.sched.Next(from); ok && !at.After(cut) {
+			d.beyondGrace, d.oldest = true, at
+		}
+		from = cut
+	}
+	keep := e.job.MissedLimit + 1
+	for t, n := from, 0; n < maxWalk; n++ {
+		at, ok := e.sched.Next(t)
+		if !ok || at.After(now) {
+			break
+		}
+		if len(d.fires) == keep {
+			if d.oldest.IsZero() {
+				d.oldest = d.fires[0]
+			}
+			d.older++
+			d.fires = append(d.fires[:0], d.fires[1:]...)
+		}
+		d.fires = append(d.fires, at)
+		t = at
+	}
+	return d
 }
 
 func (s *Scheduler) saveDone(e *entry, now time.Time) {

@@ -318,7 +318,7 @@ func TestMissedRunsFollowThePolicy(t *testing.T) {
 		want   string // the runs' cause:status, newest first
 		sent   int
 	}{
-		{MissedRunOnce, 0, "missed:ok", 1},
+		{MissedRunOnce, 0, "missed:ok missed:skipped", 1}, // one run, one record of the 9 not run
 		{MissedRunOnce, -1, "schedule:ok missed:skipped", 1}, // the last fire is on time: it stands for the missed ones
 		{MissedSkip, 0, "missed:skipped", 0},
 		{MissedRunAll, 0, strings.Repeat("missed:ok ", 9) + "missed:ok", 10},
@@ -361,8 +361,29 @@ func TestMissedBeyondGraceIsSkipped(t *testing.T) {
 	e.clk.Set(time.Date(2026, 3, 28, 9, 0, 0, 0, time.UTC)) // 07:00 CET was 06:00 UTC: 3 h ago
 	e.step(true)
 	rs := e.runs("daily")
-	if len(rs) != 1 || rs[0].Status != RunSkipped || !strings.Contains(rs[0].Error, "more than the job's grace 1h0m0s") {
+	if len(rs) != 1 || rs[0].Status != RunSkipped || !strings.Contains(rs[0].Error, "grace 1h0m0s") {
 		t.Errorf("runs %+v", rs)
+	}
+}
+
+// TestALongOutageRunsTheLatestWithinGrace: after three hours down, an
+// every-minute run_once job runs its latest missed fire (within the
+// grace), not an old one, and records the rest as one skipped run.
+func TestALongOutageRunsTheLatestWithinGrace(t *testing.T) {
+	e := newEnv(t)
+	e.put(relayJob("often", "* * * * *"), 0)
+	e.crash()
+	e.clk.Advance(3*time.Hour + 30*time.Second)
+	e.step(true)
+	rs := e.runs("often")
+	if got := statuses(rs); got != "missed:ok missed:skipped" {
+		t.Fatalf("runs %q", got)
+	}
+	if want := t0.Add(3 * time.Hour); !rs[0].Scheduled.Equal(want) {
+		t.Errorf("ran the fire of %s, want the latest, %s", rs[0].Scheduled, want)
+	}
+	if !strings.Contains(rs[1].Error, "59 fire(s) within the grace 1h0m0s, and fires older than it,") {
+		t.Errorf("skipped record %+v", rs[1])
 	}
 }
 
