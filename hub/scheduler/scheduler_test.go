@@ -318,7 +318,7 @@ func TestMissedRunsFollowThePolicy(t *testing.T) {
 		want   string // the runs' cause:status, newest first
 		sent   int
 	}{
-		{MissedRunOnce, 0, "missed:ok missed:skipped", 1}, // one run, one record of the 9 not run
+		{MissedRunOnce, 0, "missed:ok missed:skipped", 1},    // one run, one record of the 9 not run
 		{MissedRunOnce, -1, "schedule:ok missed:skipped", 1}, // the last fire is on time: it stands for the missed ones
 		{MissedSkip, 0, "missed:skipped", 0},
 		{MissedRunAll, 0, strings.Repeat("missed:ok ", 9) + "missed:ok", 10},
