@@ -79,6 +79,7 @@ var importers = map[string][]string{
 	mod + "/hub/ingest":        {mod + "/hub/hubd"},
 	mod + "/hub/prom":          {mod + "/hub/hubd"},
 	mod + "/hub/rollout":       {mod + "/hub/hubd", mod + "/hub/api"},
+	mod + "/hub/scheduler":     {mod + "/hub/hubd", mod + "/hub/api"},
 	mod + "/hub/sniff":         {mod + "/hub/hubd"},
 }
 
