@@ -92,10 +92,7 @@ func (s *Scheduler) fire(now time.Time) {
 func (s *Scheduler) claim(e *entry, now time.Time) {
 	due := s.dueFires(e, now)
 	if len(due.fires) == 0 && !due.beyondGrace {
-		if e.st.Done.Before(now.Add(-lateAfter)) {
-			s.saveDone(e, now) // keep Done recent: a restart computes less
-		}
-		return
+		return // nothing to claim: Done stays (dueFires never walks past the grace)
 	}
 	var runs, skips []Run
 	add := func(at time.Time, cause string) {
@@ -231,14 +228,6 @@ func (s *Scheduler) dueFires(e *entry, now time.Time) dueFires {
 		t = at
 	}
 	return d
-}
-
-func (s *Scheduler) saveDone(e *entry, now time.Time) {
-	st := e.st
-	st.Done = now
-	if err := s.db.UpdateLazy(func(tx *store.Tx) error { return putJSON(tx, s.ks.states, e.job.ID, st) }); err == nil {
-		e.st = st
-	}
 }
 
 // runningOf reports whether job id has a run in progress. s.mu must be
