@@ -129,6 +129,13 @@ func Parse(name string, r io.Reader) (File, error) {
 	if err := sc.Err(); err != nil {
 		return File{}, fmt.Errorf("%s: %w", name, err)
 	}
+	// An alias must not be a line's name (its own or another's): the hub
+	// would not know which line it names.
+	for _, l := range out.Lines {
+		if i := slices.IndexFunc(out.Lines, func(o Line) bool { return o.Name == l.Alias }); i >= 0 {
+			return File{}, fmt.Errorf("%s:%d: alias %q is the name of line %s; give it another name", name, names[l.Alias], l.Alias, out.Lines[i].Name)
+		}
+	}
 	// An input sensor names a declared input line.
 	for _, s := range out.Sensors {
 		if s.Kind != protocol.SensorInput {

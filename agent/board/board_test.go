@@ -81,6 +81,8 @@ func TestParseErrors(t *testing.T) {
 		{"input door as d", `input d: "door" is not a line declared "in"`},
 		{"door: GPIO27 out\ninput door as d", `board.conf:2: input d: "door" is not a line declared "in"`},
 		{"a: GPIO17 out\nds18b20 28-0000075a3b0c as a", `"a" is already declared on line 1`},
+		{"y: y in pull-up", `board.conf:1: alias "y" is the name of line y`},
+		{"GPIO17: GPIO27 out\nrelay: GPIO17 out", `board.conf:1: alias "GPIO17" is the name of line GPIO17`},
 	} {
 		_, err := Parse("board.conf", strings.NewReader(tc.in))
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
