@@ -83,6 +83,11 @@ func parseCron(expr string) (*cronSpec, error) {
 			return nil, fmt.Errorf("%s field %q: not a field", fieldNames[i], f)
 		}
 		set[i] = [6]uint64{ss.Second, ss.Minute, ss.Hour, ss.Dom, ss.Month, ss.Dow}[i] &^ starBit
+		if set[i] == 0 || strings.Contains(","+f+",", ",,") {
+			// robfig/cron reads an empty list item ("," or "5,") as no
+			// value: such a field selects nothing, or not what it says.
+			return nil, fmt.Errorf("%s field %q: an empty item in a list", fieldNames[i], f)
+		}
 	}
 	spec.sec, spec.min, spec.hour, spec.dom, spec.month, spec.dow = set[0], set[1], set[2], set[3], set[4], set[5]
 	spec.domStar = strings.HasPrefix(fields[3], "*") || strings.HasPrefix(fields[3], "?")
