@@ -15,7 +15,7 @@ import (
 
 // household enrols devices with room labels, stores an hour of samples
 // of each (one a minute from t0: cpu_usage_ratio{cpu="total"} and
-// filesystem_free_bytes{mount="/"}), revokes the last, and returns the
+// filesystem_available_bytes{mount="/"}), revokes the last, and returns the
 // IDs by name.
 func (h *harness) household(t *testing.T) map[string]string {
 	t.Helper()
@@ -43,7 +43,7 @@ func (h *harness) household(t *testing.T) map[string]string {
 			bs = append(bs, metrics.Batch{Device: id, Metrics: &protocol.Metrics{Epoch: "ep", Seq: uint64(i + 1), Time: t0.Add(time.Duration(i) * time.Minute),
 				Points: []protocol.Point{
 					{Name: "cpu_usage_ratio", Labels: map[string]string{"cpu": "total"}, Value: d.cpu},
-					{Name: "filesystem_free_bytes", Labels: map[string]string{"mount": "/"}, Value: d.free},
+					{Name: "filesystem_available_bytes", Labels: map[string]string{"mount": "/"}, Value: d.free},
 				}}})
 		}
 	}
@@ -106,7 +106,7 @@ func TestQueryMetrics(t *testing.T) {
 	}
 
 	// The five devices with the least free disk.
-	resp = get("name=filesystem_free_bytes&label=mount=/&op=topk&k=5&order=asc")
+	resp = get("name=filesystem_available_bytes&label=mount=/&op=topk&k=5&order=asc")
 	resp.mustStatus(t, http.StatusOK)
 	top := decode[MetricsQuery](t, resp)
 	var names []string
