@@ -1,6 +1,7 @@
 package api
 
 import (
+	"cmp"
 	"context"
 	"crypto/ed25519"
 	_ "embed"
@@ -237,6 +238,7 @@ func (s *server) routes() *http.ServeMux {
 	mux.Handle("POST /api/v1/devices/{id}/reject", s.admin(s.rejectDevice))
 	mux.Handle("GET /api/v1/devices/{id}/metrics", s.admin(s.deviceMetrics))
 	mux.Handle("GET /api/v1/devices/{id}/metrics/latest", s.admin(s.latestMetrics))
+	mux.Handle("GET /api/v1/metrics/query", s.admin(s.queryMetrics))
 	mux.Handle("GET /api/v1/devices", s.admin(s.listDevices))
 	mux.Handle("GET /api/v1/devices/{id}", s.admin(s.getDevice))
 	mux.Handle("PATCH /api/v1/devices/{id}", s.admin(s.patchDevice))
@@ -355,6 +357,9 @@ type noMetrics struct{}
 func (noMetrics) Range(metrics.Query) ([]metrics.Series, error) { return []metrics.Series{}, nil }
 func (noMetrics) Latest(string) []metrics.Sample                { return []metrics.Sample{} }
 func (noMetrics) DeleteDevice(string) error                     { return nil }
+func (noMetrics) Aggregate(q metrics.AggregateQuery) (metrics.Aggregation, error) {
+	return metrics.Aggregation{Step: cmp.Or(q.Step, metrics.DefaultStep(q.From, q.To)), Groups: []metrics.Group{}}, nil
+}
 
 type noAccounts struct{}
 

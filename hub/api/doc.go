@@ -32,6 +32,7 @@
 //	  POST   /api/v1/devices/{id}/reject
 //	  GET    /api/v1/devices/{id}/metrics            range query
 //	  GET    /api/v1/devices/{id}/metrics/latest
+//	  GET    /api/v1/metrics/query                   one metric over many devices: by labels, or top-N
 //	  POST   /api/v1/join-tokens
 //	  GET    /api/v1/discovered                      household services on the LAN
 //	  GET    /api/v1/events                          Server-Sent Events

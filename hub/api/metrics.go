@@ -15,6 +15,9 @@ type Metrics interface {
 	Range(q metrics.Query) ([]metrics.Series, error)
 	Latest(device string) []metrics.Sample
 	DeleteDevice(device string) error
+	// Aggregate answers a query over many devices (GET
+	// /api/v1/metrics/query).
+	Aggregate(q metrics.AggregateQuery) (metrics.Aggregation, error)
 }
 
 // DefaultMetricsWindow is the range of a metrics query without "from".
@@ -37,57 +40,11 @@ func (s *server) deviceMetrics(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	q := r.URL.Query()
-	mq := metrics.Query{Device: id, Name: q.Get("name")}
-	if err := protocol.ValidateMetricName(mq.Name); err != nil {
-		writeProblem(w, http.StatusBadRequest, "name: "+err.Error()+" (the metric to read, e.g. name=cpu_usage_ratio; GET …/metrics/latest lists them)")
+	rq, ok := s.rangeParams(w, r)
+	if !ok {
 		return
 	}
-	now := s.cfg.Now().UTC()
-	mq.To = now
-	for _, f := range []struct {
-		key string
-		dst *time.Time
-	}{{"to", &mq.To}, {"from", &mq.From}} {
-		if v := q.Get(f.key); v != "" {
-			t, err := time.Parse(time.RFC3339Nano, v)
-			if err != nil {
-				writeProblem(w, http.StatusBadRequest, fmt.Sprintf("%s: %q is not an RFC 3339 time (e.g. 2026-11-27T06:00:00Z)", f.key, v))
-				return
-			}
-			*f.dst = t
-		}
-	}
-	if q.Get("from") == "" {
-		mq.From = mq.To.Add(-DefaultMetricsWindow)
-	}
-	if mq.To.Before(mq.From) {
-		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("to (%s) is before from (%s)", mq.To.Format(time.RFC3339), mq.From.Format(time.RFC3339)))
-		return
-	}
-	if v := q.Get("step"); v != "" {
-		d, err := time.ParseDuration(v)
-		if err != nil || d < time.Millisecond {
-			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("step: %q is not a duration of at least 1ms (e.g. 1m)", v))
-			return
-		}
-		mq.Step = d
-	}
-	for _, l := range q["label"] {
-		k, v, found := strings.Cut(l, "=")
-		if !found {
-			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("label: %q: want NAME=VALUE (e.g. label=mount=/)", l))
-			return
-		}
-		if err := protocol.ValidateLabelName(k); err != nil {
-			writeProblem(w, http.StatusBadRequest, "label: "+err.Error())
-			return
-		}
-		if mq.Labels == nil {
-			mq.Labels = map[string]string{}
-		}
-		mq.Labels[k] = v
-	}
+	mq := metrics.Query{Device: id, Name: rq.name, Labels: rq.labels, From: rq.from, To: rq.to, Step: rq.step}
 	series, err := s.cfg.Metrics.Range(mq)
 	if err != nil {
 		s.writeError(w, r, err)
@@ -98,6 +55,72 @@ func (s *server) deviceMetrics(w http.ResponseWriter, r *http.Request) {
 		resp.Step = mq.Step.String()
 	}
 	writeJSON(w, http.StatusOK, resp)
+}
+
+// rangeParams are the parameters a device query and a household query
+// share.
+type rangeParams struct {
+	name     string
+	labels   map[string]string
+	from, to time.Time
+	step     time.Duration // 0 if not given
+}
+
+// rangeParams reads name, from, to, step and label, or answers 400 naming
+// the parameter.
+func (s *server) rangeParams(w http.ResponseWriter, r *http.Request) (rangeParams, bool) {
+	q := r.URL.Query()
+	rq := rangeParams{name: q.Get("name")}
+	if err := protocol.ValidateMetricName(rq.name); err != nil {
+		writeProblem(w, http.StatusBadRequest, "name: "+err.Error()+" (the metric to read, e.g. name=cpu_usage_ratio; GET …/metrics/latest lists them)")
+		return rq, false
+	}
+	now := s.cfg.Now().UTC()
+	rq.to = now
+	for _, f := range []struct {
+		key string
+		dst *time.Time
+	}{{"to", &rq.to}, {"from", &rq.from}} {
+		if v := q.Get(f.key); v != "" {
+			t, err := time.Parse(time.RFC3339Nano, v)
+			if err != nil {
+				writeProblem(w, http.StatusBadRequest, fmt.Sprintf("%s: %q is not an RFC 3339 time (e.g. 2026-11-27T06:00:00Z)", f.key, v))
+				return rq, false
+			}
+			*f.dst = t
+		}
+	}
+	if q.Get("from") == "" {
+		rq.from = rq.to.Add(-DefaultMetricsWindow)
+	}
+	if rq.to.Before(rq.from) {
+		writeProblem(w, http.StatusBadRequest, fmt.Sprintf("to (%s) is before from (%s)", rq.to.Format(time.RFC3339), rq.from.Format(time.RFC3339)))
+		return rq, false
+	}
+	if v := q.Get("step"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < time.Millisecond {
+			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("step: %q is not a duration of at least 1ms (e.g. 1m)", v))
+			return rq, false
+		}
+		rq.step = d
+	}
+	for _, l := range q["label"] {
+		k, v, found := strings.Cut(l, "=")
+		if !found {
+			writeProblem(w, http.StatusBadRequest, fmt.Sprintf("label: %q: want NAME=VALUE (e.g. label=mount=/)", l))
+			return rq, false
+		}
+		if err := protocol.ValidateLabelName(k); err != nil {
+			writeProblem(w, http.StatusBadRequest, "label: "+err.Error())
+			return rq, false
+		}
+		if rq.labels == nil {
+			rq.labels = map[string]string{}
+		}
+		rq.labels[k] = v
+	}
+	return rq, true
 }
 
 // latestMetrics answers GET /api/v1/devices/{id}/metrics/latest.

@@ -83,6 +83,8 @@ var errorAnswers = []struct {
 	{target: integrations.ErrInvalid, status: http.StatusBadRequest, log: logNone},
 	{target: integrations.ErrExists, status: http.StatusConflict, log: logNone},
 	{target: metrics.ErrTooManyPoints, status: http.StatusUnprocessableEntity, log: logNone},
+	{target: metrics.ErrTooManySeries, status: http.StatusUnprocessableEntity, log: logNone},
+	{target: metrics.ErrInvalidQuery, status: http.StatusBadRequest, log: logNone}, // the detail names the parameter
 	{target: spec.ErrNotFound, status: http.StatusNotFound, log: logNone},
 	{target: spec.ErrUnknownKind, status: http.StatusNotFound, log: logNone},
 	{target: spec.ErrConflict, status: http.StatusPreconditionFailed, log: logNone},

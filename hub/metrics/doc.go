@@ -49,5 +49,8 @@
 // key. A range query of one series scans the device's rows in the range
 // and picks the series out of each by binary search. Retention is enforced
 // by badger's per-entry TTL, so it costs no deletes; compaction reclaims
-// the space. Rollups are in rollup.go.
+// the space. Rollups are in rollup.go; queries over many devices
+// (Aggregate: grouped operations and top-N, bounded by MaxAggregateDevices,
+// MaxAggregateSeries and MaxAggregatePoints) in aggregate.go, on the same
+// range code as Range.
 package metrics

@@ -744,6 +744,19 @@ func (s *Store) Range(q Query) ([]Series, error) {
 	if q.To.Before(q.From) {
 		return nil, fmt.Errorf("metrics: range: to %s is before from %s", q.To, q.From)
 	}
+	accs := s.match(q)
+	if len(accs) == 0 {
+		return []Series{}, nil
+	}
+	if err := s.scan(q, accs, s.now()); err != nil {
+		return nil, fmt.Errorf("metrics: range: %w", err)
+	}
+	return collect(accs), nil
+}
+
+// match returns an accumulator for each series of q.Device that q
+// selects, ordered by labels.
+func (s *Store) match(q Query) []*accumulator {
 	var accs []*accumulator
 	if d := s.lookup(q.Device); d != nil {
 		d.mu.Lock()
@@ -767,17 +780,19 @@ func (s *Store) Range(q Query) ([]Series, error) {
 	for _, a := range accs {
 		a.sr.Labels = nonNil(a.sr.Labels)
 	}
-	if len(accs) == 0 {
-		return []Series{}, nil
-	}
 	slices.SortFunc(accs, func(a, b *accumulator) int { return cmp.Compare(labelString(a.sr.Labels), labelString(b.sr.Labels)) })
-	// With a step, the part of the range older than the raw samples comes
-	// from the rollups (per hour for steps of whole hours, else per
-	// minute); the split is aligned to the step so no bucket mixes both.
+	return accs
+}
+
+// scan adds to accs, series of q.Device, their points in q's range. With
+// a step, the part of the range older than the raw samples at now comes
+// from the rollups (per hour for steps of whole hours, else per minute);
+// the split is aligned to the step so no bucket mixes both.
+func (s *Store) scan(q Query, accs []*accumulator, now time.Time) error {
 	from := q.From
-	err := s.db.View(func(tx *store.Tx) error {
+	return s.db.View(func(tx *store.Tx) error {
 		if q.Step > 0 {
-			horizon := s.now().Add(-s.retention + time.Hour).Truncate(q.Step).Add(q.Step)
+			horizon := now.Add(-s.retention + time.Hour).Truncate(q.Step).Add(q.Step)
 			if from.Before(horizon) {
 				src, res := s.rollMin, Minute
 				if q.Step%Hour == 0 {
@@ -823,9 +838,10 @@ func (s *Store) Range(q Query) ([]Series, error) {
 			return nil
 		})
 	})
-	if err != nil {
-		return nil, fmt.Errorf("metrics: range: %w", err)
-	}
+}
+
+// collect returns the series of accs that have points, after a scan.
+func collect(accs []*accumulator) []Series {
 	out := []Series{}
 	for _, a := range accs {
 		a.flush()
@@ -833,7 +849,7 @@ func (s *Store) Range(q Query) ([]Series, error) {
 			out = append(out, Series{Name: a.sr.Name, Labels: a.sr.Labels, Points: a.pts})
 		}
 	}
-	return out, nil
+	return out
 }
 
 // accumulator collects the points of one series for Range: samples as

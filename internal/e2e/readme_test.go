@@ -66,7 +66,7 @@ func readmeBlocks(t *testing.T, path string) []readmeBlock {
 
 // docsRunAsTests are the documents besides README.md whose shell examples
 // TestReadmeExamples runs.
-var docsRunAsTests = []string{"docs/config.md", "docs/scheduler.md"}
+var docsRunAsTests = []string{"docs/config.md", "docs/scheduler.md", "docs/metrics.md"}
 
 // sessionVars are the shell variables the README's examples set and use,
 // carried from one block to the next as a person's shell carries them.
@@ -202,6 +202,9 @@ func TestReadmeExamples(t *testing.T) {
 		t.Logf("%s ran: %d bytes of output", name, stdout.Len())
 		if strings.Contains(blk.code, "metrics?name=cpu_usage_ratio") && !strings.Contains(stdout.String(), `"labels":{"cpu":"total"},"points":[{`) {
 			t.Errorf("%s: the CPU usage query returned no point right after make run:\n%s", name, &stdout)
+		}
+		if strings.Contains(blk.code, "metrics/query?name=cpu_usage_ratio") && !strings.Contains(stdout.String(), `{"labels":{"room":"office"},"devices":1,"series":1,"points":[{`) {
+			t.Errorf("%s: the average CPU by room has no point for make run's device in the office:\n%s", name, &stdout)
 		}
 	}
 
