@@ -415,3 +415,31 @@ func TestDiskFillingAddedOnceOnUpgrade(t *testing.T) {
 		t.Errorf("deleted disk_filling came back after a restart: %v", err)
 	}
 }
+
+// A "<" trend projects a crossing downwards: a battery running flat.
+func TestTrendDownwards(t *testing.T) {
+	r := health.Rule{ID: "battery", Name: "Battery", Kind: health.KindTrend, Metric: "battery_ratio", Op: "<", Threshold: 0.2,
+		Window: 2 * time.Hour, Horizon: 24 * time.Hour, For: 10 * time.Minute, ResolveMargin: 0.5,
+		Severity: health.SeverityWarning, Enabled: true}
+	e := newEnvRules(t, r)
+	e.src.device("d1", "garage-pi", registry.StatusOnline, nil)
+	// 80 % falling by 5 % an hour: 20 % in 12 h.
+	at, fired := e.run("d1", "battery_ratio", nil, 0, 12*time.Hour, filling(0.8, -0.05, 0, nil))
+	if !fired {
+		t.Fatal("no alert for a battery running flat")
+	}
+	a := e.wantEvents("alert_fired battery/d1")[0].Alert
+	if want := t0.Add(12 * time.Hour); a.ProjectedAt.Sub(want).Abs() > 10*time.Minute {
+		t.Errorf("projected_at = %v, want %v", a.ProjectedAt, want)
+	}
+	if want := "Battery: battery_ratio on garage-pi reaches 0.2 in ~11 h (at 2026-03-02 00:00 UTC), at its rate of the last 2 hours"; a.Summary != want {
+		t.Errorf("summary = %q, want %q (fired at t0+%v)", a.Summary, want, at)
+	}
+	// Charging: the line turns away and the alert resolves.
+	low := filling(0.8, -0.05, 0, nil)(at)
+	if _, ev := e.run("d1", "battery_ratio", nil, at+10*time.Second, at+2*time.Hour,
+		func(s time.Duration) float64 { return low + 0.1*(s-at).Hours() }); !ev {
+		t.Fatal("still firing while charging")
+	}
+	e.wantEvents("alert_resolved battery/d1")
+}
