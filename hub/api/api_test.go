@@ -177,7 +177,7 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	mon, err := health.Open(db, health.Config{Devices: reg.List, Latest: ms.Latest, Now: clk.Now})
+	mon, err := health.Open(db, health.Config{Devices: reg.List, Latest: ms.Latest, Range: ms.Range, Now: clk.Now})
 	if err != nil {
 		t.Fatal(err)
 	}

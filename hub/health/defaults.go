@@ -22,6 +22,16 @@ import "time"
 //     updates; 90 % leaves room to act on an 8–32 GB card. Five minutes
 //     skips a large file being copied and removed; the 2-point margin is a
 //     few hundred megabytes, more than logs grow between two samples.
+//   - disk_filling (warning, trend): filesystem_used_ratio projected
+//     past 0.9 within 72 hours by a line fitted over the last 6 hours,
+//     for 15 minutes; resolving once the projection is more than 108
+//     hours away (margin 0.5) or the disk stops filling. Three days is a
+//     long weekend away from home: enough to clear logs or swap the card
+//     before disk_full fires. Six hours spans a working day's writes
+//     without reaching back to last week's habits, and a one-off copy is
+//     a step, not a trend (see Evaluate); fifteen minutes of agreeing
+//     fits (five reads of the window) skip a burst. It fires only before
+//     the crossing: past 90 %, disk_full speaks.
 //   - memory_high (warning): memory_used_ratio > 0.9 for 5 minutes,
 //     resolving below 85 %. The ratio counts available memory (page cache
 //     is not "used"), so 90 % for minutes means the OOM killer is near on
@@ -51,6 +61,11 @@ import "time"
 // Rules added to this list in a later version are stored at the first
 // start of that version, once (see Engine.seed).
 //
+// There is no SD-card wear rule: agents send no wear metric. The kernel
+// reports wear (life_time, pre_eol_info under /sys/block/mmcblk*/device)
+// for eMMC only, from its extended CSD register; SD cards, what almost
+// every Pi boots from, have no such register.
+//
 // There is no swap rule: agents send swap_used_bytes and swap_total_bytes
 // but no ratio, and a rule compares one series with a constant (nothing is
 // evaluated), so a swap rule would need a byte threshold that fits no
@@ -66,6 +81,12 @@ func DefaultRules() []Rule {
 			ID: "disk_full", Name: "Disk full", Kind: KindThreshold, Metric: "filesystem_used_ratio",
 			Op: ">", Threshold: 0.9, For: 5 * time.Minute, ResolveMargin: 0.02, Severity: SeverityWarning, Enabled: true,
 			Suggestion: "disk {label:mount} on {device_name} is {value_pct} full: clear logs or enlarge the card",
+		},
+		{
+			ID: "disk_filling", Name: "Disk filling", Kind: KindTrend, Metric: "filesystem_used_ratio",
+			Op: ">", Threshold: 0.9, Window: 6 * time.Hour, Horizon: 72 * time.Hour, For: 15 * time.Minute, ResolveMargin: 0.5,
+			Severity: SeverityWarning, Enabled: true,
+			Suggestion: "disk {label:mount} on {device_name} full in {eta} ({threshold_pct} at {projected_at}, {value_pct} now): find what grows (du -xh {label:mount} | sort -h) or enlarge the card",
 		},
 		{
 			ID: "memory_high", Name: "Memory", Kind: KindThreshold, Metric: "memory_used_ratio",

@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"maps"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -41,6 +42,12 @@ type Config struct {
 	// changes (never the one readers take): it must not call the
 	// engine's Evaluate, PutRule or DeleteRule.
 	Latest func(device string) []metrics.Sample
+	// Range returns the samples of a device's series in a time range
+	// (metrics.Store.Range), for trend and rate rules. Required. Called
+	// by Evaluate under the same lock and conditions as Latest, at most
+	// once per trend or rate rule, device and bucket of the rule's window
+	// (Window/120: every 3 minutes for a 6-hour window).
+	Range func(metrics.Query) ([]metrics.Series, error)
 	// Now returns the current time; default time.Now. Run evaluates at
 	// Now(); the engine's start (for the absence grace period) and the
 	// resolve times of PutRule and DeleteRule are Now() too.
@@ -75,6 +82,8 @@ func (c *Config) Validate() error {
 		return errors.New("health: config: Devices is required")
 	case c.Latest == nil:
 		return errors.New("health: config: Latest is required")
+	case c.Range == nil:
+		return errors.New("health: config: Range is required")
 	case c.Interval < 0, c.StaleAfter < 0, c.HistoryLimit < 0, c.HistoryAge < 0:
 		return errors.New("health: config: Interval, StaleAfter, HistoryLimit and HistoryAge must not be negative")
 	}
@@ -135,8 +144,8 @@ type Alert struct {
 	Kind       string `json:"kind"`
 	Device     string `json:"device"`
 	DeviceName string `json:"device_name"`
-	// Metric and Labels name the series (threshold rules; for absence
-	// rules, the rule's metric and Match).
+	// Metric and Labels name the series (threshold, trend and rate rules;
+	// for absence rules, the rule's metric and Match).
 	Metric   string            `json:"metric,omitempty"`
 	Labels   map[string]string `json:"labels,omitempty"`
 	Severity string            `json:"severity"`
@@ -150,11 +159,15 @@ type Alert struct {
 	ResolvedAt    time.Time `json:"resolved_at,omitzero"`
 	ResolveReason string    `json:"resolve_reason,omitempty"`
 	// Value is the value that fired; for an absence rule, the seconds of
-	// silence when it fired.
+	// silence when it fired; for a rate rule, the change over the window;
+	// for a trend rule, the series' level now on the fitted line.
 	Value float64 `json:"value"`
 	// Threshold is the rule's threshold; for an absence rule, its For in
 	// seconds.
 	Threshold float64 `json:"threshold"`
+	// ProjectedAt is, for a trend rule, when the series was projected to
+	// cross the threshold when the alert fired (to the second).
+	ProjectedAt time.Time `json:"projected_at,omitzero"`
 	// Summary is the rule's suggestion with its placeholders filled in.
 	Summary string `json:"summary"`
 }
@@ -230,6 +243,13 @@ type Engine struct {
 	// failing is set while writes fail, so that the failure is logged
 	// once. Guarded by wmu.
 	failing bool
+	// fitted holds when each trend or rate rule last read its window for
+	// a device, by rule ID + "\x00" + device ID. Guarded by wmu; never
+	// stored.
+	fitted map[string]time.Time
+	// rangeFailing is set while Config.Range fails, so that the failure is
+	// logged once. Guarded by wmu.
+	rangeFailing bool
 
 	mu      sync.RWMutex // guards the fields below; writers hold wmu too
 	rule    map[string]Rule
@@ -242,8 +262,10 @@ type Engine struct {
 }
 
 type pendingState struct {
-	rule  string
-	since time.Time // time of the first breaching sample
+	rule, device string
+	// since is the time of the first breaching sample (threshold), or of
+	// the first evaluation that found the condition (trend, rate).
+	since time.Time
 }
 
 type histEntry struct {
@@ -271,7 +293,7 @@ func Open(db *store.DB, cfg Config) (*Engine, error) {
 	cfg.setDefaults()
 	e := &Engine{cfg: cfg, log: cfg.Logger, db: db,
 		rules: db.Keyspace(ksRule), alert: db.Keyspace(ksAlert), hist: db.Keyspace(ksHistory), meta: db.Keyspace(ksMeta),
-		start: cfg.Now(), pending: map[string]pendingState{}, rule: map[string]Rule{}, active: map[string]Alert{}}
+		start: cfg.Now(), pending: map[string]pendingState{}, fitted: map[string]time.Time{}, rule: map[string]Rule{}, active: map[string]Alert{}}
 	// A hub whose store refuses writes (disk full) still starts: the
 	// default rules then apply from memory and are stored on a later start.
 	seedErr := e.seed()
@@ -500,6 +522,11 @@ func (e *Engine) resolveRuleLocked(id, reason string, now time.Time) error {
 	for k, p := range e.pending {
 		if p.rule == id {
 			delete(e.pending, k)
+		}
+	}
+	for k := range e.fitted {
+		if strings.HasPrefix(k, id+"\x00") {
+			delete(e.fitted, k)
 		}
 	}
 	var changes []Alert

@@ -29,6 +29,26 @@ import (
 // least For old, and not before For has passed since the engine started.
 // They resolve once a sample younger than For arrives.
 //
+// Trend and rate rules read each matching series' last Window (Config.Range)
+// in buckets of Window/120 (their averages), again only once a bucket's
+// time has passed since the last read. A window decides nothing (a
+// firing alert stays, a pending condition is forgotten) unless it has
+// enough buckets (10 for a trend, 3 for a rate) spanning at least half of
+// Window, the newest of them fresh (within StaleAfter). A rate rule
+// compares the change across the window (the median of its last tenth
+// minus the median of its first tenth) with Threshold as a threshold rule
+// compares a value, margin included. A trend rule fits a line (the
+// Theil–Sen slope, anchored on the window's last tenth) and its condition
+// holds when the series has not crossed Threshold yet, the line crosses it
+// within Horizon, the series moves that way significantly (Mann–Kendall
+// score of 3 or more: noise around a flat line does not), and steadily
+// (each half of the window has at least a quarter of the whole's slope,
+// so a one-off step is no trend). A firing trend alert resolves once a
+// window shows the line heading away from Threshold or crossing it more
+// than Horizon × (1 + ResolveMargin) away. For both, the alert fires once
+// the condition has held at every read for For, counted in evaluation
+// time.
+//
 // Alerts whose device or series left the rule's scope (device deleted,
 // revoked or relabelled, rule disabled or deleted) resolve.
 func (e *Engine) Evaluate(now time.Time) {
@@ -36,7 +56,7 @@ func (e *Engine) Evaluate(now time.Time) {
 	slices.SortFunc(devices, func(a, b registry.Device) int { return cmp.Compare(a.ID, b.ID) })
 
 	e.wmu.Lock()
-	p := pass{e: e, now: now, seen: map[string]bool{}, pending: map[string]pendingState{}}
+	p := pass{e: e, now: now, seen: map[string]bool{}, pending: map[string]pendingState{}, fitted: map[string]time.Time{}}
 	latest := map[string][]metrics.Sample{} // read once per pass, when a rule needs it
 	for _, id := range slices.Sorted(maps.Keys(e.rule)) {
 		r := e.rule[id]
@@ -57,6 +77,8 @@ func (e *Engine) Evaluate(now time.Time) {
 				p.threshold(r, d, samples)
 			case KindAbsence:
 				p.absence(r, d, samples)
+			case KindTrend, KindRate:
+				p.windowed(r, d, samples)
 			}
 		}
 	}
@@ -72,7 +94,7 @@ func (e *Engine) Evaluate(now time.Time) {
 		}
 		p.changes = append(p.changes, resolved(a, reason, now))
 	}
-	e.pending = p.pending
+	e.pending, e.fitted = p.pending, p.fitted
 	_ = e.commitLocked(p.changes, now) // logged; retried at the next pass
 	e.wmu.Unlock()
 	e.deliver()
@@ -84,8 +106,9 @@ type pass struct {
 	now time.Time
 	// seen holds the IDs of the alerts in scope in this pass.
 	seen map[string]bool
-	// pending is the next Engine.pending.
+	// pending is the next Engine.pending, fitted the next Engine.fitted.
 	pending map[string]pendingState
+	fitted  map[string]time.Time
 	changes []Alert
 }
 
@@ -109,11 +132,11 @@ func (p *pass) threshold(r Rule, d registry.Device, samples []metrics.Sample) {
 		}
 		ps, ok := e.pending[id]
 		if !ok {
-			ps = pendingState{rule: r.ID, since: s.Time}
+			ps = pendingState{rule: r.ID, device: d.ID, since: s.Time}
 		}
 		p.pending[id] = ps // kept until the alert is stored
 		if s.Time.Sub(ps.since) >= r.For {
-			p.changes = append(p.changes, p.fire(r, d, id, s.Name, s.Labels, ps.since, s.Value, r.Threshold))
+			p.changes = append(p.changes, p.fire(r, d, id, s.Name, s.Labels, ps.since, s.Value, r.Threshold, time.Time{}))
 		}
 	}
 }
@@ -153,14 +176,118 @@ func (p *pass) absence(r Rule, d registry.Device, samples []metrics.Sample) {
 		return
 	}
 	silence := p.now.Sub(last)
-	p.changes = append(p.changes, p.fire(r, d, id, r.Metric, r.Match, last, silence.Seconds(), r.For.Seconds()))
+	p.changes = append(p.changes, p.fire(r, d, id, r.Metric, r.Match, last, silence.Seconds(), r.For.Seconds(), time.Time{}))
 }
 
-func (p *pass) fire(r Rule, d registry.Device, id, metric string, labels map[string]string, since time.Time, value, threshold float64) Alert {
-	return Alert{ID: id, Rule: r.ID, RuleName: r.Name, Kind: r.Kind, Device: d.ID, DeviceName: d.Name, Metric: metric,
+// windowed evaluates a trend or rate rule for device d over each
+// matching series' window (see Evaluate). samples are the device's latest
+// values: a series that has one stays in scope even if its window is
+// empty.
+func (p *pass) windowed(r Rule, d registry.Device, samples []metrics.Sample) {
+	e := p.e
+	for _, s := range samples {
+		if s.Name == r.Metric && selects(r.Match, s.Labels) {
+			p.seen[alertID(r.ID, d.ID, s.Labels)] = true
+		}
+	}
+	key := r.ID + "\x00" + d.ID
+	last, ok := e.fitted[key]
+	if ok && p.now.Sub(last) < fitStep(r) && !p.now.Before(last) {
+		p.carry(r, d, key, last)
+		return
+	}
+	step := fitStep(r)
+	series, err := e.cfg.Range(metrics.Query{Device: d.ID, Name: r.Metric, Labels: r.Match, From: p.now.Add(-r.Window), To: p.now, Step: step})
+	if err != nil {
+		if !e.rangeFailing {
+			e.log.Warn("read a window of samples; retrying at the next evaluation", "rule", r.ID, "device", d.ID, "err", err)
+			e.rangeFailing = true
+		}
+		p.carry(r, d, key, last)
+		return
+	}
+	e.rangeFailing = false
+	p.fitted[key] = p.now
+	minPts := minRatePoints
+	if r.Kind == KindTrend {
+		minPts = minTrendPoints
+	}
+	for _, sr := range series {
+		id := alertID(r.ID, d.ID, sr.Labels)
+		p.seen[id] = true
+		pts, ok := windowPoints(sr.Points, step, r.Window, e.cfg.StaleAfter, p.now, minPts)
+		if !ok {
+			continue // no decision: an active alert stays, a pending one is forgotten
+		}
+		var (
+			value     float64
+			projected time.Time
+			holds     bool // the condition to fire holds
+			recovered bool // a firing alert resolves
+		)
+		if r.Kind == KindRate {
+			value = windowChange(pts)
+			holds, recovered = r.breached(value), r.recovered(value)
+		} else {
+			f := fitTrend(pts)
+			value = f.level
+			secs, heads := r.crossing(f)
+			up := r.Op == ">" || r.Op == ">="
+			significant := up && f.z >= trendZ || !up && f.z <= -trendZ
+			holds = heads && significant && f.steady && !r.breached(f.level) && secs <= r.Horizon.Seconds()
+			recovered = !heads || secs > r.Horizon.Seconds()*(1+r.ResolveMargin)
+			if heads {
+				projected = p.now.Add(time.Duration(secs * float64(time.Second)))
+			}
+		}
+		if a, ok := e.active[id]; ok {
+			if recovered {
+				p.changes = append(p.changes, resolved(a, ReasonRecovered, p.now))
+			}
+			continue
+		}
+		if !holds {
+			continue // any pending condition is forgotten
+		}
+		ps, ok := e.pending[id]
+		if !ok {
+			ps = pendingState{rule: r.ID, device: d.ID, since: p.now}
+		}
+		p.pending[id] = ps
+		if p.now.Sub(ps.since) >= r.For {
+			p.changes = append(p.changes, p.fire(r, d, id, sr.Name, sr.Labels, ps.since, value, r.Threshold, projected))
+		}
+	}
+}
+
+// carry keeps what the last fit of rule r for device d decided, in a pass
+// that does not fit again: its alerts stay in scope and its pending
+// conditions pending.
+func (p *pass) carry(r Rule, d registry.Device, key string, last time.Time) {
+	if !last.IsZero() {
+		p.fitted[key] = last
+	}
+	for id, a := range p.e.active {
+		if a.Rule == r.ID && a.Device == d.ID {
+			p.seen[id] = true
+		}
+	}
+	for id, ps := range p.e.pending {
+		if ps.rule == r.ID && ps.device == d.ID {
+			p.pending[id] = ps
+		}
+	}
+}
+
+func (p *pass) fire(r Rule, d registry.Device, id, metric string, labels map[string]string, since time.Time, value, threshold float64, projected time.Time) Alert {
+	a := Alert{ID: id, Rule: r.ID, RuleName: r.Name, Kind: r.Kind, Device: d.ID, DeviceName: d.Name, Metric: metric,
 		Labels: maps.Clone(labels), Severity: r.Severity, State: AlertFiring, Since: since.UTC(), FiredAt: p.now.UTC(),
 		Value: value, Threshold: threshold,
-		Summary: r.render(facts{device: d.ID, deviceName: d.Name, labels: labels, value: value})}
+		Summary: r.render(facts{device: d.ID, deviceName: d.Name, labels: labels, value: value, projected: projected, now: p.now})}
+	if !projected.IsZero() {
+		a.ProjectedAt = projected.UTC().Truncate(time.Second)
+	}
+	return a
 }
 
 // breached reports whether v meets a threshold rule's condition.

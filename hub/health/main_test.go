@@ -1,6 +1,7 @@
 package health_test
 
 import (
+	"fmt"
 	"maps"
 	"slices"
 	"sync"
@@ -29,10 +30,17 @@ type source struct {
 	mu      sync.Mutex
 	devices map[string]registry.Device
 	latest  map[string]map[string]metrics.Sample // device → series key → sample
+	// history holds every sample, by device, in the order they were set.
+	history map[string][]metrics.Sample
+	// rangeErr, if set, is what Range returns.
+	rangeErr error
+	// ranges counts the calls of Range.
+	ranges int
 }
 
 func newSource() *source {
-	return &source{devices: map[string]registry.Device{}, latest: map[string]map[string]metrics.Sample{}}
+	return &source{devices: map[string]registry.Device{}, latest: map[string]map[string]metrics.Sample{},
+		history: map[string][]metrics.Sample{}}
 }
 
 func (s *source) Devices() []registry.Device {
@@ -76,6 +84,66 @@ func (s *source) sample(dev, name string, labels map[string]string, at time.Time
 		key += "," + k + "=" + labels[k]
 	}
 	s.latest[dev][key] = metrics.Sample{Name: name, Labels: maps.Clone(labels), Time: at, Value: v}
+	s.history[dev] = append(s.history[dev], metrics.Sample{Name: name, Labels: maps.Clone(labels), Time: at, Value: v})
+}
+
+// Range answers as metrics.Store.Range does: the matching series'
+// samples in [From, To], averaged in buckets of Step aligned to the Unix
+// epoch; series without points left out.
+func (s *source) Range(q metrics.Query) ([]metrics.Series, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.ranges++
+	if s.rangeErr != nil {
+		return nil, s.rangeErr
+	}
+	type acc struct {
+		labels map[string]string
+		pts    []metrics.Point
+		n      []int
+	}
+	byKey := map[string]*acc{}
+	for _, smp := range s.history[q.Device] {
+		if smp.Name != q.Name || smp.Time.Before(q.From) || smp.Time.After(q.To) {
+			continue
+		}
+		ok := true
+		for k, v := range q.Labels {
+			if smp.Labels[k] != v {
+				ok = false
+			}
+		}
+		if !ok {
+			continue
+		}
+		key := fmt.Sprint(smp.Labels)
+		a := byKey[key]
+		if a == nil {
+			a = &acc{labels: smp.Labels}
+			byKey[key] = a
+		}
+		t := smp.Time
+		if q.Step > 0 {
+			t = t.Truncate(q.Step)
+		}
+		if l := len(a.pts) - 1; l >= 0 && a.pts[l].Time.Equal(t) {
+			a.pts[l].Value += smp.Value
+			a.n[l]++
+			continue
+		}
+		a.pts = append(a.pts, metrics.Point{Time: t, Value: smp.Value})
+		a.n = append(a.n, 1)
+	}
+	out := []metrics.Series{}
+	for _, k := range slices.Sorted(maps.Keys(byKey)) {
+		a := byKey[k]
+		for i := range a.pts {
+			a.pts[i].Value /= float64(a.n[i])
+			a.pts[i].Count = a.n[i]
+		}
+		out = append(out, metrics.Series{Name: q.Name, Labels: a.labels, Points: a.pts})
+	}
+	return out, nil
 }
 
 // env is an Engine on a real store in a temporary directory, with a fake
@@ -98,7 +166,7 @@ type env struct {
 func newEnv(t *testing.T, cfg health.Config) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), clk: testkit.NewClock(t0), src: newSource()}
-	cfg.Devices, cfg.Latest, cfg.Now = e.src.Devices, e.src.Latest, e.clk.Now
+	cfg.Devices, cfg.Latest, cfg.Range, cfg.Now = e.src.Devices, e.src.Latest, e.src.Range, e.clk.Now
 	cfg.OnEvent = func(ev health.Event) {
 		e.mu.Lock()
 		defer e.mu.Unlock()

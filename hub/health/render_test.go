@@ -6,6 +6,13 @@ import (
 )
 
 func TestRenderSuggestion(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	var filling Rule
+	for _, r := range DefaultRules() {
+		if r.ID == "disk_filling" {
+			filling = r
+		}
+	}
 	disk := Rule{ID: "disk_full", Name: "Disk full", Kind: KindThreshold, Metric: "filesystem_used_ratio", Op: ">",
 		Threshold: 0.9, For: 5 * time.Minute, Severity: SeverityWarning,
 		Suggestion: "disk {label:mount} on {device_name} is {value_pct} full: clear logs or enlarge the card"}
@@ -36,11 +43,21 @@ func TestRenderSuggestion(t *testing.T) {
 		{"generic absence", Rule{Name: "No data", Kind: KindAbsence, For: 5 * time.Minute},
 			facts{device: "d1", deviceName: "pi", value: 75},
 			"No data: no data from pi for 75 seconds"},
+		{"generic trend", Rule{Name: "Filling", Kind: KindTrend, Metric: "filesystem_used_ratio", Op: ">", Threshold: 0.9,
+			Window: 6 * time.Hour, Horizon: 72 * time.Hour},
+			facts{device: "d1", deviceName: "pi", value: 0.8, now: now, projected: now.Add(61*time.Hour + 20*time.Minute)},
+			"Filling: filesystem_used_ratio on pi reaches 0.9 in ~3 d (at 2026-03-04 01:20 UTC), at its rate of the last 6 hours"},
+		{"generic rate", Rule{Name: "Heating", Kind: KindRate, Metric: "temperature_celsius", Op: "<", Threshold: -5, Window: 10 * time.Minute},
+			facts{device: "d1", deviceName: "pi", value: -6.25},
+			"Heating: temperature_celsius on pi changed by -6.25 in 10 minutes (< -5)"},
+		{"disk filling", filling, facts{device: "d1", deviceName: "garage-pi", labels: map[string]string{"mount": "/"}, value: 0.8123,
+			now: now, projected: now.Add(14*time.Hour + 10*time.Minute)},
+			"disk / on garage-pi full in ~14 h (90 % at 2026-03-02 02:10 UTC, 81 % now): find what grows (du -xh / | sort -h) or enlarge the card"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.rule.Suggestion != "" {
-				if err := validateSuggestion(tt.rule.Suggestion); err != nil {
+				if err := validateSuggestion(tt.rule.Suggestion, tt.rule.Kind); err != nil {
 					t.Fatalf("suggestion %q: %v", tt.rule.Suggestion, err)
 				}
 			}
@@ -70,6 +87,27 @@ func TestDurationFormats(t *testing.T) {
 		}
 		if got := humanDuration(d); got != want[1] {
 			t.Errorf("humanDuration(%v) = %q, want %q", d, got, want[1])
+		}
+	}
+}
+
+func TestFormatETA(t *testing.T) {
+	for d, want := range map[time.Duration]string{
+		-time.Hour:                      "under a minute",
+		30 * time.Second:                "under a minute",
+		time.Minute:                     "~1 min",
+		40*time.Minute + 31*time.Second: "~41 min",
+		119 * time.Minute:               "~119 min",
+		2 * time.Hour:                   "~2 h",
+		14*time.Hour + 29*time.Minute:   "~14 h",
+		47*time.Hour + 59*time.Minute:   "~48 h",
+		48 * time.Hour:                  "~2 d",
+		60 * time.Hour:                  "~3 d",
+		59 * time.Hour:                  "~2 d",
+		30 * 24 * time.Hour:             "~30 d",
+	} {
+		if got := formatETA(d); got != want {
+			t.Errorf("formatETA(%v) = %q, want %q", d, got, want)
 		}
 	}
 }

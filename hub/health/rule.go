@@ -24,7 +24,16 @@ const (
 	// KindAbsence fires when a device sent no sample (of one metric, or of
 	// any) for a while: the deadman alert.
 	KindAbsence = "absence"
+	// KindTrend fits a line to each matching series over Window and fires
+	// when the value is projected to cross Threshold within Horizon: "disk
+	// / full in ~14 h".
+	KindTrend = "trend"
+	// KindRate compares the change of each matching series over Window
+	// with a constant: "temperature rising more than 5 °C in 10 minutes".
+	KindRate = "rate"
 )
+
+var kinds = []string{KindThreshold, KindAbsence, KindTrend, KindRate}
 
 // Severities.
 const (
@@ -46,6 +55,14 @@ const (
 	MaxSuggestionLen = 256
 	// MaxSelectors bounds the entries of Match and of Devices.
 	MaxSelectors = 16
+	// MinWindow is the shortest Window of a trend or rate rule.
+	MinWindow = time.Minute
+	// MaxWindow is the longest Window: the raw samples' retention (see
+	// MaxFor).
+	MaxWindow = MaxFor
+	// MaxHorizon is the longest Horizon of a trend rule: a line fitted
+	// over at most a week says little about the month after.
+	MaxHorizon = 30 * 24 * time.Hour
 	// maxLabelValueLen matches the registry's and the protocol's limits.
 	maxLabelValueLen = 255
 )
@@ -92,11 +109,13 @@ type Rule struct {
 	// Name is a short human title ("CPU temperature"). Required; one line
 	// of at most MaxNameLen bytes. JSON "name".
 	Name string
-	// Kind is KindThreshold or KindAbsence. JSON "kind".
+	// Kind is KindThreshold, KindAbsence, KindTrend or KindRate. JSON
+	// "kind".
 	Kind string
 	// Metric is the metric name the rule watches (see agent/sample for the
-	// names agents send). Required for a threshold rule; for an absence
-	// rule, empty means "no sample of any metric". JSON "metric".
+	// names agents send). Required for threshold, trend and rate rules;
+	// for an absence rule, empty means "no sample of any metric". JSON
+	// "metric".
 	Metric string
 	// Match selects series by label equality: every entry must equal the
 	// series' label (e.g. {"cpu": "total"}); a series may have more labels.
@@ -107,11 +126,16 @@ type Rule struct {
 	// the device's label (e.g. {"room": "garage"}). Empty selects every
 	// accepted device. JSON "devices".
 	Devices map[string]string
-	// Op compares the value with Threshold: ">", "<", ">=" or "<=".
-	// Threshold rules only (empty for absence). JSON "op".
+	// Op compares the value with Threshold: ">", "<", ">=" or "<=". For a
+	// rate rule the value is the change over Window (">" with 5: rising by
+	// more than 5; "<" with -5: falling by more than 5). For a trend rule,
+	// ">" or "<" only: the direction in which the series must cross
+	// Threshold. Empty for an absence rule. JSON "op".
 	Op string
 	// Threshold is the constant the value is compared with. Ratios are in
-	// [0, 1] (0.9 is 90 %). Threshold rules only. JSON "threshold".
+	// [0, 1] (0.9 is 90 %). For a trend rule, the level whose crossing is
+	// projected; for a rate rule, the change over Window. 0 for an absence
+	// rule. JSON "threshold".
 	Threshold float64
 	// For is how long the condition must hold before the alert fires:
 	// for a threshold rule, every evaluation from the first breaching
@@ -123,8 +147,22 @@ type Rule struct {
 	// ">=" alert resolves only once the value is below Threshold −
 	// ResolveMargin, a "<" or "<=" alert only once it is above Threshold +
 	// ResolveMargin, so a value hovering around the threshold does not
-	// flap. Not negative; threshold rules only. JSON "resolve_margin".
+	// flap. The same holds for the change of a rate rule. For a trend
+	// rule it is a fraction of Horizon: a firing alert resolves once the
+	// projected crossing is more than Horizon × (1 + ResolveMargin) away
+	// (or the series turned away from Threshold). Not negative; 0 for an
+	// absence rule. JSON "resolve_margin".
 	ResolveMargin float64
+	// Window is the stretch of recent samples a trend rule fits its line
+	// to, or over which a rate rule measures the change. Between MinWindow
+	// and MaxWindow; trend and rate rules only (0 otherwise). JSON
+	// "window", a Go duration string.
+	Window time.Duration
+	// Horizon is how far ahead a trend rule looks: it fires when the
+	// projected crossing of Threshold is at most Horizon away. Positive,
+	// at most MaxHorizon; trend rules only (0 otherwise). JSON "horizon",
+	// a Go duration string.
+	Horizon time.Duration
 	// Severity is SeverityWarning or SeverityCritical. JSON "severity".
 	Severity string
 	// Suggestion is the one-line summary of an alert, at most
@@ -140,12 +178,20 @@ type Rule struct {
 	//	{metric}         the rule's metric
 	//	{value}          the value that fired, e.g. 81.5 (two decimals at
 	//	                 most); for an absence rule, how long the device
-	//	                 was silent, e.g. "7 minutes"
+	//	                 was silent, e.g. "7 minutes"; for a rate rule,
+	//	                 the change over the window, e.g. 6.2 or -5.5;
+	//	                 for a trend rule, the series' current level on
+	//	                 the fitted line
 	//	{value_pct}      the value as a percentage of 1, e.g. "95 %"
 	//	{threshold}      the rule's threshold, e.g. 80
 	//	{threshold_pct}  the threshold as a percentage, e.g. "90 %"
 	//	{for}            the rule's For, e.g. "5 minutes"
 	//	{severity}       warning or critical
+	//	{window}         the rule's Window, e.g. "6 hours" (trend, rate)
+	//	{horizon}        the rule's Horizon, e.g. "72 hours" (trend)
+	//	{eta}            how long until the projected crossing, e.g.
+	//	                 "~40 min", "~14 h", "~3 d" (trend)
+	//	{projected_at}   when, e.g. "2026-03-02 02:00 UTC" (trend)
 	//	{label:NAME}     the series' label NAME, e.g. {label:mount} → "/";
 	//	                 "?" if the series has no such label
 	//
@@ -169,6 +215,8 @@ type ruleJSON struct {
 	For           string            `json:"for"`
 	ResolveMargin float64           `json:"resolve_margin"`
 	Severity      string            `json:"severity"`
+	Window        string            `json:"window,omitempty"`
+	Horizon       string            `json:"horizon,omitempty"`
 	Suggestion    string            `json:"suggestion,omitempty"`
 	Enabled       *bool             `json:"enabled,omitempty"`
 }
@@ -178,7 +226,16 @@ func (r Rule) MarshalJSON() ([]byte, error) {
 	en := r.Enabled
 	return json.Marshal(ruleJSON{ID: r.ID, Name: r.Name, Kind: r.Kind, Metric: r.Metric, Match: r.Match, Devices: r.Devices,
 		Op: r.Op, Threshold: r.Threshold, For: formatDuration(r.For), ResolveMargin: r.ResolveMargin, Severity: r.Severity,
-		Suggestion: r.Suggestion, Enabled: &en})
+		Window: optDuration(r.Window), Horizon: optDuration(r.Horizon), Suggestion: r.Suggestion, Enabled: &en})
+}
+
+// optDuration is formatDuration, or "" for 0 (a field the rule's kind does
+// not have).
+func optDuration(d time.Duration) string {
+	if d == 0 {
+		return ""
+	}
+	return formatDuration(d)
 }
 
 // UnmarshalJSON decodes the wire form leniently (unknown fields are
@@ -203,12 +260,18 @@ func (w *ruleJSON) rule() (Rule, error) {
 	if w.Enabled != nil {
 		r.Enabled = *w.Enabled
 	}
-	if w.For != "" {
-		d, err := time.ParseDuration(w.For)
-		if err != nil {
-			return Rule{}, invalid("for", "%q is not a duration (e.g. \"2m\", \"90s\")", w.For)
+	for _, f := range []struct {
+		field, s string
+		d        *time.Duration
+	}{{"for", w.For, &r.For}, {"window", w.Window, &r.Window}, {"horizon", w.Horizon, &r.Horizon}} {
+		if f.s == "" {
+			continue
 		}
-		r.For = d
+		d, err := time.ParseDuration(f.s)
+		if err != nil {
+			return Rule{}, invalid(f.field, "%q is not a duration (e.g. \"2m\", \"90s\", \"6h\")", f.s)
+		}
+		*f.d = d
 	}
 	return r, nil
 }
@@ -256,10 +319,14 @@ func (r Rule) clone() Rule {
 // pending conditions forgotten.
 func (r Rule) sameCondition(o Rule) bool {
 	return r.Kind == o.Kind && r.Metric == o.Metric && maps.Equal(r.Match, o.Match) && maps.Equal(r.Devices, o.Devices) &&
-		r.Op == o.Op && r.Threshold == o.Threshold && r.For == o.For && r.ResolveMargin == o.ResolveMargin
+		r.Op == o.Op && r.Threshold == o.Threshold && r.For == o.For && r.ResolveMargin == o.ResolveMargin &&
+		r.Window == o.Window && r.Horizon == o.Horizon
 }
 
-var ops = []string{">", "<", ">=", "<="}
+var (
+	ops      = []string{">", "<", ">=", "<="}
+	trendOps = []string{">", "<"}
+)
 
 // Validate checks every field and returns the first problem as a
 // *ValidationError (which wraps ErrInvalid).
@@ -275,11 +342,11 @@ func (r Rule) Validate() error {
 	case strings.ContainsFunc(r.Name, isControl):
 		return invalid("name", "contains a control character (it must be one line)")
 	}
-	if r.Kind != KindThreshold && r.Kind != KindAbsence {
-		return invalid("kind", "%q is not one of %s, %s", r.Kind, KindThreshold, KindAbsence)
+	if !slices.Contains(kinds, r.Kind) {
+		return invalid("kind", "%q is not one of %s", r.Kind, strings.Join(kinds, ", "))
 	}
-	if r.Metric == "" && r.Kind == KindThreshold {
-		return invalid("metric", "required for a threshold rule (e.g. \"temperature_celsius\")")
+	if r.Metric == "" && r.Kind != KindAbsence {
+		return invalid("metric", "required for a %s rule (e.g. \"temperature_celsius\")", r.Kind)
 	}
 	if r.Metric != "" && protocol.ValidateMetricName(r.Metric) != nil {
 		return invalid("metric", "%q is not a metric name: use [a-zA-Z_][a-zA-Z0-9_]*, e.g. \"cpu_usage_ratio\"", r.Metric)
@@ -294,7 +361,10 @@ func (r Rule) Validate() error {
 		return err
 	}
 	switch r.Kind {
-	case KindThreshold:
+	case KindThreshold, KindTrend, KindRate:
+		if r.Kind == KindTrend && !slices.Contains(trendOps, r.Op) {
+			return invalid("op", "%q is not one of %s (the direction of the crossing)", r.Op, strings.Join(trendOps, ", "))
+		}
 		if !slices.Contains(ops, r.Op) {
 			return invalid("op", "%q is not one of %s", r.Op, strings.Join(ops, ", "))
 		}
@@ -316,6 +386,22 @@ func (r Rule) Validate() error {
 		}
 	}
 	switch {
+	case r.Kind != KindTrend && r.Kind != KindRate && r.Window != 0:
+		return invalid("window", "only for trend and rate rules")
+	case r.Kind != KindTrend && r.Kind != KindRate:
+	case r.Window < MinWindow || r.Window > MaxWindow:
+		return invalid("window", "%q must be between %s and %s", formatDuration(r.Window), formatDuration(MinWindow), formatDuration(MaxWindow))
+	}
+	switch {
+	case r.Kind != KindTrend && r.Horizon != 0:
+		return invalid("horizon", "only for trend rules")
+	case r.Kind != KindTrend:
+	case r.Horizon <= 0:
+		return invalid("horizon", "%q must be positive (how far ahead to look, e.g. \"72h\")", formatDuration(r.Horizon))
+	case r.Horizon > MaxHorizon:
+		return invalid("horizon", "%q is longer than %s", formatDuration(r.Horizon), formatDuration(MaxHorizon))
+	}
+	switch {
 	case r.For <= 0:
 		return invalid("for", "%q must be positive", formatDuration(r.For))
 	case r.For > MaxFor:
@@ -324,7 +410,7 @@ func (r Rule) Validate() error {
 	if r.Severity != SeverityWarning && r.Severity != SeverityCritical {
 		return invalid("severity", "%q is not one of %s, %s", r.Severity, SeverityWarning, SeverityCritical)
 	}
-	return validateSuggestion(r.Suggestion)
+	return validateSuggestion(r.Suggestion, r.Kind)
 }
 
 // validRuleID reports whether id matches [a-z0-9][a-z0-9_-]{0,62}.
@@ -374,11 +460,20 @@ func isControl(r rune) bool { return r < 0x20 || r == 0x7f }
 // placeholders are the placeholders a suggestion may use besides
 // {label:NAME}; see Rule.Suggestion.
 var placeholders = []string{"{device}", "{device_name}", "{rule}", "{metric}", "{value}", "{value_pct}",
-	"{threshold}", "{threshold_pct}", "{for}", "{severity}"}
+	"{threshold}", "{threshold_pct}", "{for}", "{severity}", "{window}", "{horizon}", "{eta}", "{projected_at}"}
+
+// kindPlaceholders are the placeholders only some kinds of rule fill in.
+var kindPlaceholders = map[string][]string{
+	"{window}":       {KindTrend, KindRate},
+	"{horizon}":      {KindTrend},
+	"{eta}":          {KindTrend},
+	"{projected_at}": {KindTrend},
+}
 
 // validateSuggestion checks a suggestion template: one line, at most
-// MaxSuggestionLen bytes, every "{" closed and naming a known placeholder.
-func validateSuggestion(s string) error {
+// MaxSuggestionLen bytes, every "{" closed and naming a known placeholder
+// that rules of kind fill in.
+func validateSuggestion(s, kind string) error {
 	switch {
 	case len(s) > MaxSuggestionLen:
 		return invalid("suggestion", "longer than %d bytes", MaxSuggestionLen)
@@ -408,6 +503,8 @@ func validateSuggestion(s string) error {
 			}
 		} else if !slices.Contains(placeholders, ph) {
 			return invalid("suggestion", "unknown placeholder %s; use %s or {label:NAME}", ph, strings.Join(placeholders, ", "))
+		} else if only, ok := kindPlaceholders[ph]; ok && !slices.Contains(only, kind) {
+			return invalid("suggestion", "placeholder %s is only for %s rules", ph, strings.Join(only, " and "))
 		}
 		rest = rest[i+j+1:]
 	}
@@ -418,6 +515,9 @@ type facts struct {
 	device, deviceName string
 	labels             map[string]string
 	value              float64
+	// projected is a trend's projected crossing, and now the time of the
+	// evaluation that found it.
+	projected, now time.Time
 }
 
 // render fills the placeholders of the rule's suggestion (or of a generic
@@ -429,6 +529,10 @@ func (r Rule) render(f facts) string {
 		switch r.Kind {
 		case KindAbsence:
 			tmpl = "{rule}: no data from {device_name} for {value}"
+		case KindTrend:
+			tmpl = "{rule}: {metric} on {device_name} reaches {threshold} in {eta} (at {projected_at}), at its rate of the last {window}"
+		case KindRate:
+			tmpl = "{rule}: {metric} on {device_name} changed by {value} in {window} (" + r.Op + " {threshold})"
 		default:
 			tmpl = "{rule}: {metric} on {device_name} is {value} (" + r.Op + " {threshold} for {for})"
 		}
@@ -479,6 +583,14 @@ func (r Rule) render(f facts) string {
 			sub = humanDuration(r.For)
 		case "{severity}":
 			sub = r.Severity
+		case "{window}":
+			sub = humanDuration(r.Window)
+		case "{horizon}":
+			sub = humanDuration(r.Horizon)
+		case "{eta}":
+			sub = formatETA(f.projected.Sub(f.now))
+		case "{projected_at}":
+			sub = f.projected.UTC().Format("2006-01-02 15:04 UTC")
 		default:
 			if label, ok := strings.CutPrefix(ph, "{label:"); ok {
 				var found bool
@@ -502,6 +614,20 @@ func (r Rule) render(f facts) string {
 // formatNumber renders v with at most two decimals: 81.25, 0.9, 1200.
 func formatNumber(v float64) string {
 	return strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64)
+}
+
+// formatETA renders how long until a projected crossing, rounded as a
+// person would say it: "under a minute", "~40 min", "~14 h", "~3 d".
+func formatETA(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return "under a minute"
+	case d < 2*time.Hour:
+		return fmt.Sprintf("~%d min", int64(d.Round(time.Minute)/time.Minute))
+	case d < 48*time.Hour:
+		return fmt.Sprintf("~%d h", int64(d.Round(time.Hour)/time.Hour))
+	}
+	return fmt.Sprintf("~%d d", int64((d+12*time.Hour)/(24*time.Hour)))
 }
 
 // formatPercent renders a ratio as a whole percentage: 0.953 → "95 %".

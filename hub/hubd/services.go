@@ -335,7 +335,7 @@ func (p *parts) openHealth() error {
 		p.webhook = hook
 	}
 	ev, hook := p.events, p.webhook
-	mon, err := health.Open(p.db, health.Config{Devices: p.reg.List, Latest: p.mstore.Latest, Logger: p.log.With("component", "health"),
+	mon, err := health.Open(p.db, health.Config{Devices: p.reg.List, Latest: p.mstore.Latest, Range: p.mstore.Range, Logger: p.log.With("component", "health"),
 		OnEvent: func(e health.Event) {
 			ev.Publish(e.Type, e.Alert.Device, e.Alert)
 			if hook != nil {
