@@ -66,7 +66,7 @@ func readmeBlocks(t *testing.T, path string) []readmeBlock {
 
 // docsRunAsTests are the documents besides README.md whose shell examples
 // TestReadmeExamples runs.
-var docsRunAsTests = []string{"docs/config.md", "docs/scheduler.md"}
+var docsRunAsTests = []string{"docs/config.md", "docs/scheduler.md", "docs/metrics.md"}
 
 // sessionVars are the shell variables the README's examples set and use,
 // carried from one block to the next as a person's shell carries them.
