@@ -62,6 +62,7 @@ test: lint ## run every test: unit (-race), end-to-end, Mosquitto, namespaces LA
 	$(GO) test -run '^$$' -fuzz '^FuzzStrictJobBody$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./hub/api
 	$(GO) test -run '^$$' -fuzz '^FuzzTemplate$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./hub/spec
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./agent/board
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./agent/textfile
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeRule$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./hub/health
 	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMIN) ./internal/schedule
 

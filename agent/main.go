@@ -2,6 +2,9 @@
 // hub once, then keeps the device registered and visible on the hub's MQTT
 // bus (hardware facts, status with Last Will, heartbeats).
 //
+// "alicia-agent push NAME=VALUE" hands a custom metric of a script to the
+// agent (see docs/metrics.md, "Custom metrics").
+//
 // Flags may also be given as ALICIA_* environment variables or as keys of a
 // YAML file named by --config; see README.md.
 package main
@@ -24,6 +27,7 @@ import (
 	"github.com/alicia-home/alicia/agent/board"
 	"github.com/alicia-home/alicia/agent/hardware"
 	"github.com/alicia-home/alicia/agent/sample"
+	"github.com/alicia-home/alicia/agent/textfile"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/cliconfig"
 	"github.com/alicia-home/alicia/internal/clocksync"
@@ -53,6 +57,9 @@ func tuneGC(getenv func(string) string) {
 }
 
 func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && args[0] == pushCommand {
+		return push(args[1:], getenv, stdout, stderr)
+	}
 	var (
 		cfg       agentd.Config
 		hal       string
@@ -85,6 +92,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	fs.BoolVar(&cfg.SampleFilters.NetIncludeVirtual, "net-include-virtual", false, "also report virtual network interfaces (bridges, veth, tun, WireGuard, VLANs: those under /sys/devices/virtual/net)")
 	fs.Func("fs-exclude-types", "filesystem `types` to leave out, a regular expression (default "+sample.DefaultFSExcludeTypes+"; empty: none)", regexpFlag(&cfg.SampleFilters.FSExcludeTypes))
 	fs.Func("fs-exclude-mounts", "mount `points` to leave out, a regular expression (default "+sample.DefaultFSExcludeMounts+"; empty: none)", regexpFlag(&cfg.SampleFilters.FSExcludeMounts))
+	fs.StringVar(&cfg.TextfileDir, "textfile-dir", textfile.DefaultDir, "`dir`ectory of custom metrics in the Prometheus text format (*.prom, as alicia-agent push writes them), read at each collection; empty: none")
 	fs.DurationVar(&cfg.KeepAlive, "keepalive", 30*time.Second, "MQTT keep-alive `interval`")
 	fs.DurationVar(&cfg.ConfirmWindow, "config-confirm-window", agentd.DefaultConfirmWindow, "how long a configuration from the hub may stay unconfirmed (the hub not reached with it) before the agent goes back to its last good one")
 	fs.Func("clock", "when the device's clock is trusted for calendar jobs it runs itself: kernel (once the kernel says it is NTP-synchronised) or trust (always: a device with a real-time clock); either way a clock that agrees with the hub's is trusted until the agent restarts", func(v string) error {
@@ -106,6 +114,7 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 		return err
 	}
 	cfg.Logger, cfg.LogLevel = log, level
+	cfg.OwnMetric = ownMetric
 	if p := agentd.BoardFile(cfg.StateDir); fileExists(p) {
 		log.Info("using the board file from the hub's configuration", "path", p, "instead_of", boardPath)
 		boardPath = p

@@ -58,7 +58,7 @@ done
 curl -fsS "$api/healthz" >/dev/null || { echo "the hub did not answer on $api" >&2; exit 1; }
 token="$(cat "$data/hub/admin.token")"
 
-agent_args=(--state-dir "$data/agent" --hub "127.0.0.1:${http_port}" --name "$(hostname)-local")
+agent_args=(--state-dir "$data/agent" --hub "127.0.0.1:${http_port}" --name "$(hostname)-local" --textfile-dir "$data/textfile")
 if [ ! -f "$data/agent/credentials.json" ]; then
   join="$(curl -fsS -X POST -H "Authorization: Bearer $token" "$api/api/v1/join-tokens")"
   join="${join#*\"token\":\"}"; join="${join%%\"*}"

@@ -22,6 +22,7 @@ import (
 	"github.com/alicia-home/alicia/agent/presence"
 	"github.com/alicia-home/alicia/agent/sample"
 	"github.com/alicia-home/alicia/agent/telemetry"
+	"github.com/alicia-home/alicia/agent/textfile"
 	"github.com/alicia-home/alicia/internal/buildinfo"
 	"github.com/alicia-home/alicia/internal/bus"
 	"github.com/alicia-home/alicia/internal/clocksync"
@@ -69,6 +70,13 @@ type Config struct {
 	// least 24 h of samples at the default interval).
 	OutboxMaxBytes int64
 	OutboxMaxAge   time.Duration
+	// TextfileDir is the drop directory of custom metrics (agent/textfile)
+	// read at each collection; empty: none.
+	TextfileDir string
+	// OwnMetric reports the names the agent sends itself, which custom
+	// metrics may not take (besides textfile.ReservedPrefixes). Default
+	// sample.IsHostMetric; the agent's main adds its hardware's names.
+	OwnMetric func(name string) bool
 	// RenewCheck is how often the agent checks whether its certificate is
 	// due for renewal. Default 6h.
 	RenewCheck time.Duration
@@ -130,6 +138,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Clock == "" {
 		c.Clock = clocksync.Kernel
+	}
+	if c.OwnMetric == nil {
+		c.OwnMetric = sample.IsHostMetric
 	}
 }
 
@@ -458,6 +469,14 @@ func (a *Agent) openTelemetry(hubTime func(hub, sent time.Time)) (*outbox.Outbox
 	tc := telemetry.Config{Every: cfg.SampleInterval, HubTime: hubTime, Logger: a.log}
 	if cfg.Hardware != nil {
 		tc.Extra = cfg.Hardware.Sample
+	}
+	if cfg.TextfileDir != "" {
+		tf, err := textfile.New(textfile.Config{Dir: cfg.TextfileDir, Reserved: cfg.OwnMetric, Logger: a.log.With("component", "textfile")})
+		if err != nil {
+			ob.Close()
+			return nil, nil, fmt.Errorf("agent: %w", err)
+		}
+		tc.Custom = tf.Collect
 	}
 	tel, err := telemetry.New(tc, ob, s)
 	if err != nil {

@@ -205,6 +205,26 @@ var metricNames = map[string]string{
 	"humidity_ratio":      "sensor_humidity_ratio",
 }
 
+// Metric names of Sample besides those of metricNames.
+const (
+	metricSensorUp  = "sensor_up"
+	metricGPIOLevel = "gpio_level"
+)
+
+// IsHardwareMetric reports whether Sample sends metrics named name (on any
+// board): custom metrics may not take these names.
+func IsHardwareMetric(name string) bool {
+	if name == metricSensorUp || name == metricGPIOLevel {
+		return true
+	}
+	for _, m := range metricNames {
+		if m == name {
+			return true
+		}
+	}
+	return false
+}
+
 // Sample reads every declared sensor (concurrently: a DS18B20 conversion
 // takes 750 ms) and the level of every declared line.
 func (r *Runtime) Sample(ctx context.Context) []protocol.Point {
@@ -238,7 +258,7 @@ func (r *Runtime) Sample(ctx context.Context) []protocol.Point {
 		} else {
 			r.noteSuccess(res.name)
 		}
-		pts = append(pts, protocol.Point{Name: "sensor_up", Labels: labels, Value: up})
+		pts = append(pts, protocol.Point{Name: metricSensorUp, Labels: labels, Value: up})
 		for k, v := range res.v {
 			if m, ok := metricNames[k]; ok {
 				pts = append(pts, protocol.Point{Name: m, Labels: labels, Value: v})
@@ -257,7 +277,7 @@ func (r *Runtime) Sample(ctx context.Context) []protocol.Point {
 		if pin.Read() == gpio.High {
 			v = 1
 		}
-		pts = append(pts, protocol.Point{Name: "gpio_level", Labels: map[string]string{"line": l.Name}, Value: v})
+		pts = append(pts, protocol.Point{Name: metricGPIOLevel, Labels: map[string]string{"line": l.Name}, Value: v})
 	}
 	return pts
 }

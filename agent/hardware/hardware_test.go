@@ -88,6 +88,9 @@ func TestSampleSensorsAndLines(t *testing.T) {
 		if err := protocol.ValidateMetricName(p.Name); err != nil {
 			t.Error(err)
 		}
+		if !IsHardwareMetric(p.Name) {
+			t.Errorf("%s is sent but IsHardwareMetric does not know it (custom metrics could take it)", p.Name)
+		}
 	}
 	v, err := r.ReadSensor(context.Background(), "climate")
 	if err != nil || math.Abs(v["humidity_ratio"]-0.6) > 0.01 {

@@ -83,6 +83,12 @@ type Config struct {
 	// Extra, if set, adds the hardware's samples to each batch; it is
 	// called while the host collectors run.
 	Extra func(context.Context) []protocol.Point
+	// Custom, if set, adds the custom metrics of the device's scripts
+	// (agent/textfile) to each batch, after the agent's own points: a
+	// custom point whose name the agent's own points of the batch use is
+	// left out, and custom points are the first left out of a batch that
+	// is too large.
+	Custom func() []protocol.Point
 	// HubTime, if set, is told the envelope time of each ack of the hub
 	// and when (the device's clock) the oldest batch it acknowledges was
 	// published, so that the agent can compare its clock with the hub's.
@@ -95,6 +101,7 @@ type Config struct {
 type Telemetry struct {
 	ob      *outbox.Outbox
 	extra   func(context.Context) []protocol.Point
+	custom  func() []protocol.Point
 	hubTime func(hub, sent time.Time)
 	log     *slog.Logger
 	retimed chan struct{} // signalled by SetEvery
@@ -120,7 +127,7 @@ func New(cfg Config, ob *outbox.Outbox, s *sample.Sampler) (*Telemetry, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Telemetry{ob: ob, sampler: s, extra: cfg.Extra, hubTime: cfg.HubTime, every: cfg.Every, log: log, retimed: make(chan struct{}, 1),
+	return &Telemetry{ob: ob, sampler: s, extra: cfg.Extra, custom: cfg.Custom, hubTime: cfg.HubTime, every: cfg.Every, log: log, retimed: make(chan struct{}, 1),
 		inflight: map[uint64]time.Time{}, acked: make(chan struct{}, 1)}, nil
 }
 
@@ -238,6 +245,9 @@ func (t *Telemetry) collectOnce(ctx context.Context) {
 		protocol.Point{Name: "agent_outbox_bytes", Value: float64(st.Bytes)},
 		protocol.Point{Name: "agent_outbox_dropped_batches_total", Value: float64(st.Dropped)},
 	)
+	if t.custom != nil {
+		points = appendCustom(points, t.custom(), t.log)
+	}
 	if len(points) > protocol.MaxPoints {
 		t.log.Warn("more points than a batch may hold; the rest are left out", "points", len(points), "limit", protocol.MaxPoints)
 		points = points[:protocol.MaxPoints]
@@ -264,6 +274,27 @@ func (t *Telemetry) collectOnce(ctx context.Context) {
 		t.log.Warn("more points than a batch may hold; the rest are left out", "left_out", rep.Dropped)
 	}
 	t.log.Debug("collected", "points", len(points), "took", time.Since(now))
+}
+
+// appendCustom appends the custom points whose names own does not use.
+// (agent/textfile refuses the names the agent may send; this catches a name
+// it sends that the list lacks.)
+func appendCustom(own, custom []protocol.Point, log *slog.Logger) []protocol.Point {
+	if len(custom) == 0 {
+		return own
+	}
+	names := make(map[string]bool, len(own))
+	for _, p := range own {
+		names[p.Name] = true
+	}
+	for _, p := range custom {
+		if names[p.Name] {
+			log.Warn("custom metric left out: the agent sends this name itself", "name", p.Name)
+			continue
+		}
+		own = append(own, p)
+	}
+	return own
 }
 
 // HandleAck applies an ack of the hub (a bus.Handler for the device's ack

@@ -234,6 +234,8 @@ func TestDiscoveryConfigsValid(t *testing.T) {
 		"sensor_fridge_temperature": "sensor",
 		"sensor_room_temperature":   "sensor", "sensor_room_pressure": "sensor", "sensor_room_humidity": "sensor",
 		"sensor_attic_temperature": "sensor", "sensor_attic_pressure": "sensor",
+		"custom_boiler_temperature_celsius_heating": "sensor", "custom_boiler_temperature_celsius_heating_2": "sensor",
+		"custom_boiler_starts_total": "sensor",
 	}
 	got := map[string]string{}
 	for key, c := range k {
@@ -308,6 +310,8 @@ func TestStateValues(t *testing.T) {
 		"sensor_fridge_temperature": 4.06, "sensor_room_temperature": 21.5, "sensor_room_pressure": 1013.25,
 		"sensor_room_humidity": 45.3, "sensor_attic_temperature": 12.25, "sensor_attic_pressure": 990.0,
 		"gpio_relay_kitchen": 0.0, "gpio_door": 1.0,
+		"custom_boiler_temperature_celsius_heating": 61.5, "custom_boiler_temperature_celsius_heating_2": 60.0,
+		"custom_boiler_starts_total": 7.0,
 	}
 	msgs := e.rec.take()
 	if d := cmp.Diff(want, stateOf(t, msgs, kitchenID)); d != "" {

@@ -45,8 +45,12 @@
 //	sensor_<name>_temperature  °C      sensor_temperature_celsius{sensor}         ds18b20, bme280, bmp280
 //	sensor_<name>_pressure     hPa     sensor_pressure_pascals{sensor} / 100      bme280, bmp280
 //	sensor_<name>_humidity     %       sensor_humidity_ratio{sensor} × 100        bme280
+//	custom_<metric>[_<label value>…]   a custom metric with the label ha="sensor" (alicia-agent push --ha-sensor):
+//	                   sensor          unit from the name's suffix (_celsius °C, _ratio % × 100, _bytes B,
+//	                                   _seconds s, _volts, _amperes, _watts, _hertz, _meters, _pascals);
+//	                                   total_increasing when the name ends in _total
 //
-// Host entities appear once the device has sent the metric; hardware
+// Host and custom entities appear once the device has sent the metric; hardware
 // entities come from the device's registered hardware. Characters outside
 // [A-Za-z0-9_-] in keys become "_"; keys that would then collide get a
 // short hash of their source. A value the hub has not seen yet is left out

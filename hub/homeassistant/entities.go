@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -60,6 +61,9 @@ type entity struct {
 	// decimals.
 	scale  float64
 	digits int
+	// exact: a sample matches only with exactly these labels (a custom
+	// series, whose labels are the device's script's).
+	exact bool
 	// line is the GPIO line's board name, for switches and binary sensors,
 	// whose state is the level 0 or 1.
 	line string
@@ -74,7 +78,7 @@ func (e *entity) binary() bool { return e.platform == platformSwitch || e.platfo
 
 // matches reports whether s is the entity's sample.
 func (e *entity) matches(s metrics.Sample) bool {
-	if s.Name != e.metric {
+	if s.Name != e.metric || e.exact && len(s.Labels) != len(e.labels) {
 		return false
 	}
 	for k, vals := range e.labels {
@@ -149,6 +153,12 @@ func entities(d registry.Device, samples []metrics.Sample) []entity {
 					unit: "B", devClass: "data_size", stateClass: "total_increasing", metric: s.Name,
 					labels: map[string][]string{"interface": {i}}, scale: 1, digits: 0, src: "net " + dir + " " + i})
 			}
+		default:
+			if s.Labels[haLabel] == haSensor {
+				if e := customSensor(s); once(e.src) {
+					out = append(out, e)
+				}
+			}
 		}
 	}
 	if hw := d.Hardware; hw != nil {
@@ -193,6 +203,61 @@ func entities(d registry.Device, samples []metrics.Sample) []entity {
 	dedupKeys(out)
 	slices.SortFunc(out, func(a, b entity) int { return cmp.Compare(a.key, b.key) })
 	return out
+}
+
+// The label by which a device's script asks for a custom metric to be a
+// sensor in HA (agent/textfile: push --ha-sensor).
+const (
+	haLabel  = "ha"
+	haSensor = "sensor"
+)
+
+// unitSuffixes map the unit suffix of a custom metric's name (after any
+// _total) to its HA unit, device class, scale and decimals.
+var unitSuffixes = []struct {
+	suffix, unit, devClass string
+	scale                  float64
+	digits                 int
+}{
+	{"_celsius", "°C", "temperature", 1, 2},
+	{"_ratio", "%", "", 100, 1},
+	{"_bytes", "B", "data_size", 1, 0},
+	{"_seconds", "s", "duration", 1, 2},
+	{"_volts", "V", "", 1, 3},
+	{"_amperes", "A", "", 1, 3},
+	{"_watts", "W", "", 1, 2},
+	{"_hertz", "Hz", "", 1, 2},
+	{"_meters", "m", "", 1, 3},
+	{"_pascals", "Pa", "", 1, 0},
+}
+
+// customSensor is the entity of a custom series marked ha="sensor": keyed
+// custom_<name>[_<label value>…] (labels in name order, ha left out),
+// named after its name and labels, its unit from its name's suffix, a
+// total_increasing counter when its name ends in _total.
+func customSensor(s metrics.Sample) entity {
+	e := entity{platform: platformSensor, metric: s.Name, exact: true, labels: make(map[string][]string, len(s.Labels)),
+		scale: 1, digits: 2, stateClass: "measurement"}
+	key, name := "custom_"+s.Name, s.Name
+	for _, k := range slices.Sorted(maps.Keys(s.Labels)) {
+		e.labels[k] = []string{s.Labels[k]}
+		if k != haLabel {
+			key += "_" + s.Labels[k]
+			name += " " + k + "=" + s.Labels[k]
+		}
+	}
+	e.key, e.name, e.src = sanitize(key), name, "custom "+name
+	base := s.Name
+	if b, ok := strings.CutSuffix(base, "_total"); ok {
+		base, e.stateClass = b, "total_increasing"
+	}
+	for _, u := range unitSuffixes {
+		if strings.HasSuffix(base, u.suffix) {
+			e.unit, e.devClass, e.scale, e.digits = u.unit, u.devClass, u.scale, u.digits
+			break
+		}
+	}
+	return e
 }
 
 // lineLabel is the household's name of a line, else the board's.

@@ -92,9 +92,17 @@ func kitchenSamples(s *source) {
 		{"sensor_pressure_pascals", map[string]string{"sensor": "attic"}, 99000},
 		{"gpio_level", map[string]string{"line": "GPIO17"}, 0},
 		{"gpio_level", map[string]string{"line": "door"}, 1},
+		// Custom metrics of the kitchen's scripts: two marked as sensors,
+		// one not.
+		{"boiler_temperature_celsius", map[string]string{"circuit": "heating", "ha": "sensor"}, 61.5},
+		{"boiler_starts_total", map[string]string{"ha": "sensor"}, 7},
+		{"cellar_humidity_ratio", map[string]string{"room": "cellar"}, 0.6},
 	} {
 		s.sample(kitchenID, x.name, x.labels, at, x.v)
 	}
+	// A newer series with more labels than the heating's: a sensor of its
+	// own, whose value is not the heating's.
+	s.sample(kitchenID, "boiler_temperature_celsius", map[string]string{"circuit": "heating", "probe": "2", "ha": "sensor"}, t0, 60)
 }
 
 // garage is an offline device without a HAL.

@@ -68,6 +68,7 @@ var importers = map[string][]string{
 	mod + "/agent/telemetry": {mod + "/agent/agentd"},
 	mod + "/agent/confapply": {mod + "/agent/agentd"},
 	mod + "/agent/jobs":      {mod + "/agent/agentd"},
+	mod + "/agent/textfile":  {mod + "/agent/agentd", mod + "/agent"},
 	mod + "/hub/hubd":        {mod + "/hub"},
 	// The hub's components that only its root wires, so that the root
 	// stays the one place that sees every part.

@@ -21,6 +21,12 @@ if [ "$NAME" = alicia-agent ]; then
 	# they are created, and the rules below give them the nodes.
 	for g in gpio i2c spi; do group "$g"; done
 	usermod -a -G gpio,i2c,spi "$NAME"
+	# The drop directory of custom metrics (alicia-agent push, *.prom
+	# files): root and the members of alicia-metrics write there (add a
+	# script's user with: usermod -a -G alicia-metrics USER), the agent
+	# reads it. Outside the agent's state directory, which is 0700.
+	group alicia-metrics
+	install -d -o root -g alicia-metrics -m 2775 /var/lib/alicia-agent-textfile
 	if command -v udevadm >/dev/null 2>&1 && [ -d /run/udev ]; then
 		udevadm control --reload-rules 2>/dev/null || true
 		udevadm trigger --subsystem-match=gpio --subsystem-match=i2c-dev --subsystem-match=spidev 2>/dev/null || true

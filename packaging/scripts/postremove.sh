@@ -8,6 +8,10 @@ NAME=@NAME@
 case "$1" in
 purge)
 	rm -rf "/var/lib/$NAME"
+	if [ "$NAME" = alicia-agent ]; then
+		rm -rf /var/lib/alicia-agent-textfile
+		groupdel alicia-metrics >/dev/null 2>&1 || true
+	fi
 	rm -f "/etc/default/$NAME"
 	userdel "$NAME" >/dev/null 2>&1 || true
 	groupdel "$NAME" >/dev/null 2>&1 || true
