@@ -2,7 +2,8 @@
 // topics (alicia/v1/devices/<id>/<kind>): registrations, statuses and
 // heartbeats to the registry, metric batches to the metrics ingester,
 // command results to the command service, input events to the event
-// stream and config statuses to the config sender. Only the hub's root (hub/hubd) imports it.
+// stream and config statuses to the config sender; and integrations'
+// metric batches (alicia/v1/integrations/<name>/metrics). Only the hub's root (hub/hubd) imports it.
 //
 // A message is checked before it reaches anyone: its topic, its size and
 // JSON (internal/protocol), that its type fits its topic and, for what
@@ -27,6 +28,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/alicia-home/alicia/hub/integrations"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/bus"
 	"github.com/alicia-home/alicia/internal/protocol"
@@ -66,6 +68,10 @@ type Config struct {
 	// JobRun, if set, receives the runs of a device's on-device jobs;
 	// without it such messages are rejected.
 	JobRun func(device string, r *protocol.JobRun)
+	// IntegrationMetrics, if set, reports whether source (an integration's
+	// username) is an account that may push metrics; without it
+	// integrations' batches are rejected.
+	IntegrationMetrics func(source string) bool
 	// Rate is how many messages a second each device may send; default
 	// DefaultRate. Burst is how many it may send at once; default twice
 	// Rate.
@@ -131,6 +137,11 @@ func New(cfg Config) (*Dispatcher, error) {
 func (in *Dispatcher) Stats() (rejected, limited uint64) {
 	return in.rejected.Load(), in.limited.Load()
 }
+
+// Allow reports whether source id (a device, or an integration's
+// username) may send one more message now; it is the limit the REST push
+// of an integration's metrics shares with its MQTT messages.
+func (in *Dispatcher) Allow(id string) bool { return in.allow(id) }
 
 // allow reports whether device id may send one more message now.
 func (in *Dispatcher) allow(id string) bool {
@@ -212,6 +223,49 @@ func (in *Dispatcher) Handle(_ context.Context, m bus.Message) {
 	if err := in.cfg.Registry.Handle(id, msg); err != nil {
 		in.reject(m, err)
 	}
+}
+
+// HandleIntegration dispatches one message from an integration's topic
+// (alicia/v1/integrations/<name>/metrics): a metrics batch from an
+// account of kind metrics, about itself (its envelope's source is the
+// account's username), under the same rate limit as a device's, stored
+// under that username. The broker lets an account publish only on its
+// own topic; the checks here hold with any broker.
+func (in *Dispatcher) HandleIntegration(_ context.Context, m bus.Message) {
+	name, _, err := protocol.ParseIntegrationTopic(m.Topic)
+	if err != nil {
+		in.reject(m, err)
+		return
+	}
+	src := integrations.SourceID(name)
+	if !in.allow(src) {
+		in.limited.Add(1)
+		in.log.Warn("limit/"+src, "integration messages over the rate limit dropped (counted in alicia_hub_rate_limited_messages_total)",
+			"integration", name, "limit_per_second", in.cfg.Rate)
+		return
+	}
+	if len(m.Payload) == 0 {
+		return
+	}
+	msg, err := protocol.Decode(m.Payload)
+	if err != nil {
+		in.reject(m, err)
+		return
+	}
+	p, ok := msg.Payload.(*protocol.Metrics)
+	if !ok {
+		in.reject(m, errKindMismatch{kind: protocol.KindMetrics, typ: msg.Type()})
+		return
+	}
+	if msg.Source != src {
+		in.reject(m, fmt.Errorf("message on the topic of integration %s claims source %s (want %s)", name, msg.Source, src))
+		return
+	}
+	if in.cfg.IntegrationMetrics == nil || !in.cfg.IntegrationMetrics(src) {
+		in.reject(m, fmt.Errorf("%s is not an integration account of kind metrics", src))
+		return
+	}
+	in.cfg.Metrics.Submit(src, p) // counted when refused; the integration resends
 }
 
 func (in *Dispatcher) reject(m bus.Message, err error) {

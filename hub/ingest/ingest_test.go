@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/bus"
@@ -81,3 +83,64 @@ func TestIngestRateLimitPerDevice(t *testing.T) {
 		t.Errorf("%d log lines for %d limited and 1000 rejected messages, want %d (a burst each):\n%s", len(lines), n, 2*rejectLogBurst, strings.Join(lines, "\n"))
 	}
 }
+
+// recorder is a Metrics that records what it is given.
+type recorder struct{ got []string }
+
+func (r *recorder) Submit(src string, m *protocol.Metrics) bool {
+	r.got = append(r.got, src+"/"+m.Epoch)
+	return true
+}
+
+// An integration's batch is taken only from an account of kind metrics,
+// about itself, on its own topic, within its rate.
+func TestHandleIntegration(t *testing.T) {
+	rec := &recorder{}
+	in, err := New(Config{Registry: noRegistry{}, Metrics: rec, Results: noResults{}, Input: func(string, *protocol.DeviceEvent) {},
+		IntegrationMetrics: func(src string) bool { return src == "int-power" || src == "int-solar" }, Rate: 1, Burst: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := func(topic, source, epoch string, p protocol.Payload) bus.Message {
+		if p == nil {
+			p = &protocol.Metrics{Epoch: epoch, Seq: 1, Time: time.Now(), Points: []protocol.Point{{Name: "x", Value: 1}}}
+		}
+		b, err := protocol.Encode(source, time.Now(), p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return bus.Message{Topic: topic, Payload: b}
+	}
+	for _, m := range []bus.Message{
+		msg("alicia/v1/integrations/power/metrics", "int-power", "ok", nil),
+		msg("alicia/v1/integrations/power/metrics", "int-solar", "forged", nil),
+		msg("alicia/v1/integrations/ha/metrics", "int-ha", "wrongkind", nil),
+		msg("alicia/v1/integrations/solar/metrics", "int-solar", "ok", nil),
+		msg("alicia/v1/integrations/solar/metrics", "int-solar", "", &protocol.Heartbeat{Seq: 1}),
+		msg("alicia/v1/integrations/solar/ack", "int-solar", "acktopic", nil),
+		msg("alicia/v1/devices/d1/metrics", "int-solar", "devtopic", nil),
+	} {
+		in.HandleIntegration(context.Background(), m)
+	}
+	if diff := cmp.Diff([]string{"int-power/ok", "int-solar/ok"}, rec.got); diff != "" {
+		t.Errorf("batches taken (-want +got):\n%s", diff)
+	}
+	if rejected, _ := in.Stats(); rejected != 5 {
+		t.Errorf("rejected = %d, want 5", rejected)
+	}
+	// The per-source limit: power has used 2 of its burst of 3.
+	for range 10 {
+		in.HandleIntegration(context.Background(), msg("alicia/v1/integrations/power/metrics", "int-power", "more", nil))
+	}
+	if _, limited := in.Stats(); limited < 8 || limited > 9 {
+		t.Errorf("limited = %d of 10, want 8 or 9 (a burst of 3, one used, maybe one refilled)", limited)
+	}
+	if !in.Allow("int-other") {
+		t.Error("Allow of a source that sent nothing = false")
+	}
+}
+
+type noRegistry struct{}
+
+func (noRegistry) Allowed(string) bool                    { return false }
+func (noRegistry) Handle(string, *protocol.Message) error { return nil }

@@ -1,5 +1,5 @@
 // Package integrations keeps the broker accounts of integrations that are
-// not devices — Home Assistant today — each with a random password (only
+// not devices — Home Assistant, and pushers of custom metrics — each with a random password (only
 // its SHA-256 is stored) and a scope of topics fixed by its kind, so an
 // integration reaches exactly what it needs and nothing of the devices'
 // own topics.
@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/alicia-home/alicia/hub/broker"
+	"github.com/alicia-home/alicia/internal/protocol"
 	"github.com/alicia-home/alicia/internal/store"
 )
 
@@ -29,6 +30,11 @@ const (
 	// hub's HA state topics, and publishes its birth message and switch
 	// commands.
 	KindHomeAssistant = "homeassistant"
+	// KindMetrics pushes custom metrics (protocol.Metrics batches) on
+	// alicia/v1/integrations/<name>/metrics and reads the hub's
+	// acknowledgements on alicia/v1/integrations/<name>/ack; its series
+	// are stored under its username (SourceID).
+	KindMetrics = "metrics"
 )
 
 // UsernamePrefix starts every integration's broker username; device IDs
@@ -111,8 +117,8 @@ func (a *Accounts) Create(name, kind string) (Account, string, error) {
 	if !nameRE.MatchString(name) {
 		return Account{}, "", fmt.Errorf("%w: name %q: 1 to 31 of [a-z0-9-], starting with a letter", ErrInvalid, name)
 	}
-	if kind != KindHomeAssistant {
-		return Account{}, "", fmt.Errorf("%w: kind %q: want %q", ErrInvalid, kind, KindHomeAssistant)
+	if kind != KindHomeAssistant && kind != KindMetrics {
+		return Account{}, "", fmt.Errorf("%w: kind %q: want %q or %q", ErrInvalid, kind, KindHomeAssistant, KindMetrics)
 	}
 	var b [32]byte
 	_, _ = rand.Read(b[:])
@@ -176,8 +182,46 @@ func (a *Accounts) Authenticate(username string, password []byte) (broker.Identi
 	if subtle.ConstantTimeCompare(h[:], acc.Hash) != 1 {
 		return broker.Identity{}, false
 	}
-	return broker.Identity{Role: broker.RoleIntegration, ID: username, Scope: a.scope(acc.Kind)}, true
+	return broker.Identity{Role: broker.RoleIntegration, ID: username, Scope: a.scope(acc)}, true
 }
+
+// Get returns the account named name.
+func (a *Accounts) Get(name string) (Account, error) {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	acc, ok := a.accounts[UsernamePrefix+name]
+	if !ok {
+		return Account{}, fmt.Errorf("%w: %s", ErrNotFound, name)
+	}
+	return acc, nil
+}
+
+// Check reports whether password is that of the account named name
+// (compared in constant time), for the REST API's HTTP Basic
+// authentication.
+func (a *Accounts) Check(name string, password []byte) (Account, bool) {
+	acc, err := a.Get(name)
+	if err != nil {
+		return Account{}, false
+	}
+	h := sha256.Sum256(password)
+	return acc, subtle.ConstantTimeCompare(h[:], acc.Hash) == 1
+}
+
+// MetricsSource reports whether source (a username, as the envelope of a
+// batch names it) is an existing account of kind metrics, which may push
+// metrics under that source ID.
+func (a *Accounts) MetricsSource(source string) bool {
+	a.mu.RLock()
+	defer a.mu.RUnlock()
+	acc, ok := a.accounts[source]
+	return ok && acc.Kind == KindMetrics
+}
+
+// SourceID is the ID under which the metrics of the integration named
+// name are stored: its username, which no device ID can be (they start
+// with "d").
+func SourceID(name string) string { return UsernamePrefix + name }
 
 // Allowed reports whether the account behind id still exists.
 func (a *Accounts) Allowed(id broker.Identity) bool {
@@ -187,9 +231,14 @@ func (a *Accounts) Allowed(id broker.Identity) bool {
 	return ok
 }
 
-// scope is what an integration of kind may touch.
-func (a *Accounts) scope(kind string) broker.Scope {
-	switch kind {
+// scope is what acc, given its kind, may touch.
+func (a *Accounts) scope(acc Account) broker.Scope {
+	switch acc.Kind {
+	case KindMetrics:
+		return broker.Scope{
+			Publish: []string{protocol.IntegrationTopic(acc.Name, protocol.KindMetrics)},
+			Read:    []string{protocol.IntegrationsPrefix + acc.Name + "/"},
+		}
 	case KindHomeAssistant:
 		return broker.Scope{
 			Publish: []string{a.haPrefix + "/status", HAStateRoot + "+/+/set"},

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/alicia-home/alicia/hub/broker"
 	"github.com/alicia-home/alicia/internal/store"
 )
@@ -87,5 +89,48 @@ func TestAccounts(t *testing.T) {
 	}
 	if _, err := a.Delete("homeassistant"); !errors.Is(err, ErrNotFound) {
 		t.Errorf("second Delete = %v", err)
+	}
+}
+
+func TestMetricsAccount(t *testing.T) {
+	db, err := store.Open(store.Options{Dir: t.TempDir(), MinFreeBytes: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	a, err := Open(db, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.Create("ha", KindHomeAssistant); err != nil {
+		t.Fatal(err)
+	}
+	acc, pw, err := a.Create("power", KindMetrics)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if acc.Username != SourceID("power") {
+		t.Errorf("username %q, source ID %q", acc.Username, SourceID("power"))
+	}
+	id, ok := a.Authenticate(acc.Username, []byte(pw))
+	if !ok {
+		t.Fatal("Authenticate with the password failed")
+	}
+	want := broker.Scope{Publish: []string{"alicia/v1/integrations/power/metrics"}, Read: []string{"alicia/v1/integrations/power/"}}
+	if diff := cmp.Diff(want, id.Scope); diff != "" {
+		t.Errorf("scope (-want +got):\n%s", diff)
+	}
+	for _, c := range []struct {
+		name, pw string
+		ok       bool
+	}{{"power", pw, true}, {"power", pw + "x", false}, {"ha", pw, false}, {"nobody", pw, false}} {
+		if _, ok := a.Check(c.name, []byte(c.pw)); ok != c.ok {
+			t.Errorf("Check(%q) = %v, want %v", c.name, ok, c.ok)
+		}
+	}
+	for src, want := range map[string]bool{"int-power": true, "int-ha": false, "int-nobody": false, "power": false} {
+		if got := a.MetricsSource(src); got != want {
+			t.Errorf("MetricsSource(%q) = %v, want %v", src, got, want)
+		}
 	}
 }

@@ -352,3 +352,22 @@ func FuzzDecode(f *testing.F) {
 		}
 	})
 }
+
+func TestIntegrationTopics(t *testing.T) {
+	if got, want := IntegrationTopic("power", KindAck), "alicia/v1/integrations/power/ack"; got != want {
+		t.Errorf("IntegrationTopic = %q, want %q", got, want)
+	}
+	if got, want := AllIntegrations(KindMetrics), "alicia/v1/integrations/+/metrics"; got != want {
+		t.Errorf("AllIntegrations = %q, want %q", got, want)
+	}
+	name, kind, err := ParseIntegrationTopic("alicia/v1/integrations/power/metrics")
+	if err != nil || name != "power" || kind != KindMetrics {
+		t.Errorf("ParseIntegrationTopic = %q, %q, %v", name, kind, err)
+	}
+	for _, bad := range []string{"alicia/v1/devices/d1/metrics", "alicia/v1/integrations/power", "alicia/v1/integrations/power/metrics/x",
+		"alicia/v1/integrations/+/metrics", "alicia/v1/integrations//metrics", "alicia/v1/integrations/power/ack", "alicia/v1/integrations/power/status"} {
+		if _, _, err := ParseIntegrationTopic(bad); err == nil {
+			t.Errorf("ParseIntegrationTopic(%q) = nil error", bad)
+		}
+	}
+}

@@ -144,3 +144,45 @@ func ValidateID(s string) error {
 	}
 	return nil
 }
+
+// IntegrationsPrefix is the parent of every integration account's
+// subtree, alicia/v1/integrations/{name}/{kind}.
+const IntegrationsPrefix = Root + "/integrations/"
+
+// Integration topic kinds. An integration account of kind "metrics"
+// publishes Metrics batches on its metrics topic (KindMetrics) and reads
+// the hub's MetricsAck on its ack topic (KindAck).
+var integrationKinds = map[Kind]bool{KindMetrics: true}
+
+// IntegrationTopic returns alicia/v1/integrations/{name}/{kind}. It panics
+// if name is not a valid ID, as DeviceTopic does.
+func IntegrationTopic(name string, kind Kind) string {
+	if err := ValidateID(name); err != nil {
+		panic(fmt.Sprintf("protocol: IntegrationTopic: %v", err))
+	}
+	return IntegrationsPrefix + name + "/" + string(kind)
+}
+
+// AllIntegrations returns the filter alicia/v1/integrations/+/{kind}.
+func AllIntegrations(kind Kind) string { return IntegrationsPrefix + "+/" + string(kind) }
+
+// ParseIntegrationTopic splits alicia/v1/integrations/{name}/{kind} into
+// the integration's name and kind, and rejects any other shape, an invalid
+// name or a kind an integration does not publish (only metrics).
+func ParseIntegrationTopic(topic string) (name string, kind Kind, err error) {
+	rest, ok := strings.CutPrefix(topic, IntegrationsPrefix)
+	if !ok {
+		return "", "", fmt.Errorf("protocol: topic %q is not under %s", topic, IntegrationsPrefix)
+	}
+	name, k, ok := strings.Cut(rest, "/")
+	if !ok || strings.Contains(k, "/") {
+		return "", "", fmt.Errorf("protocol: topic %q: want %s{name}/{kind}", topic, IntegrationsPrefix)
+	}
+	if err := ValidateID(name); err != nil {
+		return "", "", fmt.Errorf("protocol: topic %q: %w", topic, err)
+	}
+	if !integrationKinds[Kind(k)] {
+		return "", "", fmt.Errorf("protocol: topic %q: unknown kind %q", topic, k)
+	}
+	return name, Kind(k), nil
+}
