@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
 	"sync/atomic"
@@ -29,11 +30,21 @@ type IngesterConfig struct {
 type Ingester struct {
 	store *Store
 	cfg   IngesterConfig
-	queue chan Batch
+	queue chan queued
 	log   *slog.Logger
 
 	stats IngestStats
 }
+
+// queued is a batch waiting for a commit; done, if set, is told the
+// outcome (and the batch is not acknowledged on the bus).
+type queued struct {
+	Batch
+	done chan error
+}
+
+// ErrBusy refuses a batch when the ingest queue is full.
+var ErrBusy = errors.New("metrics: the ingest queue is full, retry later")
 
 // IngestStats are the Ingester's counters.
 type IngestStats struct {
@@ -56,7 +67,7 @@ func NewIngester(s *Store, cfg IngesterConfig) *Ingester {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Ingester{store: s, cfg: cfg, queue: make(chan Batch, cfg.QueueLen), log: cfg.Logger}
+	return &Ingester{store: s, cfg: cfg, queue: make(chan queued, cfg.QueueLen), log: cfg.Logger}
 }
 
 // Stats returns the Ingester's counters.
@@ -69,7 +80,7 @@ func (in *Ingester) QueueDepth() int { return len(in.queue) }
 // queue is full: the batch is not acknowledged and its agent resends it.
 func (in *Ingester) Submit(dev string, m *protocol.Metrics) bool {
 	select {
-	case in.queue <- Batch{Device: dev, Metrics: m}:
+	case in.queue <- queued{Batch: Batch{Device: dev, Metrics: m}}:
 		return true
 	default:
 		in.stats.Refused.Add(1)
@@ -77,17 +88,40 @@ func (in *Ingester) Submit(dev string, m *protocol.Metrics) bool {
 	}
 }
 
+// Store queues a validated batch of source dev and waits until it is
+// committed (or found already stored: nil too), for a caller that answers
+// only once its batch is on disk (an integration's REST push). It is not
+// acknowledged on the bus. ErrBusy: the queue is full.
+func (in *Ingester) Store(ctx context.Context, dev string, m *protocol.Metrics) error {
+	done := make(chan error, 1)
+	select {
+	case in.queue <- queued{Batch: Batch{Device: dev, Metrics: m}, done: done}:
+	default:
+		in.stats.Refused.Add(1)
+		return ErrBusy
+	}
+	select {
+	case err := <-done:
+		return err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // Run commits and acknowledges queued batches until ctx is done.
 func (in *Ingester) Run(ctx context.Context) error {
-	var group []Batch
+	var (
+		items []queued
+		group []Batch
+	)
 	lastErr := time.Time{}
 	for {
-		group = group[:0]
+		items, group = items[:0], group[:0]
 		select {
 		case <-ctx.Done():
 			return nil
 		case b := <-in.queue:
-			group = append(group, b)
+			items, group = append(items, b), append(group, b.Batch)
 		}
 		// Take what else is waiting, without waiting for more: under load
 		// groups grow by themselves, and a lone batch is not delayed.
@@ -96,13 +130,23 @@ func (in *Ingester) Run(ctx context.Context) error {
 		for points < in.cfg.MaxGroupPoints {
 			select {
 			case b := <-in.queue:
-				group = append(group, b)
+				items, group = append(items, b), append(group, b.Batch)
 				points += len(b.Metrics.Points)
 			default:
 				break drain
 			}
 		}
 		fresh, err := in.store.Ingest(group)
+		for i, it := range items {
+			if it.done == nil {
+				continue
+			}
+			if i < len(fresh) {
+				it.done <- nil
+			} else {
+				it.done <- err
+			}
+		}
 		if err != nil {
 			in.stats.Failed.Add(uint64(len(group) - len(fresh)))
 			// Not acknowledged: the agents keep these batches and resend.
@@ -125,17 +169,21 @@ func (in *Ingester) Run(ctx context.Context) error {
 				in.stats.Duplicates.Add(1)
 			}
 		}
-		in.ack(ctx, group)
+		in.ack(ctx, items[:len(group)])
 	}
 }
 
 // ack publishes the group's acknowledgements: one per device and epoch
-// (split at protocol.MaxAckSeqs).
-func (in *Ingester) ack(ctx context.Context, group []Batch) {
+// (split at protocol.MaxAckSeqs), except for the batches whose caller
+// waits in Store.
+func (in *Ingester) ack(ctx context.Context, group []queued) {
 	type key struct{ dev, epoch string }
 	seqs := map[key][]uint64{}
 	var order []key
 	for _, b := range group {
+		if b.done != nil {
+			continue
+		}
 		k := key{b.Device, b.Metrics.Epoch}
 		if _, ok := seqs[k]; !ok {
 			order = append(order, k)

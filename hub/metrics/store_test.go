@@ -384,3 +384,41 @@ func TestIngestSplitsTransactions(t *testing.T) {
 		t.Errorf("%d series, want 500", n)
 	}
 }
+
+// Store answers once the batch is stored (or was already), publishes no
+// ack for it, and reports a failed commit.
+func TestIngesterStore(t *testing.T) {
+	e := newEnv(t, Config{MaxSeriesPerDevice: 2})
+	log := &ackLog{acks: map[string][]uint64{}, ch: make(chan struct{}, 1)}
+	in := NewIngester(e.s, IngesterConfig{Ack: log.ack, QueueLen: 4})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- in.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	for range 2 { // the second is a retry: stored once
+		if err := in.Store(context.Background(), "int-power", batch(7, t0, 0.5)); err != nil {
+			t.Fatalf("Store: %v", err)
+		}
+		got := e.rangeQ(Query{Device: "int-power", Name: "cpu_usage_ratio", From: t0, To: t0})
+		if len(got) != 2 || len(got[0].Points) != 1 {
+			t.Fatalf("after Store: %+v", got)
+		}
+	}
+	// The per-source series limit (2) holds: memory_used_bytes is refused.
+	if got := e.rangeQ(Query{Device: "int-power", Name: "memory_used_bytes", From: t0, To: t0}); len(got) != 0 {
+		t.Errorf("a third series past the limit of 2 was stored: %+v", got)
+	}
+	if st := in.Stats(); st.Batches.Load() != 1 || st.Duplicates.Load() != 1 {
+		t.Errorf("batches %d, duplicates %d; want 1, 1", st.Batches.Load(), st.Duplicates.Load())
+	}
+	if got := log.seqs("int-power"); len(got) != 0 {
+		t.Errorf("acks published for Store's batches: %v", got)
+	}
+	if err := e.db.Close(); err != nil { // every commit now fails
+		t.Fatal(err)
+	}
+	if err := in.Store(context.Background(), "int-power", batch(8, t0, 1)); err == nil {
+		t.Error("Store with a closed store = nil")
+	}
+}
