@@ -141,6 +141,10 @@ type Config struct {
 	// Integrations manages integrations' broker accounts; nil leaves the
 	// integration endpoints out.
 	Integrations Integrations
+	// IntegrationMetrics stores the metrics integrations push over REST;
+	// nil (or no Integrations) leaves POST
+	// /api/v1/integrations/{name}/metrics out.
+	IntegrationMetrics IntegrationMetrics
 	// CAPEM is the hub CA's certificate in PEM, given to integrations.
 	CAPEM []byte
 	// Commands sends remote commands and keeps their audit log; nil
@@ -258,6 +262,10 @@ func (s *server) routes() *http.ServeMux {
 		mux.Handle("POST /api/v1/integrations", s.admin(s.createIntegration))
 		mux.Handle("GET /api/v1/integrations", s.admin(s.listIntegrations))
 		mux.Handle("DELETE /api/v1/integrations/{name}", s.admin(s.deleteIntegration))
+		mux.Handle("GET /api/v1/integrations/{name}/metrics", s.admin(s.integrationMetrics))
+		if s.cfg.IntegrationMetrics != nil {
+			mux.HandleFunc("POST /api/v1/integrations/{name}/metrics", s.pushMetrics)
+		}
 	}
 	if s.cfg.Configs != nil {
 		mux.Handle("GET /api/v1/config", s.admin(s.listKinds))

@@ -111,6 +111,8 @@ type harness struct {
 	rollouts     *rollout.Manager
 	syncStates   fakeSync
 	integrations *integrations.Accounts
+	// pushLimited makes integrations' metric pushes over their rate limit.
+	pushLimited atomic.Bool
 	// jobs is the scheduler, running on the harness clock, with the
 	// command service and Berlin as its location.
 	jobs *scheduler.Scheduler
@@ -235,6 +237,11 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 			t.Errorf("scheduler: %v", err)
 		}
 	})
+	mi := metrics.NewIngester(ms, metrics.IngesterConfig{Ack: func(context.Context, string, *protocol.MetricsAck) error { return nil }})
+	ictx, istop := context.WithCancel(context.Background())
+	iran := make(chan error, 1)
+	go func() { iran <- mi.Run(ictx) }()
+	t.Cleanup(func() { istop(); <-iran })
 	issue := func(id string, pub ed25519.PublicKey) ([]byte, error) {
 		c, err := ca.IssueClient(id, pub, clk.Now())
 		if err != nil {
@@ -258,12 +265,18 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 			w.Header().Set("Content-Type", "text/plain; version=0.0.4")
 			_, _ = io.WriteString(w, "up 1\n")
 		}),
-		Pairing:          h.window,
-		Commands:         h.commands,
-		Configs:          h.configs,
-		Rollouts:         h.rollouts,
-		Jobs:             h.jobs,
-		Integrations:     h.integrations,
+		Pairing:      h.window,
+		Commands:     h.commands,
+		Configs:      h.configs,
+		Rollouts:     h.rollouts,
+		Jobs:         h.jobs,
+		Integrations: h.integrations,
+		IntegrationMetrics: pusher(func(ctx context.Context, src string, m *protocol.Metrics) error {
+			if h.pushLimited.Load() {
+				return ErrRateLimited
+			}
+			return mi.Store(ctx, src, m)
+		}),
 		CAPEM:            []byte("-----BEGIN CERTIFICATE-----\ntest\n-----END CERTIFICATE-----\n"),
 		IssueCertificate: issue,
 		Devices:          reg,
@@ -293,6 +306,13 @@ func openHarness(t testing.TB, dir string, opts store.Options) *harness {
 		t.Fatal(err)
 	}
 	return h
+}
+
+// pusher is an IntegrationMetrics.
+type pusher func(ctx context.Context, src string, m *protocol.Metrics) error
+
+func (p pusher) Push(ctx context.Context, src string, m *protocol.Metrics) error {
+	return p(ctx, src, m)
 }
 
 // request is one HTTP request to send.

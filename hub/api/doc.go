@@ -44,6 +44,8 @@
 //	  POST   /api/v1/integrations                    with Integrations only
 //	  GET    /api/v1/integrations
 //	  DELETE /api/v1/integrations/{name}
+//	  GET    /api/v1/integrations/{name}/metrics     range query over the series an integration pushed
+//	  POST   /api/v1/integrations/{name}/metrics     with IntegrationMetrics; HTTP Basic of the account itself
 //	  GET    /api/v1/config                          with Configs only: kinds and their schemas
 //	  GET    /api/v1/config/{kind}                   every document's latest version
 //	  GET    /api/v1/config/{kind}/{scope}           scope: default, device:<id>, selector:<k=v,…>; ETag

@@ -14,6 +14,9 @@ type Integrations interface {
 	Create(name, kind string) (integrations.Account, string, error)
 	List() []integrations.Account
 	Delete(name string) (integrations.Account, error)
+	Get(name string) (integrations.Account, error)
+	// Check reports whether password is that of the account named name.
+	Check(name string, password []byte) (integrations.Account, bool)
 }
 
 // IntegrationRequest is the body of POST /api/v1/integrations.
@@ -86,6 +89,10 @@ func (s *server) deleteIntegration(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	s.cfg.Disconnect(acc.Username)
+	if err := s.cfg.Metrics.DeleteDevice(acc.Username); err != nil {
+		// Harmless: the next start removes the series of accounts gone.
+		s.log.Warn("metrics of a deleted integration not removed", "name", acc.Name, "err", err)
+	}
 	s.log.Info("integration account deleted", "name", acc.Name)
 	w.WriteHeader(http.StatusNoContent)
 }

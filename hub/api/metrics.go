@@ -44,7 +44,11 @@ func (s *server) deviceMetrics(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	mq := metrics.Query{Device: id, Name: rq.name, Labels: rq.labels, From: rq.from, To: rq.to, Step: rq.step}
+	s.writeRange(w, r, metrics.Query{Device: id, Name: rq.name, Labels: rq.labels, From: rq.from, To: rq.to, Step: rq.step})
+}
+
+// writeRange answers the range query mq of one source's series.
+func (s *server) writeRange(w http.ResponseWriter, r *http.Request, mq metrics.Query) {
 	series, err := s.cfg.Metrics.Range(mq)
 	if err != nil {
 		s.writeError(w, r, err)
