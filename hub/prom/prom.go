@@ -1,7 +1,8 @@
 // Package prom serves the hub's Prometheus exposition at /metrics: the
 // hub's own counters (ingest, queue, store, broker, devices) and the latest
 // value of every device series as a sample labelled with the device's ID,
-// name and registry labels, so that Prometheus can scrape one endpoint for
+// name and registry labels — and of every series an integration pushed,
+// labelled integration="<name>" — so that Prometheus can scrape one endpoint for
 // the whole household. Label values pass through protocol.SafeText (a
 // control or bidirectional character, or an invalid byte, becomes U+FFFD)
 // and client_golang escapes them for the text format.
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/alicia-home/alicia/hub/integrations"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/internal/protocol"
@@ -30,8 +32,12 @@ const Fresh = 10 * time.Minute
 // Sources are what the exposition reads, each at scrape time.
 type Sources struct {
 	Devices func() []registry.Device
-	Metrics *metrics.Store
-	Ingest  *metrics.Ingester
+	// Integrations returns the names of the integrations whose pushed
+	// series are exposed (those of kind metrics); nil: none. Each one's
+	// series are stored under integrations.SourceID(name).
+	Integrations func() []string
+	Metrics      *metrics.Store
+	Ingest       *metrics.Ingester
 	// StoreSize returns the badger store's LSM and value-log sizes.
 	StoreSize func() (lsm, vlog int64)
 	// Broker returns the embedded broker's counters; nil with an external
@@ -177,12 +183,18 @@ func (c *deviceCollector) Describe(chan<- *prometheus.Desc) {}
 // with such a name is not exposed, so it cannot clash with them.
 var reserved = []string{"go_", "process_", "promhttp_", "alicia_hub_", "alicia_device_"}
 
-// Fixed labels of every device sample. A sample label of the same name is
-// dropped (agents do not send them: sample labels are disk, interface…).
+// Fixed labels of every device sample, and of every integration's. A
+// sample label of one of these names is dropped (agents do not send them:
+// sample labels are disk, interface…), so that no integration's sample
+// can pass for a device's, nor a device's for an integration's.
 const (
-	labelDevice = "device"
-	labelName   = "device_name"
+	labelDevice      = "device"
+	labelName        = "device_name"
+	labelIntegration = "integration"
 )
+
+// fixedLabel reports whether k is one of the fixed labels.
+func fixedLabel(k string) bool { return k == labelDevice || k == labelName || k == labelIntegration }
 
 // Names of the per-device state families.
 const (
@@ -205,7 +217,7 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 		m := map[string]string{}
 		for k, v := range d.Labels {
 			pk := promLabel(k)
-			if pk == labelDevice || pk == labelName {
+			if fixedLabel(pk) {
 				continue
 			}
 			m[pk] = protocol.SafeText(v)
@@ -213,10 +225,13 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		devLabels[d.ID] = m
 	}
+	// A sample is a device's (dev set) or an integration's (integration
+	// set).
 	type sample struct {
-		dev    *registry.Device
-		labels map[string]string
-		value  float64
+		dev         *registry.Device
+		integration string
+		labels      map[string]string
+		value       float64
 	}
 	families := map[string][]sample{}
 	cutoff := src.Now().Add(-Fresh)
@@ -229,7 +244,17 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 			if s.Time.Before(cutoff) || slices.ContainsFunc(reserved, func(p string) bool { return strings.HasPrefix(s.Name, p) }) {
 				continue
 			}
-			families[s.Name] = append(families[s.Name], sample{d, s.Labels, s.Value})
+			families[s.Name] = append(families[s.Name], sample{dev: d, labels: s.Labels, value: s.Value})
+		}
+	}
+	if src.Integrations != nil {
+		for _, name := range src.Integrations() {
+			for _, s := range src.Metrics.Latest(integrations.SourceID(name)) {
+				if s.Time.Before(cutoff) || slices.ContainsFunc(reserved, func(p string) bool { return strings.HasPrefix(s.Name, p) }) {
+					continue
+				}
+				families[s.Name] = append(families[s.Name], sample{integration: name, labels: s.Labels, value: s.Value})
+			}
 		}
 	}
 	base := func(d *registry.Device) map[string]string {
@@ -240,25 +265,38 @@ func (c *deviceCollector) Collect(ch chan<- prometheus.Metric) {
 	// One family per name; every sample of a family carries the same label
 	// names (client_golang requires it), "" where a device lacks one.
 	for name, ss := range families {
-		keys := map[string]bool{labelDevice: true, labelName: true}
-		for k := range regKeys {
-			keys[k] = true
-		}
+		keys := map[string]bool{}
 		for _, s := range ss {
+			if s.dev != nil && !keys[labelDevice] {
+				keys[labelDevice], keys[labelName] = true, true
+				for k := range regKeys {
+					keys[k] = true
+				}
+			}
+			if s.dev == nil {
+				keys[labelIntegration] = true
+			}
 			for k := range s.labels {
-				keys[k] = true
+				if !fixedLabel(k) {
+					keys[k] = true
+				}
 			}
 		}
 		names := slices.Sorted(maps.Keys(keys))
-		vt, help := prometheus.GaugeValue, "Latest value from the device's agent."
+		vt, help := prometheus.GaugeValue, "Latest value from the device's agent (or an integration)."
 		if strings.HasSuffix(name, "_total") {
-			vt, help = prometheus.CounterValue, "Latest value of a counter from the device's agent."
+			vt, help = prometheus.CounterValue, "Latest value of a counter from the device's agent (or an integration)."
 		}
 		desc := prometheus.NewDesc(name, help, names, nil)
 		for _, s := range ss {
-			lv := base(s.dev)
+			var lv map[string]string
+			if s.dev != nil {
+				lv = base(s.dev)
+			} else {
+				lv = map[string]string{labelIntegration: s.integration}
+			}
 			for k, v := range s.labels {
-				if k != labelDevice && k != labelName {
+				if !fixedLabel(k) {
 					lv[k] = protocol.SafeText(v) // a sample label wins over a registry label of the same name
 				}
 			}

@@ -22,6 +22,12 @@ var t0 = time.Date(2026, 11, 27, 6, 0, 0, 0, time.UTC)
 // returns its text.
 func scrape(t *testing.T, cfg metrics.Config, devices []registry.Device, batches []metrics.Batch, now time.Time) string {
 	t.Helper()
+	return scrapeWith(t, cfg, devices, nil, batches, now)
+}
+
+// scrapeWith is scrape with the integrations ints.
+func scrapeWith(t *testing.T, cfg metrics.Config, devices []registry.Device, ints []string, batches []metrics.Batch, now time.Time) string {
+	t.Helper()
 	db, err := store.Open(store.Options{Dir: t.TempDir(), MinFreeBytes: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -38,9 +44,10 @@ func scrape(t *testing.T, cfg metrics.Config, devices []registry.Device, batches
 	in := metrics.NewIngester(ms, metrics.IngesterConfig{})
 	h := Handler(Sources{
 		Devices: func() []registry.Device { return devices }, Metrics: ms, Ingest: in, StoreSize: db.Size,
-		Broker:   func() (int64, int64, int64, uint64, uint64) { return 3, 100, 90, 2, 1 },
-		Rejected: func() uint64 { return 5 },
-		Limited:  func() uint64 { return 4 },
+		Integrations: func() []string { return ints },
+		Broker:       func() (int64, int64, int64, uint64, uint64) { return 3, 100, 90, 2, 1 },
+		Rejected:     func() uint64 { return 5 },
+		Limited:      func() uint64 { return 4 },
 		Dropped: func() []Dropped {
 			return []Dropped{{"mqtt", "connect_timeout", 4}, {"mqtt", "tls_handshake_failed", 0}, {"http", "first_byte_timeout", 2}}
 		},
@@ -175,4 +182,33 @@ func TestExpositionOfSeriesLimit(t *testing.T) {
 		t.Errorf("the hub's %s flag is exposed as a device sample", metrics.SeriesLimitedName)
 	}
 	promtool(t, out)
+}
+
+// An integration's series are exposed with integration="<name>", never
+// with a device's labels, whatever labels it pushed; a device's cannot
+// pass for an integration's either.
+func TestIntegrationExposition(t *testing.T) {
+	devices := []registry.Device{{ID: "dkitchen", Name: "kitchen-pi", Status: registry.StatusOnline, Labels: map[string]string{"room": "kitchen"}}}
+	now := t0.Add(time.Minute)
+	batches := []metrics.Batch{
+		{Device: "dkitchen", Metrics: batch(1, t0, protocol.Point{Name: "cpu_usage_ratio", Labels: map[string]string{"cpu": "total", "integration": "power"}, Value: 0.25})},
+		{Device: "int-power", Metrics: batch(1, t0,
+			protocol.Point{Name: "grid_power_watts", Labels: map[string]string{"phase": "1"}, Value: 230.5},
+			protocol.Point{Name: "cpu_usage_ratio", Labels: map[string]string{"cpu": "total", "device": "dkitchen", "device_name": "kitchen-pi"}, Value: 0.75},
+		)},
+		{Device: "int-gone", Metrics: batch(1, t0, protocol.Point{Name: "grid_power_watts", Value: 1})},
+	}
+	out := scrapeWith(t, metrics.Config{}, devices, []string{"power"}, batches, now)
+	for _, want := range []string{
+		`grid_power_watts{integration="power",phase="1"} 230.5`,
+		`cpu_usage_ratio{cpu="total",device="",device_name="",integration="power",room=""} 0.75`,
+		`cpu_usage_ratio{cpu="total",device="dkitchen",device_name="kitchen-pi",integration="",room="kitchen"} 0.25`,
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("missing %s in:\n%s", want, out)
+		}
+	}
+	if strings.Contains(out, "gone") || strings.Count(out, "\ngrid_power_watts{") != 1 {
+		t.Errorf("an integration not listed is exposed:\n%s", out)
+	}
 }
