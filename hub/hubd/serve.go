@@ -52,6 +52,7 @@ func (p *parts) openAPI() error {
 	// devices' accounts are made there through dynamic security.
 	if p.broker.brk != nil {
 		cfg.Integrations = p.accts
+		cfg.IntegrationMetrics = integrationPush{p}
 	} else {
 		cfg.Accounts, enrolCfg.Accounts = p.dynsec, p.dynsec
 	}
@@ -96,14 +97,15 @@ func (p *parts) issueCertificate(id string, pub ed25519.PublicKey) ([]byte, erro
 // prometheus is the /metrics handler over the hub's parts.
 func (p *parts) prometheus() http.Handler {
 	return prom.Handler(prom.Sources{
-		Devices:   p.reg.List,
-		Metrics:   p.mstore,
-		Ingest:    p.mingest,
-		StoreSize: p.db.Size,
-		Broker:    p.broker.stats(),
-		Rejected:  func() uint64 { r, _ := p.ingest.Stats(); return r },
-		Limited:   func() uint64 { _, l := p.ingest.Stats(); return l },
-		Dropped:   func() []prom.Dropped { return append(p.broker.dropped(), httpDropped(p.httpLn.Counts())...) },
+		Devices:      p.reg.List,
+		Integrations: p.metricsIntegrations,
+		Metrics:      p.mstore,
+		Ingest:       p.mingest,
+		StoreSize:    p.db.Size,
+		Broker:       p.broker.stats(),
+		Rejected:     func() uint64 { r, _ := p.ingest.Stats(); return r },
+		Limited:      func() uint64 { _, l := p.ingest.Stats(); return l },
+		Dropped:      func() []prom.Dropped { return append(p.broker.dropped(), httpDropped(p.httpLn.Counts())...) },
 	})
 }
 

@@ -6,14 +6,17 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
 
+	"github.com/alicia-home/alicia/hub/api"
 	"github.com/alicia-home/alicia/hub/command"
 	"github.com/alicia-home/alicia/hub/confsync"
 	"github.com/alicia-home/alicia/hub/events"
 	"github.com/alicia-home/alicia/hub/health"
 	"github.com/alicia-home/alicia/hub/homeassistant"
 	"github.com/alicia-home/alicia/hub/ingest"
+	"github.com/alicia-home/alicia/hub/integrations"
 	"github.com/alicia-home/alicia/hub/metrics"
 	"github.com/alicia-home/alicia/hub/registry"
 	"github.com/alicia-home/alicia/hub/rollout"
@@ -219,6 +222,15 @@ func (p *parts) openMetrics() error {
 		return fmt.Errorf("hub: %w", err)
 	}
 	for _, id := range ms.Devices() {
+		if strings.HasPrefix(id, integrations.UsernamePrefix) {
+			// An integration's series: kept while its account is.
+			if _, err := p.accts.Get(strings.TrimPrefix(id, integrations.UsernamePrefix)); errors.Is(err, integrations.ErrNotFound) {
+				if err := ms.DeleteDevice(id); err != nil {
+					p.log.Warn("metrics of a deleted integration not removed", "integration", id, "err", err)
+				}
+			}
+			continue
+		}
 		if _, err := p.reg.Get(id); errors.Is(err, registry.ErrNotFound) {
 			if err := ms.DeleteDevice(id); err != nil {
 				p.log.Warn("metrics of a deleted device not removed", "device", id, "err", err)
@@ -232,6 +244,14 @@ func (p *parts) openMetrics() error {
 // ackMetrics tells an agent its batches are stored (the ingester's Ack):
 // it may then forget them. Home Assistant's state follows.
 func (p *parts) ackMetrics(ctx context.Context, dev string, ack *protocol.MetricsAck) error {
+	if name, ok := strings.CutPrefix(dev, integrations.UsernamePrefix); ok {
+		// An integration's batch: acknowledged on its own ack topic.
+		b, err := protocol.Encode(p.hubID, time.Now(), ack)
+		if err != nil {
+			return err
+		}
+		return p.client.Publish(ctx, bus.Message{Topic: protocol.IntegrationTopic(name, protocol.KindAck), Payload: b, QoS: 1})
+	}
 	if p.ha != nil {
 		p.ha.Stored(dev)
 	}
@@ -308,10 +328,11 @@ func (p *parts) openIngest() error {
 	p.mingest = metrics.NewIngester(p.mstore, metrics.IngesterConfig{Ack: p.ackMetrics, Logger: p.log.With("component", "metrics")})
 	ev := p.events
 	in, err := ingest.New(ingest.Config{Registry: p.reg, Metrics: p.mingest, Results: p.cmds, Rate: p.cfg.DeviceMsgRate,
-		Logger:       p.log.With("component", "ingest"),
-		Input:        func(dev string, e *protocol.DeviceEvent) { ev.Publish(events.DeviceInput, dev, e) },
-		ConfigStatus: p.confsync.HandleStatus,
-		JobRun:       p.handleJobRun})
+		Logger:             p.log.With("component", "ingest"),
+		Input:              func(dev string, e *protocol.DeviceEvent) { ev.Publish(events.DeviceInput, dev, e) },
+		ConfigStatus:       p.confsync.HandleStatus,
+		JobRun:             p.handleJobRun,
+		IntegrationMetrics: p.accts.MetricsSource})
 	if err != nil {
 		return fmt.Errorf("hub: %w", err)
 	}
@@ -320,8 +341,37 @@ func (p *parts) openIngest() error {
 			return fmt.Errorf("hub: subscribe: %w", err)
 		}
 	}
+	// Integrations' batches (accounts of kind metrics; the broker lets
+	// each publish on its own topic only).
+	if err := p.client.Subscribe(protocol.AllIntegrations(protocol.KindMetrics), 1, in.HandleIntegration); err != nil {
+		return fmt.Errorf("hub: subscribe: %w", err)
+	}
 	p.ingest = in
 	return nil
+}
+
+// integrationPush stores the metrics an integration pushes over REST
+// (api.IntegrationMetrics): under the rate limit its MQTT messages share,
+// committed before the answer.
+type integrationPush struct{ p *parts }
+
+func (ip integrationPush) Push(ctx context.Context, src string, m *protocol.Metrics) error {
+	if !ip.p.ingest.Allow(src) {
+		return api.ErrRateLimited
+	}
+	return ip.p.mingest.Store(ctx, src, m)
+}
+
+// metricsIntegrations are the names of the integrations of kind metrics,
+// whose series /metrics exposes.
+func (p *parts) metricsIntegrations() []string {
+	var out []string
+	for _, a := range p.accts.List() {
+		if a.Kind == integrations.KindMetrics {
+			out = append(out, a.Name)
+		}
+	}
+	return out
 }
 
 // openHealth builds the alert engine over the latest samples, and the
