@@ -2,6 +2,7 @@ package broker
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -120,7 +121,7 @@ func (b *Broker) Serve(id string, ln net.Listener) error {
 	b.mu.Lock()
 	b.listeners++
 	b.mu.Unlock()
-	nl := &netListener{id: id, ln: ln, guard: &b.guard, log: b.log, pending: map[net.Conn]struct{}{}}
+	nl := &netListener{id: id, ln: ln, guard: &b.guard, log: b.log, pending: map[net.Conn]struct{}{}, live: map[net.Conn]struct{}{}}
 	if err := b.server.AddListener(nl); err != nil {
 		return fmt.Errorf("broker: listener %s: %w", id, err)
 	}
@@ -318,6 +319,7 @@ type netListener struct {
 	mu      sync.Mutex // guards the fields below
 	closed  bool
 	pending map[net.Conn]struct{} // connections in guard.admit
+	live    map[net.Conn]struct{} // connections handed to mochi, until their session ends
 }
 
 var _ listeners.Listener = (*netListener)(nil)
@@ -345,6 +347,7 @@ func (l *netListener) Serve(establish listeners.EstablishFn) {
 				_ = conn.Close()
 				return
 			}
+			defer l.ended(conn)
 			_ = establish(l.id, c) // errors are per-client and already logged by mochi
 		}()
 	}
@@ -376,11 +379,21 @@ func (l *netListener) admitted(conn net.Conn, err error) bool {
 	}
 	delete(l.pending, conn)
 	l.guard.drops.pending.Add(-1)
+	if open && err == nil {
+		l.live[conn] = struct{}{}
+	}
 	l.mu.Unlock()
 	if refused && open {
 		l.log.Debug("mqtt connection dropped before CONNECT", "listener", l.id, "remote", conn.RemoteAddr().String(), "reason", ae.reason, "err", ae.err)
 	}
 	return open && err == nil
+}
+
+// ended forgets conn, whose mochi session has ended.
+func (l *netListener) ended(conn net.Conn) {
+	l.mu.Lock()
+	delete(l.live, conn)
+	l.mu.Unlock()
 }
 
 func (l *netListener) Close(closeClients listeners.CloseFn) {
@@ -396,6 +409,20 @@ func (l *netListener) Close(closeClients listeners.CloseFn) {
 	l.mu.Unlock()
 	_ = l.ln.Close()
 	closeClients(l.id)
+	// A connection admitted just before the close may not be one of
+	// mochi's clients yet, so closeClients missed it: close every
+	// connection handed to mochi, so that every session ends.
+	// The TCP connection under TLS is closed: a TLS close would first
+	// send a close_notify, which waits for a writer stuck on a client that
+	// reads nothing.
+	l.mu.Lock()
+	for c := range l.live {
+		if tc, ok := c.(*tls.Conn); ok {
+			c = tc.NetConn()
+		}
+		_ = c.Close()
+	}
+	l.mu.Unlock()
 	l.wg.Wait()
 }
 
