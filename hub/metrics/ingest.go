@@ -137,6 +137,29 @@ func (in *Ingester) Run(ctx context.Context) error {
 			}
 		}
 		fresh, err := in.store.Ingest(group)
+		if err != nil {
+			in.stats.Failed.Add(uint64(len(group) - len(fresh)))
+			// Not acknowledged: the agents keep these batches and resend.
+			if time.Since(lastErr) > 10*time.Second {
+				in.log.Error("metrics not stored (the agents keep them and resend)", "batches", len(group)-len(fresh), "err", err)
+				lastErr = time.Now()
+			}
+		}
+		// Those committed (all, or those before a failure) are counted,
+		// then their Store callers answered, then acknowledged: a caller
+		// woken sees the counters of its batch.
+		group = group[:len(fresh)]
+		if len(group) > 0 {
+			in.stats.Commits.Add(1)
+		}
+		for i, b := range group {
+			if fresh[i] {
+				in.stats.Batches.Add(1)
+				in.stats.Points.Add(uint64(len(b.Metrics.Points)))
+			} else {
+				in.stats.Duplicates.Add(1)
+			}
+		}
 		for i, it := range items {
 			if it.done == nil {
 				continue
@@ -145,28 +168,6 @@ func (in *Ingester) Run(ctx context.Context) error {
 				it.done <- nil
 			} else {
 				it.done <- err
-			}
-		}
-		if err != nil {
-			in.stats.Failed.Add(uint64(len(group) - len(fresh)))
-			// Not acknowledged: the agents keep these batches and resend.
-			if time.Since(lastErr) > 10*time.Second {
-				in.log.Error("metrics not stored (the agents keep them and resend)", "batches", len(group)-len(fresh), "err", err)
-				lastErr = time.Now()
-			}
-			// Those committed before the failure are acknowledged.
-			group = group[:len(fresh)]
-			if len(group) == 0 {
-				continue
-			}
-		}
-		in.stats.Commits.Add(1)
-		for i, b := range group {
-			if fresh[i] {
-				in.stats.Batches.Add(1)
-				in.stats.Points.Add(uint64(len(b.Metrics.Points)))
-			} else {
-				in.stats.Duplicates.Add(1)
 			}
 		}
 		in.ack(ctx, items[:len(group)])
