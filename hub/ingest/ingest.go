@@ -165,19 +165,8 @@ func (in *Dispatcher) Handle(_ context.Context, m bus.Message) {
 		in.reject(m, err)
 		return
 	}
-	if !in.allow(id) {
-		in.limited.Add(1)
-		in.log.Warn("limit/"+id, "device messages over the rate limit dropped (counted in alicia_hub_rate_limited_messages_total)",
-			"device", id, "limit_per_second", in.cfg.Rate)
-		return
-	}
-	if len(m.Payload) == 0 {
-		// An empty retained message clears a topic; nothing to apply.
-		return
-	}
-	msg, err := protocol.Decode(m.Payload)
-	if err != nil {
-		in.reject(m, err)
+	msg, ok := in.decode(m, id, "device", id)
+	if !ok {
 		return
 	}
 	if msg.Type() != kind.Type() {
@@ -238,18 +227,8 @@ func (in *Dispatcher) HandleIntegration(_ context.Context, m bus.Message) {
 		return
 	}
 	src := integrations.SourceID(name)
-	if !in.allow(src) {
-		in.limited.Add(1)
-		in.log.Warn("limit/"+src, "integration messages over the rate limit dropped (counted in alicia_hub_rate_limited_messages_total)",
-			"integration", name, "limit_per_second", in.cfg.Rate)
-		return
-	}
-	if len(m.Payload) == 0 {
-		return
-	}
-	msg, err := protocol.Decode(m.Payload)
-	if err != nil {
-		in.reject(m, err)
+	msg, ok := in.decode(m, src, "integration", name)
+	if !ok {
 		return
 	}
 	p, ok := msg.Payload.(*protocol.Metrics)
@@ -266,6 +245,28 @@ func (in *Dispatcher) HandleIntegration(_ context.Context, m bus.Message) {
 		return
 	}
 	in.cfg.Metrics.Submit(src, p) // counted when refused; the integration resends
+}
+
+// decode applies source src's rate limit to m and decodes it; it reports
+// false when m is dropped: over the limit (counted and logged, as a
+// message of a what named name), empty (a retained message cleared:
+// nothing to apply) or not a valid envelope (rejected).
+func (in *Dispatcher) decode(m bus.Message, src, what, name string) (*protocol.Message, bool) {
+	if !in.allow(src) {
+		in.limited.Add(1)
+		in.log.Warn("limit/"+src, what+" messages over the rate limit dropped (counted in alicia_hub_rate_limited_messages_total)",
+			what, name, "limit_per_second", in.cfg.Rate)
+		return nil, false
+	}
+	if len(m.Payload) == 0 {
+		return nil, false
+	}
+	msg, err := protocol.Decode(m.Payload)
+	if err != nil {
+		in.reject(m, err)
+		return nil, false
+	}
+	return msg, true
 }
 
 func (in *Dispatcher) reject(m bus.Message, err error) {
