@@ -155,6 +155,12 @@ func (s *Scheduler) claim(e *entry, now time.Time) {
 		}
 		runs = nil
 	}
+	s.commitClaim(e, now, runs, skips)
+}
+
+// commitClaim stores e's claimed runs and skips and moves its Done to now,
+// in one synced transaction, then queues the runs. s.mu must be held.
+func (s *Scheduler) commitClaim(e *entry, now time.Time, runs, skips []Run) {
 	st := e.st
 	st.Done = now
 	err := s.db.Update(func(tx *store.Tx) error {
